@@ -1,0 +1,129 @@
+"""The SQL store on SQLite (and PostgreSQL when FRAMESCRIBE_TEST_PG_URL or the local server answers)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from worker.adapters.stores.sql import SqlResultStore
+from worker.core.models import Description, FrameRef, SegmentPlan, Usage, VideoInfo
+from worker.core.summary import build_summary
+from worker.errors import NotFound
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlResultStore]:
+    """An empty, migrated store: SQLite in tmp_path, or a fresh PostgreSQL schema-per-test database."""
+    if request.param == "sqlite":
+        s = SqlResultStore(f"sqlite:///{tmp_path / 'fs.db'}")
+        yield s
+        s.close()
+        return
+    if not _pg_up():
+        pytest.skip("PostgreSQL is not answering on 127.0.0.1:5432 (scripts/services starts it)")
+    name = f"fs_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    s = SqlResultStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    yield s
+    s.close()
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+INFO = VideoInfo(30_000, 25.0, 750, 640, 360, "avc1", 1234)
+
+
+def _plans(n: int = 3) -> list[SegmentPlan]:
+    return [
+        SegmentPlan(i, i * 10_000, (i + 1) * 10_000, Fraction(1), tuple(range(i * 10_000, (i + 1) * 10_000, 1000)))
+        for i in range(n)
+    ]
+
+
+def _desc(text: str) -> Description:
+    return Description(text, {"k": 1}, "dashscope", "qwen-vl-max", Usage(100, 20, 80, "req-1", 50, 1))
+
+
+def _frames(i: int) -> list[FrameRef]:
+    return [FrameRef(n, i * 10_000 + n * 1000, f"/f/{i}/{n}.jpg", 640, 352, 999) for n in range(10)]
+
+
+def test_job_lifecycle(store: SqlResultStore) -> None:
+    job, created = store.create_job("/v/a.mp4", "a.mp4", {"fps": 1})
+    assert created and store.get_job(job.id).state == "queued"
+    store.plan_job(job.id, INFO, _plans())
+    store.plan_job(job.id, INFO, _plans())  # idempotent
+    assert store.get_job(job.id).segment_count == 3
+    assert store.counts(job.id) == {"pending": 3}
+    for i in range(3):
+        assert store.claim_segment(job.id, i)
+    assert not store.claim_summary(job.id), "no summary while segments are active"
+    assert store.save_segment(job.id, 0, _desc("first"), _frames(0))
+    assert not store.save_segment(job.id, 0, _desc("second"), _frames(0)), "first writer wins"
+    assert store.segment(job.id, 0).description == "first"
+    assert len(store.frames(job.id, 0)) == 10
+    assert store.save_segment(job.id, 1, _desc("b"), _frames(1))
+    assert store.fail_segment(job.id, 2, "decode error at 25.00s")
+    assert not store.claim_segment(job.id, 0), "a done segment is not claimed again"
+    assert store.claim_summary(job.id)
+    assert not store.claim_summary(job.id), "the summary is claimed exactly once"
+    summary = build_summary(store.segment_rows(job.id), 30_000)
+    store.finish_job(job.id, summary, summary.state)
+    got = store.get_job(job.id)
+    assert got.state == "partial" and got.summary and got.summary["segments_done"] == 2
+    assert store.usage(job.id)["video_tokens"] == 160
+
+
+def test_idempotency_key_returns_first_job(store: SqlResultStore) -> None:
+    a, created_a = store.create_job("/v/a.mp4", "a.mp4", {}, idempotency_key="k1")
+    b, created_b = store.create_job("/v/b.mp4", "b.mp4", {}, idempotency_key="k1")
+    assert created_a and not created_b and a.id == b.id
+
+
+def test_cancel_retry_delete(store: SqlResultStore) -> None:
+    job, _ = store.create_job("/v/a.mp4", "a.mp4", {})
+    store.plan_job(job.id, INFO, _plans())
+    store.claim_segment(job.id, 0)
+    store.save_segment(job.id, 0, _desc("kept"), _frames(0))
+    assert store.cancel_job(job.id) == 2
+    assert store.get_job(job.id).state == "cancelled"
+    assert store.counts(job.id) == {"done": 1, "cancelled": 2}
+    assert store.reset_failed(job.id) == [1, 2]
+    assert store.counts(job.id) == {"done": 1, "pending": 2}
+    store.delete_job(job.id)
+    with pytest.raises(NotFound):
+        store.get_job(job.id)
+
+
+def test_list_jobs_pagination(store: SqlResultStore) -> None:
+    ids = [store.create_job(f"/v/{i}.mp4", f"{i}.mp4", {})[0].id for i in range(5)]
+    page1 = store.list_jobs(limit=2)
+    page2 = store.list_jobs(limit=2, before=page1[-1].id)
+    page3 = store.list_jobs(limit=2, before=page2[-1].id)
+    seen = [j.id for j in page1 + page2 + page3]
+    assert sorted(seen) == sorted(ids) and len(set(seen)) == 5
+
+
+def test_segment_rows_stream_in_batches(store: SqlResultStore) -> None:
+    job, _ = store.create_job("/v/a.mp4", "a.mp4", {})
+    store.plan_job(job.id, INFO, _plans(7))
+    assert [r.index for r in store.segment_rows(job.id, batch=3)] == list(range(7))

@@ -1,0 +1,68 @@
+"""FrameSink: JPEG files under DATA_DIR/jobs/<job>/seg_<k>/frame_<n>.jpg, written atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worker.core.budget import frame_size
+from worker.core.models import FrameRef
+from worker.errors import StoreError
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+def segment_dir(data_dir: Path, job_id: str, index: int) -> Path:
+    return job_dir(data_dir, job_id) / f"seg_{index:05d}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JpegWriter:
+    """Resizes each frame to the pixel budget (sides multiples of 32) and writes it as JPEG."""
+
+    def __init__(self, max_pixels: int, quality: int = 90) -> None:
+        self.max_pixels = max_pixels
+        self.quality = quality
+
+    def encode(self, image: np.ndarray) -> tuple[bytes, int, int]:
+        h, w = image.shape[:2]
+        tw, th = frame_size(w, h, self.max_pixels)
+        if (tw, th) != (w, h):
+            interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_CUBIC
+            image = cv2.resize(image, (tw, th), interpolation=interp)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise StoreError("JPEG encoding failed")
+        return buf.tobytes(), tw, th
+
+    def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray) -> FrameRef:
+        data, w, h = self.encode(image)
+        path = folder / f"frame_{n:04d}_{t_ms:010d}ms.jpg"
+        try:
+            atomic_write(path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write frame {path}: {exc.strerror or exc}") from None
+        return FrameRef(n=n, t_ms=t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=len(data))
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

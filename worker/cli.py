@@ -1,0 +1,314 @@
+"""The ``framescribe`` command line. ``framescribe run`` is the embedded mode: no broker, no API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+from worker.config import Settings, load_settings
+from worker.core.exports import renderer
+from worker.core.timecode import span
+from worker.errors import FramescribeError, InputError
+from worker.options import JobOptions
+
+app = typer.Typer(
+    name="framescribe",
+    help="Turn video into timed, searchable descriptions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+jobs_app = typer.Typer(help="Stored jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 220)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("framescribe")
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (else FRAMESCRIBE_CONFIG).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Frames and SQLite folder.")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
+
+
+def settings_from(config: Path | None, data_dir: Path | None, database_url: str | None) -> Settings:
+    if config is not None:
+        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "urllib3", "dashscope", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def job_options(**given: Any) -> JobOptions:
+    return JobOptions.parse({k: v for k, v in given.items() if v is not None})
+
+
+@app.command()
+def run(
+    video: Annotated[Path, typer.Argument(help="The video file to describe.")],
+    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
+    segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds.")] = None,
+    overlap_seconds: Annotated[float | None, typer.Option(help="Overlap between segments.")] = None,
+    start: Annotated[float | None, typer.Option(help="Start of the range (s).")] = None,
+    end: Annotated[float | None, typer.Option(help="End of the range (s).")] = None,
+    describer: Annotated[str | None, typer.Option(help="auto | local | dashscope")] = None,
+    model: Annotated[str | None, typer.Option(help="DashScope model.")] = None,
+    preset: Annotated[str | None, typer.Option(help="describe | surveillance | sports")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template ($start, $end, $fps, $source…).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")] = None,
+    max_video_tokens: Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="Cap on model calls for the job.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens only.")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
+    from worker import pipeline
+    from worker.adapters.video.opencv import OpenCVReader, check_file
+    from worker.wiring import build_ports
+
+    settings = settings_from(config, data_dir, database_url)
+    opts = job_options(
+        fps=fps,
+        segment_seconds=segment_seconds,
+        overlap_seconds=overlap_seconds,
+        start_s=start,
+        end_s=end,
+        describer=describer,
+        model=model,
+        preset=preset,
+        prompt=prompt,
+        segmenter=segmenter,
+        max_video_tokens=max_video_tokens,
+        max_calls=max_calls,
+    )
+    check_file(video, settings.limits)
+    if dry_run:
+        with OpenCVReader(video, settings.limits) as reader:
+            info = reader.probe()
+        est = pipeline.estimate(info, opts, settings)
+        pipeline.check_budget(est, opts, settings)
+        out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
+        return
+    reporter = _Reporter(sys.stderr.isatty())
+    ports = build_ports(settings, on_event=reporter)
+    job, _ = ports.store.create_job(str(video.resolve()), video.name, opts.stored())
+    out.print(f"job {job.id}")
+    try:
+        with reporter:
+            summary = pipeline.run_inline(ports, job.id)
+    except InputError as exc:
+        raise InputError(f"{video}: {exc.message}" if str(video) not in exc.message else exc.message) from None
+    for row in ports.store.segment_rows(job.id):
+        text = row.description if row.state in ("done", "static") else f"FAILED: {row.error}"
+        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}")
+    out.print(f"\nSummary ({summary.state}): {summary.text}")
+    usage = ports.store.usage(job.id)
+    if usage["video_tokens"] or usage["input_tokens"]:
+        out.print(
+            f"Usage: {usage['input_tokens']} input / {usage['output_tokens']} output / "
+            f"{usage['video_tokens']} video tokens"
+        )
+    target = out_file or settings.data_dir / "exports" / f"{job.id}.json"
+    _write_export(ports.store, job.id, "json", target)
+    out.print(f"JSON export: {target}")
+    if summary.state == "failed":
+        raise typer.Exit(1)
+
+
+class _Reporter:
+    """Pipeline events -> a rich progress bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Reporter:
+        if self.tty:
+            self.progress = Progress(
+                TextColumn("segments"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "planned":
+            if self.progress is not None:
+                self.task = self.progress.add_task("segments", total=data["segments"])
+            else:
+                log.info("job %s: %d segments planned", data["job_id"], data["segments"])
+        elif kind in ("segment_done", "segment_failed"):
+            if self.progress is not None and self.task is not None:
+                self.progress.advance(self.task)
+            else:
+                log.info("job %s: segment %d %s", data["job_id"], data["index"], kind.split("_")[1])
+
+
+def _write_export(store: Any, job_id: str, fmt: str, target: Path | None) -> None:
+    from worker.adapters.frames.local import atomic_write
+    from worker.wiring import export_input
+
+    render, _, _ = renderer(fmt)
+    chunks = render(export_input(store, job_id))
+    if target is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        return
+    # Streams to a temp file beside the target, then renames: never half an export.
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    del atomic_write
+
+
+def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
+    from worker.wiring import store_for
+
+    return store_for(settings_from(config, data_dir, database_url).resolved_database_url)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """List jobs, newest first."""
+    store = _store(config, data_dir, database_url)
+    table = Table(
+        Column("id", no_wrap=True, min_width=32),
+        "state",
+        Column("source", overflow="fold"),
+        "segments",
+        "created",
+    )
+    for job in store.list_jobs(state=state, limit=limit):
+        counts = store.counts(job.id)
+        done = counts.get("done", 0) + counts.get("static", 0)
+        table.add_row(
+            job.id,
+            job.state,
+            job.source_name,
+            f"{done}/{job.segment_count}",
+            job.created_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(
+    job_id: str,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Show one job: state, usage, segments and summary."""
+    store = _store(config, data_dir, database_url)
+    job = store.get_job(job_id)
+    out.print(f"job {job.id}  state={job.state}  source={job.source_name}")
+    if job.error:
+        out.print(f"error: {job.error}")
+    out.print(f"usage: {json.dumps(store.usage(job_id))}")
+    for row in store.segment_rows(job_id):
+        text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error or ''}"
+        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}")
+    if job.summary:
+        out.print(f"\nSummary ({job.summary.get('state')}): {job.summary.get('text')}")
+
+
+@app.command()
+def export(
+    job_id: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json (more formats: see README).")] = "json",
+    out_file: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Export a job in a format editors and reviewers open."""
+    store = _store(config, data_dir, database_url)
+    store.get_job(job_id)
+    renderer(fmt)
+    _write_export(store, job_id, fmt, out_file)
+
+
+def guarded(fn: Callable[[], T]) -> T | None:
+    """Run the CLI; a FramescribeError becomes one line and exit code 2 (input) or 1, never a traceback."""
+    try:
+        return fn()
+    except FramescribeError as exc:
+        err.print(f"framescribe: error: {exc.message}", markup=False)
+        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
+    except KeyboardInterrupt:
+        err.print("framescribe: interrupted")
+        raise SystemExit(130) from None
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("FRAMESCRIBE_DEBUG"):
+            raise
+        err.print(
+            f"framescribe: internal error: {type(exc).__name__}: {exc} (FRAMESCRIBE_DEBUG=1 shows more)",
+            markup=False,
+        )
+        raise SystemExit(1) from None
+
+
+def _register_command_modules() -> None:
+    """Other command groups live in their own modules and register on ``app`` when imported."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+# Each module adds commands with ``@app.command()``: queue (submit/status/worker/cancel/retry),
+# service (scheduler/beat), outputs (search), sample (frames only).
+COMMAND_MODULES: list[str] = []
+
+
+def main() -> None:
+    _register_command_modules()
+    guarded(lambda: app(standalone_mode=True))
+
+
+if __name__ == "__main__":  # python -m worker.cli
+    main()

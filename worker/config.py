@@ -1,0 +1,213 @@
+"""One settings model for the CLI, the workers and the REST API.
+
+Sources, strongest first: explicit overrides (CLI flags), ``FRAMESCRIBE_*`` environment variables
+(``__`` nests: ``FRAMESCRIBE_SAMPLING__FPS=2``), the YAML file named by ``FRAMESCRIBE_CONFIG``
+(default ``configs/default.yaml`` when it exists), then the defaults below. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingSettings(Section):
+    fps: float = Field(1.0, gt=0, le=30, description="Frames sampled per second of video.")
+    segment_seconds: float = Field(10.0, gt=0, le=3600, description="Length of one segment.")
+    overlap_seconds: float = Field(0.0, ge=0, description="Overlap between consecutive segments.")
+    min_frames: int = Field(4, ge=1, description="Fewest frames in one segment (DashScope needs 4).")
+    max_frames: int = Field(512, ge=4, description="Most frames in one segment (model limit).")
+    max_pixels: int = Field(401_408, ge=1024, description="Pixel budget per written frame; sides are multiples of 32.")
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    segmenter: Literal["fixed", "scene", "motion", "hybrid"] = "fixed"
+    dedup_hash_distance: int = Field(
+        0, ge=0, le=64, description="Drop near-duplicate frames within this pHash distance (0 = off)."
+    )
+
+
+class LimitSettings(Section):
+    """Guards against hostile media: nothing may hang a worker or fill its disk."""
+
+    max_input_bytes: int = Field(20 * 1024**3, description="Largest source file accepted.")
+    max_duration_s: float = Field(24 * 3600, description="Longest video accepted.")
+    max_source_pixels: int = Field(8192 * 8192, description="Largest frame (w*h) accepted.")
+    max_frames_per_job: int = Field(200_000, description="Most sampled frames in one job.")
+    decode_timeout_s: float = Field(1800, description="Wall-clock cap on decoding one segment.")
+    max_job_disk_bytes: int = Field(20 * 1024**3, description="Cap on frame bytes written per job.")
+    download_timeout_s: float = Field(300)
+    max_download_bytes: int = Field(4 * 1024**3)
+
+
+class DescriberSettings(Section):
+    kind: Literal["auto", "local", "dashscope"] = Field(
+        "auto", description="auto = dashscope when an API key is set, else the local OpenCV describer."
+    )
+    preset: Literal["describe", "surveillance", "sports"] = "describe"
+    prompt: str | None = Field(None, description="Overrides the preset's user prompt template.")
+    concurrency: int = Field(4, ge=1, le=64, description="Describer calls in flight in one process.")
+
+
+class DashScopeSettings(Section):
+    api_key: SecretStr | None = Field(None, description="Falls back to DASHSCOPE_API_KEY.")
+    base_url: str | None = Field(None, description="Native API base, e.g. https://dashscope-intl.aliyuncs.com/api/v1")
+    compatible_base_url: str | None = Field(None, description="OpenAI-compatible base URL.")
+    transport: Literal["native", "openai"] = "native"
+    model: str = "qwen-vl-max-latest"
+    summary_model: str | None = Field(None, description="Text model for job summaries (default: model).")
+    vl_high_resolution_images: bool = False
+    temperature: float | None = Field(0.2, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = 1234
+    max_tokens: int = Field(800, ge=1, le=8192)
+    stream: bool = False
+    timeout_s: float = Field(120, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    retry_budget_s: float = Field(300.0, ge=0, description="Total time one call may spend retrying.")
+    rate_limit_per_s: float = Field(0, ge=0, description="Cross-worker requests/s (0 = unlimited).")
+    max_video_tokens: int | None = Field(None, ge=1, description="Per-job cap on video tokens.")
+    max_calls: int | None = Field(None, ge=1, description="Per-job cap on model calls.")
+
+
+class WorkerSettings(Section):
+    task_time_limit_s: int = Field(1800, ge=10)
+    visibility_timeout_s: int = Field(3600, ge=60)
+    max_redeliveries: int = Field(5, ge=1)
+    retry_max_delay_s: int = Field(600, ge=1)
+    frames_retention_days: float | None = Field(None, description="Delete frames older than this.")
+
+
+class SchedulerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = Field(2 * 1024**3)
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = 5
+    allow_private_urls: list[str] = Field(
+        default_factory=list, description="Hosts/CIDRs allowed despite SSRF rules (tests, intranets)."
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Top-level names are stable operator contracts."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAMESCRIBE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    config: Path | None = Field(None, description="YAML file this was loaded from (FRAMESCRIBE_CONFIG).")
+    data_dir: Path = Field(Path("data"), description="Frames and working files (FRAMESCRIBE_DATA_DIR).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    allowed_roots: list[Path] = Field(default_factory=list, description="Folders path sources may come from.")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys or sha256:<hex> hashes.")
+    read_only_api_keys: list[str] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    sampling: SamplingSettings = SamplingSettings()
+    limits: LimitSettings = LimitSettings()
+    describer: DescriberSettings = DescriberSettings()
+    dashscope: DashScopeSettings = DashScopeSettings()
+    worker: WorkerSettings = WorkerSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @field_validator("allowed_roots", "api_keys", "read_only_api_keys", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'framescribe.db').resolve()}"
+
+    @property
+    def dashscope_api_key(self) -> str | None:
+        if self.dashscope.api_key is not None:
+            return self.dashscope.api_key.get_secret_value()
+        return os.environ.get("DASHSCOPE_API_KEY") or None
+
+    @property
+    def effective_describer(self) -> str:
+        if self.describer.kind == "auto":
+            return "dashscope" if self.dashscope_api_key else "local"
+        return self.describer.kind
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by FRAMESCRIBE_CONFIG (or configs/default.yaml)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_path()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at its top level")
+        data.setdefault("config", str(path))
+        return data
+
+
+def config_path() -> Path | None:
+    named = os.environ.get("FRAMESCRIBE_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"FRAMESCRIBE_CONFIG names {path}, which is not a file")
+        return path
+    return REPO_CONFIG if REPO_CONFIG.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; a bad key or value becomes one ConfigError naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown setting '{where}'")
+            else:
+                problems.append(f"setting '{where}': {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

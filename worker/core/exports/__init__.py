@@ -1,0 +1,42 @@
+"""Exports: each format renders a job as a stream of text chunks from plain data (no I/O).
+
+``ExportInput`` holds the job as a dict and an iterator of segment dicts (each with its frames), so
+a two-hour job is rendered without holding all segments in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ExportInput:
+    job: dict[str, Any]
+    segments: Iterable[dict[str, Any]]
+
+
+Renderer = Callable[[ExportInput], Iterator[str]]
+FORMATS: dict[str, tuple[Renderer, str, str]] = {}  # name -> (render, media type, file extension)
+
+
+def register(name: str, media_type: str, ext: str) -> Callable[[Renderer], Renderer]:
+    def deco(fn: Renderer) -> Renderer:
+        FORMATS[name] = (fn, media_type, ext)
+        return fn
+
+    return deco
+
+
+def renderer(name: str) -> tuple[Renderer, str, str]:
+    from worker.core.exports import json_export  # noqa: F401  (registers)
+
+    try:
+        return FORMATS[name]
+    except KeyError:
+        from worker.errors import InputError
+
+        raise InputError(
+            f"unknown export format '{name}'; choose one of {', '.join(sorted(FORMATS))}", field="format"
+        ) from None

@@ -1,0 +1,80 @@
+"""A job summary from its stored segment rows (the local fallback; no model needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from worker.core.models import JobSummary, SegmentRow
+from worker.core.timecode import clock, span
+
+DONE_STATES = frozenset({"done", "static", "reused"})
+
+
+def job_state(total: int, done: int, failed: int, stopped_reason: str | None = None) -> str:
+    """Terminal state from counts: all done -> done, some -> partial, none -> failed."""
+    if total == 0 or done == 0:
+        return "failed"
+    if done == total and not stopped_reason:
+        return "done"
+    return "partial"
+
+
+def first_sentence(text: str, limit: int = 90) -> str:
+    head = text.strip().split(". ")[0].strip().rstrip(".")
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: str | None = None) -> JobSummary:
+    """Totals, chapters and a readable paragraph, streaming over the rows once."""
+    total = done = failed = calls = saved = 0
+    tin = tout = tvid = 0
+    chapters: list[tuple[int, int, str]] = []
+    lines: list[str] = []
+    failures: list[str] = []
+    for row in rows:
+        total += 1
+        tin += row.input_tokens
+        tout += row.output_tokens
+        tvid += row.video_tokens
+        if row.state in DONE_STATES:
+            done += 1
+            if row.state == "done" and row.reused_from is None:
+                calls += 1 if row.describer != "local" else 0
+            else:
+                saved += 1
+            title = first_sentence(row.description or row.state)
+            if chapters and chapters[-1][2] == title:
+                chapters[-1] = (chapters[-1][0], row.end_ms, title)
+            else:
+                chapters.append((row.start_ms, row.end_ms, title))
+            if len(lines) < 12:
+                lines.append(f"{span(row.start_ms, row.end_ms)} {title}.")
+        elif row.state == "failed":
+            failed += 1
+            if len(failures) < 5:
+                failures.append(f"{clock(row.start_ms)} ({row.error or 'unknown error'})")
+    state = job_state(total, done, failed, stopped_reason)
+    parts = [f"{done} of {total} segments described over {clock(duration_ms)} of video."]
+    if len(chapters) > 1:
+        parts.append(f"{len(chapters)} distinct parts.")
+    parts.extend(lines)
+    if len(lines) < done:
+        parts.append(f"… and {done - len(lines)} more segments.")
+    if failed:
+        parts.append(f"{failed} segment(s) failed: " + "; ".join(failures) + ".")
+    if stopped_reason:
+        parts.append(f"Stopped early: {stopped_reason}.")
+    return JobSummary(
+        text=" ".join(parts),
+        state=state,
+        segments_total=total,
+        segments_done=done,
+        segments_failed=failed,
+        duration_ms=duration_ms,
+        input_tokens=tin,
+        output_tokens=tout,
+        video_tokens=tvid,
+        calls=calls,
+        calls_saved=saved,
+        chapters=tuple(chapters),
+    )

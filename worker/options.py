@@ -1,0 +1,60 @@
+"""Per-job options: what a submit may set, validated once at the edge and stored with the job."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.config import Settings
+from worker.core.segments import PlanParams
+from worker.errors import PlanError
+
+
+class JobOptions(BaseModel):
+    """Unset fields fall back to the settings. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fps: float | None = Field(None, gt=0, le=30, description="Frames sampled per second.")
+    segment_seconds: float | None = Field(None, gt=0, le=3600)
+    overlap_seconds: float | None = Field(None, ge=0, le=3600)
+    start_s: float | None = Field(None, ge=0, description="Start of the range to describe (s).")
+    end_s: float | None = Field(None, gt=0, description="End of the range to describe (s).")
+    segmenter: Literal["fixed", "scene", "motion", "hybrid"] | None = None
+    describer: Literal["auto", "local", "dashscope"] | None = None
+    model: str | None = Field(None, max_length=64)
+    preset: Literal["describe", "surveillance", "sports"] | None = None
+    prompt: str | None = Field(None, max_length=4000)
+    max_video_tokens: int | None = Field(None, ge=1)
+    max_calls: int | None = Field(None, ge=1)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> JobOptions:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            raise PlanError(f"option '{where}': {msg}", field=where) from None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | None = None) -> PlanParams:
+    s = settings.sampling
+    fps = opts.fps or s.fps
+    if source_fps and fps > source_fps:  # cannot sample faster than the video has frames
+        fps = source_fps
+    return PlanParams(
+        fps=fps,
+        segment_seconds=opts.segment_seconds or s.segment_seconds,
+        overlap_seconds=s.overlap_seconds if opts.overlap_seconds is None else opts.overlap_seconds,
+        min_frames=s.min_frames,
+        max_frames=s.max_frames,
+        start_s=opts.start_s,
+        end_s=opts.end_s,
+        max_frames_per_job=settings.limits.max_frames_per_job,
+    )

@@ -1,0 +1,359 @@
+"""One job through the ports: plan -> sample -> write -> describe -> store -> summary.
+
+The CLI runs it in process (``run_inline``); Celery tasks call ``plan``, ``run_segment`` and
+``finish`` one by one. There is no second copy of this logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from worker.adapters.frames.local import JpegWriter, remove_tree, segment_dir
+from worker.adapters.stores.sql import Job, SqlResultStore
+from worker.adapters.video.opencv import OpenCVReader
+from worker.config import Settings
+from worker.core import budget
+from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, Usage, VideoInfo
+from worker.core.ports import Describer, DescribeRequest
+from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
+from worker.core.sampling import sample_times
+from worker.core.segments import plan_segments
+from worker.core.summary import build_summary
+from worker.errors import (
+    BudgetExceeded,
+    DecodeError,
+    DescriberAuthError,
+    DescriberError,
+    FramescribeError,
+    InputError,
+    StoreError,
+)
+from worker.options import JobOptions, plan_params
+
+log = logging.getLogger(__name__)
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def _quiet(kind: str, data: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class Ports:
+    """What a job needs from the outside world; built by ``worker.wiring``."""
+
+    settings: Settings
+    store: SqlResultStore
+    describer_for: Callable[[JobOptions], Describer]
+    reader_for: Callable[[str], OpenCVReader] = field(default=lambda p: OpenCVReader(p))
+    on_event: Event = _quiet
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    segments: int
+    frames: int
+    video_tokens: int
+    calls: int
+    frame_width: int
+    frame_height: int
+    model: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "segments": self.segments,
+            "frames": self.frames,
+            "video_tokens": self.video_tokens,
+            "calls": self.calls,
+            "frame_size": [self.frame_width, self.frame_height],
+            "model": self.model,
+        }
+
+
+# -- planning ---------------------------------------------------------------------------------
+def options_of(job: Job) -> JobOptions:
+    return JobOptions.parse(job.options)
+
+
+def plans_for(info: VideoInfo, opts: JobOptions, settings: Settings) -> Iterator[SegmentPlan]:
+    return plan_segments(info.duration_ms, info.fps, plan_params(opts, settings, source_fps=info.fps))
+
+
+def model_of(opts: JobOptions, settings: Settings) -> str:
+    return opts.model or settings.dashscope.model
+
+
+def describer_kind(opts: JobOptions, settings: Settings) -> str:
+    kind = opts.describer or settings.describer.kind
+    if kind == "auto":
+        return "dashscope" if settings.dashscope_api_key else "local"
+    return kind
+
+
+def estimate(info: VideoInfo, opts: JobOptions, settings: Settings) -> Estimate:
+    """Pre-flight: segments, frames and the video tokens DashScope would bill. No call is made."""
+    w, h = budget.frame_size(info.width, info.height, settings.sampling.max_pixels)
+    kind = describer_kind(opts, settings)
+    model = model_of(opts, settings) if kind == "dashscope" else None
+    limits = budget.limits_for(model or settings.dashscope.model)
+    segments = frames = tokens = calls = 0
+    for plan in plans_for(info, opts, settings):
+        segments += 1
+        frames += plan.frame_count
+        if plan.kind == "describe" and kind == "dashscope":
+            calls += 1
+            tokens += budget.video_tokens(plan.frame_count, w, h, limits)
+    return Estimate(segments, frames, tokens, calls, w, h, model)
+
+
+def check_budget(est: Estimate, opts: JobOptions, settings: Settings) -> None:
+    cap_tokens = opts.max_video_tokens or settings.dashscope.max_video_tokens
+    cap_calls = opts.max_calls or settings.dashscope.max_calls
+    if cap_tokens and est.video_tokens > cap_tokens:
+        raise BudgetExceeded(
+            f"estimated {est.video_tokens} video tokens exceed the cap of {cap_tokens} by "
+            f"{est.video_tokens - cap_tokens}: lower fps, max_pixels or the range, or raise max_video_tokens"
+        )
+    if cap_calls and est.calls > cap_calls:
+        raise BudgetExceeded(
+            f"the job needs {est.calls} model calls, {est.calls - cap_calls} more than the cap of {cap_calls}: "
+            "lengthen segments or raise max_calls"
+        )
+
+
+def plan(ports: Ports, job_id: str) -> list[int]:
+    """Probe the video, check the budget, store one pending row per segment. Returns their indexes.
+
+    An input problem fails the job with its reason (no segment rows) and re-raises."""
+    store = ports.store
+    job = store.get_job(job_id)
+    try:
+        opts = options_of(job)
+        with ports.reader_for(job.source) as reader:
+            info = reader.probe()
+        est = estimate(info, opts, ports.settings)
+        check_budget(est, opts, ports.settings)
+        plans = list(plans_for(info, opts, ports.settings))
+    except (InputError, BudgetExceeded) as exc:
+        store.set_job_state(job_id, "failed", exc.message)
+        raise
+    store.plan_job(job_id, info, plans)
+    store.set_job_state(job_id, "running", only_from=("queued", "running"))
+    ports.on_event("planned", {"job_id": job_id, "segments": len(plans), "video": info.as_dict()})
+    return [p.index for p in plans]
+
+
+def plan_of_row(store: SqlResultStore, job_id: str, index: int) -> SegmentPlan:
+    row = store.segment(job_id, index)
+    fps = Fraction(row.fps or "1")
+    return SegmentPlan(index, row.start_ms, row.end_ms, fps, tuple(sample_times(row.start_ms, row.end_ms, fps)))
+
+
+# -- one segment ------------------------------------------------------------------------------
+@dataclass
+class Sampled:
+    plan: SegmentPlan
+    frames: list[FrameRef]
+    thumbs: list[np.ndarray]
+
+
+def sample_segment(reader: OpenCVReader, plan: SegmentPlan, folder: Path, settings: Settings) -> Sampled:
+    """Decode the plan's frames and write them as JPEGs (the folder is emptied first: a redelivery
+    rewrites it). Keeps only small analysis copies in memory."""
+    remove_tree(folder)
+    writer = JpegWriter(settings.sampling.max_pixels, settings.sampling.jpeg_quality)
+    frames: list[FrameRef] = []
+    thumbs: list[np.ndarray] = []
+    for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
+        frames.append(writer.write(folder, n, t_ms, image))
+        thumbs.append(_thumb(image))
+    if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
+        raise DecodeError(
+            f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "
+            f"{plan.end_ms / 1000:.2f}s",
+            at_ms=plan.start_ms,
+        )
+    return Sampled(plan, frames, thumbs)
+
+
+def _thumb(image: np.ndarray, width: int = 480) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w <= width:
+        return image.copy()
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def describe_and_store(
+    ports: Ports, job: Job, describer: Describer, sampled: Sampled, previous: str | None = None
+) -> Description:
+    opts = options_of(job)
+    preset_name = opts.preset or ports.settings.describer.preset
+    prompts = DEFAULT_PRESETS.get(preset_name, DEFAULT_PRESETS["describe"])
+    p = sampled.plan
+    variables = segment_variables(job.source_name, p.start_ms, p.end_ms, float(p.fps), previous)
+    request = DescribeRequest(
+        job_id=job.id,
+        source_name=job.source_name,
+        plan=p,
+        frames=sampled.frames,
+        fps=float(p.fps),
+        prompt=render(opts.prompt or ports.settings.describer.prompt or prompts.segment, variables),
+        system_prompt=prompts.system,
+        preset=preset_name,
+        previous=previous,
+        thumbs=sampled.thumbs,
+    )
+    started = time.monotonic()
+    desc = describer.describe(request)
+    if desc.usage.latency_ms == 0:
+        latency = round((time.monotonic() - started) * 1000)
+        u = desc.usage
+        desc = Description(
+            desc.text,
+            desc.structured,
+            desc.describer,
+            desc.model,
+            Usage(u.input_tokens, u.output_tokens, u.video_tokens, u.request_id, latency, max(1, u.attempts)),
+            desc.flags,
+        )
+    ports.store.save_segment(job.id, p.index, desc, sampled.frames)
+    return desc
+
+
+def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:
+    at = getattr(exc, "at_ms", None)
+    where = f" at {(at if at is not None else start_ms) / 1000:.2f}s" if isinstance(exc, DecodeError) else ""
+    ports.store.fail_segment(job_id, index, f"{exc.message}{where}")
+    ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
+
+
+def run_segment(ports: Ports, job_id: str, index: int, reader: OpenCVReader | None = None) -> str:
+    """Process one segment (a Celery task body). Idempotent: a stored segment is left alone.
+
+    Returns the segment's state; DescriberAuthError propagates (it fails the whole job)."""
+    store = ports.store
+    if not store.claim_segment(job_id, index):
+        return store.segment_state(job_id, index) or "missing"
+    job = store.get_job(job_id)
+    plan_ = plan_of_row(store, job_id, index)
+    own = reader is None
+    rdr = reader or ports.reader_for(job.source)
+    try:
+        sampled = sample_segment(rdr, plan_, segment_dir(ports.settings.data_dir, job_id, index), ports.settings)
+        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled)
+    except DescriberAuthError as exc:
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        raise
+    except (InputError, DescriberError, StoreError) as exc:
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
+    finally:
+        if own:
+            rdr.close()
+    ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+    return "done"
+
+
+# -- finishing --------------------------------------------------------------------------------
+def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobSummary | None:
+    """Summarise once: the caller that wins the atomic claim builds and stores the summary."""
+    store = ports.store
+    if not store.claim_summary(job_id):
+        return None
+    job = store.get_job(job_id)
+    duration = int((job.video or {}).get("duration_ms", 0))
+    summary = build_summary(store.segment_rows(job_id), duration, stopped_reason)
+    error = job.error
+    if summary.state == "failed" and not error:
+        failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
+        error = f"no segment could be described: {failed}" if failed else "no segment could be described"
+    store.finish_job(job_id, summary, summary.state, error)
+    ports.on_event("job_done", {"job_id": job_id, "state": summary.state})
+    return summary
+
+
+# -- in process -------------------------------------------------------------------------------
+def run_inline(ports: Ports, job_id: str) -> JobSummary:
+    """The embedded runner: one sequential decode pass feeds a bounded pool of describer calls,
+    so sampling the next segments overlaps the calls in flight."""
+    store = ports.store
+    indexes = plan(ports, job_id)
+    job = store.get_job(job_id)
+    opts = options_of(job)
+    describer = ports.describer_for(opts)
+    limit = max(1, ports.settings.describer.concurrency)
+    stop: str | None = None
+    inflight: deque[tuple[int, Future[Description]]] = deque()
+
+    def settle(block: bool) -> None:
+        nonlocal stop
+        while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
+            index, fut = inflight.popleft()
+            try:
+                desc = fut.result()
+                ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+            except DescriberAuthError as exc:
+                fail(ports, job_id, index, exc, 0)
+                stop = exc.message
+            except (InputError, DescriberError, StoreError) as exc:
+                fail(ports, job_id, index, exc, 0)
+            if stop is None:
+                stop = _budget_reached(store, job_id, opts, ports.settings)
+            if not block and len(inflight) <= limit:
+                return
+
+    with (
+        ports.reader_for(job.source) as reader,
+        ThreadPoolExecutor(limit, thread_name_prefix="describe") as pool,
+    ):
+        for index in indexes:
+            if stop or store.get_job(job_id).state == "cancelled":
+                break
+            if not store.claim_segment(job_id, index):
+                continue
+            plan_ = plan_of_row(store, job_id, index)
+            try:
+                folder = segment_dir(ports.settings.data_dir, job_id, index)
+                sampled = sample_segment(reader, plan_, folder, ports.settings)
+            except (InputError, StoreError) as exc:
+                fail(ports, job_id, index, exc, plan_.start_ms)
+                continue
+            inflight.append((index, pool.submit(describe_and_store, ports, job, describer, sampled)))
+            settle(block=False)
+        settle(block=True)
+    if stop:
+        store.cancel_remaining(job_id, stop)
+    summary = finish(ports, job_id, stop)
+    if summary is None:  # somebody else summarised (a cancel, or a concurrent runner)
+        stored = store.get_job(job_id).summary or {}
+        return build_summary(store.segment_rows(job_id), int(stored.get("duration_ms", 0)), stop)
+    return summary
+
+
+def _budget_reached(store: SqlResultStore, job_id: str, opts: JobOptions, settings: Settings) -> str | None:
+    cap_tokens = opts.max_video_tokens or settings.dashscope.max_video_tokens
+    cap_calls = opts.max_calls or settings.dashscope.max_calls
+    if not cap_tokens and not cap_calls:
+        return None
+    used = store.usage(job_id)
+    counts = store.counts(job_id)
+    if cap_tokens and used["video_tokens"] >= cap_tokens:
+        return f"video token cap of {cap_tokens} reached ({used['video_tokens']} used)"
+    if cap_calls and counts.get("done", 0) >= cap_calls:
+        return f"call cap of {cap_calls} reached"
+    return None
+
+
+def frames_of(store: SqlResultStore, job_id: str, index: int) -> Sequence[FrameRef]:
+    return store.frames(job_id, index)
