@@ -48,7 +48,7 @@ def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: 
             else:
                 chapters.append((row.start_ms, row.end_ms, title))
             if len(lines) < 12:
-                lines.append(f"{span(row.start_ms, row.end_ms)} {title}.")
+                lines.append(f"{span(row.start_ms, row.end_ms)} {first_sentence(row.description or row.state, 200)}.")
         elif row.state == "failed":
             failed += 1
             if len(failures) < 5:

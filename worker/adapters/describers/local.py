@@ -125,7 +125,13 @@ class LocalDescriber:
         if self._hog is None:
             return 0
         rects, weights = self._hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
-        return int(sum(1 for w in np.ravel(weights) if w > 0.5)) if len(rects) else 0
+        if not len(rects):
+            return 0
+        boxes = [[int(v) for v in r] for r in rects]
+        scores = [float(w) for w in np.ravel(weights)]
+        # Overlapping detections of one person are merged (non-maximum suppression).
+        keep = cv2.dnn.NMSBoxes(boxes, scores, score_threshold=0.5, nms_threshold=0.3)
+        return len(np.ravel(keep)) if len(keep) else 0
 
     def _colours(self, frames: Sequence[tuple[int, np.ndarray]]) -> list[str]:
         picks = [
