@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from worker.config import Settings
 from worker.core import budget
 from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, Usage, VideoInfo
 from worker.core.ports import Describer, DescribeRequest
-from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
+from worker.core.presets import preset_for
+from worker.core.prompts import DEFAULT_PRESETS, PromptSet, render, segment_variables
 from worker.core.sampling import sample_times
 from worker.core.segments import plan_segments
 from worker.core.summary import build_summary
@@ -37,9 +38,11 @@ from worker.errors import (
     DescriberError,
     FramescribeError,
     InputError,
+    PlanError,
     StoreError,
 )
 from worker.options import JobOptions, plan_params
+from worker.summarise import summarise
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, dict[str, Any]], None]
@@ -58,6 +61,7 @@ class Ports:
     describer_for: Callable[[JobOptions], Describer]
     reader_for: Callable[[str], OpenCVReader] = field(default=lambda p: OpenCVReader(p))
     on_event: Event = _quiet
+    prompts: dict[str, PromptSet] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +110,35 @@ def estimate(info: VideoInfo, opts: JobOptions, settings: Settings) -> Estimate:
     w, h = budget.frame_size(info.width, info.height, settings.sampling.max_pixels)
     kind = describer_kind(opts, settings)
     model = model_of(opts, settings) if kind == "dashscope" else None
-    limits = budget.limits_for(model or settings.dashscope.model)
+    limits = request_limits(opts, settings)
     segments = frames = tokens = calls = 0
     for plan in plans_for(info, opts, settings):
         segments += 1
         frames += plan.frame_count
         if plan.kind == "describe" and kind == "dashscope":
             calls += 1
-            tokens += budget.video_tokens(plan.frame_count, w, h, limits)
+            need = budget.video_tokens(plan.frame_count, w, h, limits)
+            if need + PROMPT_HEADROOM_TOKENS > limits.max_input_tokens:
+                raise PlanError(
+                    f"a segment of {plan.frame_count} frames at {w}x{h} needs about {need} video tokens, above "
+                    f"{model}'s input limit of {limits.max_input_tokens}: shorten segment_seconds, lower fps "
+                    "or sampling.max_pixels",
+                    field="segment_seconds",
+                )
+            tokens += need
     return Estimate(segments, frames, tokens, calls, w, h, model)
+
+
+PROMPT_HEADROOM_TOKENS = 4000  # system + segment prompt + previous description
+
+
+def request_limits(opts: JobOptions, settings: Settings) -> budget.ModelLimits:
+    """The model's limits for one request, with the per-frame ``max_pixels`` cap DashScope applies."""
+    limits = budget.limits_for(model_of(opts, settings))
+    cap = opts.max_pixels or settings.dashscope.max_pixels
+    if cap and cap < limits.video_max_pixels:
+        limits = replace(limits, video_max_pixels=cap)
+    return limits
 
 
 def check_budget(est: Estimate, opts: JobOptions, settings: Settings) -> None:
@@ -199,16 +223,19 @@ def describe_and_store(
 ) -> Description:
     opts = options_of(job)
     preset_name = opts.preset or ports.settings.describer.preset
-    prompts = DEFAULT_PRESETS.get(preset_name, DEFAULT_PRESETS["describe"])
+    prompts = ports.prompts.get(preset_name) or ports.prompts.get("describe") or DEFAULT_PRESETS["describe"]
     p = sampled.plan
     variables = segment_variables(job.source_name, p.start_ms, p.end_ms, float(p.fps), previous)
+    template = opts.prompt or ports.settings.describer.prompt
+    if template and prompts.json_output:
+        template = f"{template}\n{preset_for(preset_name).schema_hint}"
     request = DescribeRequest(
         job_id=job.id,
         source_name=job.source_name,
         plan=p,
         frames=sampled.frames,
         fps=float(p.fps),
-        prompt=render(opts.prompt or ports.settings.describer.prompt or prompts.segment, variables),
+        prompt=render(template or prompts.segment, variables),
         system_prompt=prompts.system,
         preset=preset_name,
         previous=previous,
@@ -232,9 +259,7 @@ def describe_and_store(
 
 
 def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:
-    at = getattr(exc, "at_ms", None)
-    where = f" at {(at if at is not None else start_ms) / 1000:.2f}s" if isinstance(exc, DecodeError) else ""
-    ports.store.fail_segment(job_id, index, f"{exc.message}{where}")
+    ports.store.fail_segment(job_id, index, exc.message)  # decode errors name their time themselves
     ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
 
 
@@ -250,8 +275,15 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: OpenCVReader | No
     own = reader is None
     rdr = reader or ports.reader_for(job.source)
     try:
+        reason = _cap_reason(ports, job, plan_.frame_count, pending_calls=0, pending_tokens=0)
+        if reason:  # another segment already spent the budget: stop here, without a call
+            raise BudgetExceeded(reason)
         sampled = sample_segment(rdr, plan_, segment_dir(ports.settings.data_dir, job_id, index), ports.settings)
-        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled)
+        previous = _stored_description(store, job_id, index - 1)
+        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous)
+    except BudgetExceeded as exc:
+        store.cancel_remaining(job_id, exc.message)
+        return "cancelled"
     except DescriberAuthError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)
         raise
@@ -273,7 +305,8 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
         return None
     job = store.get_job(job_id)
     duration = int((job.video or {}).get("duration_ms", 0))
-    summary = build_summary(store.segment_rows(job_id), duration, stopped_reason)
+    stopped_reason = stopped_reason or (job.video or {}).get("warning") or _cancel_reason(store, job_id)
+    summary = job_summary(ports, job, duration, stopped_reason)
     error = job.error
     if summary.state == "failed" and not error:
         failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
@@ -281,6 +314,45 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
     store.finish_job(job_id, summary, summary.state, error)
     ports.on_event("job_done", {"job_id": job_id, "state": summary.state})
     return summary
+
+
+def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None) -> JobSummary:
+    """A DashScope summary over the segment descriptions when the job used DashScope, else local."""
+    opts = options_of(job)
+    rows = lambda: ports.store.segment_rows(job.id)  # noqa: E731
+    model: Any = None
+    if describer_kind(opts, ports.settings) == "dashscope":
+        try:
+            model = ports.describer_for(opts)
+        except FramescribeError as exc:
+            log.warning("job %s: no model for the summary (%s); using the local summary", job.id, exc.message)
+    if not callable(getattr(model, "complete", None)):
+        return build_summary(rows(), duration_ms, stopped_reason)
+    preset = ports.prompts.get(opts.preset or ports.settings.describer.preset) or DEFAULT_PRESETS["describe"]
+    return summarise(
+        rows,
+        duration_ms,
+        stopped_reason,
+        model=model,
+        template=preset.summary,
+        source_name=job.source_name,
+        batch_tokens=ports.settings.dashscope.summary_batch_tokens,
+        job_id=job.id,
+    )
+
+
+def _cancel_reason(store: SqlResultStore, job_id: str) -> str | None:
+    return next((r.error for r in store.segment_rows(job_id) if r.state == "cancelled" and r.error), None)
+
+
+def _stored_description(store: SqlResultStore, job_id: str, index: int) -> str | None:
+    if index < 0:
+        return None
+    try:
+        row = store.segment(job_id, index)
+    except FramescribeError:
+        return None
+    return row.description if row.state == "done" else None
 
 
 # -- in process -------------------------------------------------------------------------------
@@ -349,9 +421,9 @@ def _budget_reached(store: SqlResultStore, job_id: str, opts: JobOptions, settin
     used = store.usage(job_id)
     counts = store.counts(job_id)
     if cap_tokens and used["video_tokens"] >= cap_tokens:
-        return f"video token cap of {cap_tokens} reached ({used['video_tokens']} used)"
+        return f"stopped early: video token cap of {cap_tokens} reached ({used['video_tokens']} used)"
     if cap_calls and counts.get("done", 0) >= cap_calls:
-        return f"call cap of {cap_calls} reached"
+        return f"stopped early: call cap of {cap_calls} reached"
     return None
 
 

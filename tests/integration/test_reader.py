@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_truncated_video_fails_with_the_time(tmp_path: Path) -> None:
 def test_decode_error_when_stream_stops_early(clip_12s: Path) -> None:
     with OpenCVReader(clip_12s) as r:
         r.probe()
-        object.__setattr__(r, "_info", r._info.__class__(**{**r._info.as_dict(), "duration_ms": 60_000}))  # type: ignore[union-attr]
+        r._info = dataclasses.replace(r._info, duration_ms=60_000)  # type: ignore[type-var]
         with pytest.raises(DecodeError) as exc:
             list(r.frames([11_000, 20_000, 30_000]))
     assert exc.value.at_ms is not None and 11_000 <= exc.value.at_ms <= 12_000

@@ -18,6 +18,18 @@ class VideoInfo:
     height: int
     codec: str
     size_bytes: int = 0
+    claimed_duration_ms: int = 0  # what the header says; differs from duration_ms on truncated/lying files
+
+    @property
+    def header_mismatch(self) -> str | None:
+        """A note when the header claims much more than decodes (truncated, corrupt or lying file)."""
+        claimed, real = self.claimed_duration_ms, self.duration_ms
+        if claimed > real + max(2000, real // 10):
+            return (
+                f"the file's header says {claimed / 1000:.1f}s but only {real / 1000:.1f}s can be decoded "
+                "(truncated or corrupt); the decodable part was described"
+            )
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -28,6 +40,8 @@ class VideoInfo:
             "height": self.height,
             "codec": self.codec,
             "size_bytes": self.size_bytes,
+            "claimed_duration_ms": self.claimed_duration_ms,
+            "warning": self.header_mismatch,
         }
 
 

@@ -77,7 +77,7 @@ def plan_segments(duration_ms: int, source_fps: float, p: PlanParams, *, first_i
     fps = check_params(p)
     start, end = clip_range(duration_ms, p.start_s, p.end_s)
     frame_ms = 1000 / source_fps if source_fps > 0 and math.isfinite(source_fps) else 1000 / 30
-    source_frames = math.floor((end - start) / frame_ms + 1e-6)
+    source_frames = round((end - start) / frame_ms)
     if source_frames < p.min_frames:
         raise PlanError(
             f"the selected range holds only {source_frames} video frame(s); at least {p.min_frames} are needed"

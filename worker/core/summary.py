@@ -63,7 +63,7 @@ def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: 
     if failed:
         parts.append(f"{failed} segment(s) failed: " + "; ".join(failures) + ".")
     if stopped_reason:
-        parts.append(f"Stopped early: {stopped_reason}.")
+        parts.append(stopped_reason[0].upper() + stopped_reason[1:].rstrip(".") + ".")
     return JobSummary(
         text=" ".join(parts),
         state=state,

@@ -122,7 +122,8 @@ class LocalDescriber:
         }
 
     def _people(self, image: np.ndarray) -> int:
-        if self._hog is None:
+        h, w = image.shape[:2]
+        if self._hog is None or h < 128 or w < 64:  # smaller than HOG's window: nobody to find (and cv2 crashes)
             return 0
         rects, weights = self._hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
         if not len(rects):

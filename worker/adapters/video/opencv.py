@@ -11,6 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+# FFmpeg's own decoder chatter (one line per damaged macroblock) is not for people; errors surface as ours.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 import cv2
 import numpy as np
 
@@ -21,6 +24,7 @@ from worker.errors import DecodeError, VideoOpenError
 log = logging.getLogger(__name__)
 
 SEEK_AHEAD_MS = 5000  # beyond this gap a seek costs less than grabbing through (GOP ≤ ~5 s)
+MAX_RECOVERIES = 8  # seeks past damaged stretches per frames() call before giving up
 
 
 def check_file(path: Path, limits: LimitSettings) -> int:
@@ -91,7 +95,9 @@ class OpenCVReader:
                 "re-mux it (ffmpeg -i IN -c copy OUT.mp4) or re-encode with a fixed rate"
             )
         if width <= 0 or height <= 0:
-            raise VideoOpenError(f"{self.path}: no video stream (is it audio only?)")
+            raise VideoOpenError(
+                f"{self.path}: no usable video stream (frame size {width}x{height}): audio only, or a corrupt header"
+            )
         if width * height > self.limits.max_source_pixels:
             raise VideoOpenError(
                 f"{self.path}: {width}x{height} frames are larger than the limit of "
@@ -107,6 +113,7 @@ class OpenCVReader:
                 f"{self.limits.max_duration_s / 3600:.1f} h"
             )
         self._info = VideoInfo(
+            claimed_duration_ms=round(count / fps * 1000) if count > 0 else 0,
             duration_ms=duration_ms,
             fps=fps,
             frame_count=max(1, round(duration_ms * fps / 1000)),
@@ -170,16 +177,24 @@ class OpenCVReader:
         if self._pos_ms >= first - 1 or first - self._pos_ms > SEEK_AHEAD_MS or self._eof:
             self._position_before(first)
         deadline = time.monotonic() + self.limits.decode_timeout_s
-        i = 0
+        end_ms = info.duration_ms - 2 * (1000 / info.fps)
+        i = recoveries = 0
         last_kept = -1.0
         while i < len(targets_ms):
             t = self._grab()
             if t is None:
+                # Damage mid-stream: seek past it to the next target rather than give up the rest.
+                if targets_ms[i] < end_ms and recoveries < MAX_RECOVERIES:
+                    recoveries += 1
+                    log.warning("%s: decoding broke near %.2fs; skipping to %.2fs", self.path,
+                                max(self._pos_ms, 0) / 1000, targets_ms[i] / 1000)  # fmt: skip
+                    self._seek(targets_ms[i])
+                    i += 1
+                    continue
                 break
             if time.monotonic() > deadline:
-                raise DecodeError(
-                    f"decoding stalled: no result after {self.limits.decode_timeout_s:g}s", at_ms=round(t)
-                )
+                limit = self.limits.decode_timeout_s
+                raise DecodeError(f"decoding stalled at {t / 1000:.2f}s: over the {limit:g}s limit", at_ms=round(t))
             if t + 1 < targets_ms[i] or t <= last_kept:
                 continue
             ok, image = self.cap.retrieve()
@@ -189,7 +204,7 @@ class OpenCVReader:
             yield round(t), image
             while i < len(targets_ms) and targets_ms[i] <= t + 1:
                 i += 1
-        if i < len(targets_ms) and targets_ms[i] < info.duration_ms - 2 * (1000 / info.fps):
+        if i < len(targets_ms) and targets_ms[i] < end_ms:
             at = max(0, round(self._pos_ms))
             raise DecodeError(
                 f"the video stops decoding at {at / 1000:.2f}s although it should last "
