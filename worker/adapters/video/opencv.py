@@ -178,20 +178,26 @@ class OpenCVReader:
             self._position_before(first)
         deadline = time.monotonic() + self.limits.decode_timeout_s
         end_ms = info.duration_ms - 2 * (1000 / info.fps)
-        i = recoveries = 0
-        last_kept = -1.0
+        i = recoveries = consecutive = 0
+        last_kept = last_t = -1.0
         while i < len(targets_ms):
             t = self._grab()
             if t is None:
-                # Damage mid-stream: seek past it to the next target rather than give up the rest.
-                if targets_ms[i] < end_ms and recoveries < MAX_RECOVERIES:
-                    recoveries += 1
-                    log.warning("%s: decoding broke near %.2fs; skipping to %.2fs", self.path,
-                                max(self._pos_ms, 0) / 1000, targets_ms[i] / 1000)  # fmt: skip
-                    self._seek(targets_ms[i])
-                    i += 1
-                    continue
-                break
+                # Damage mid-stream: seek past it to the next target rather than give up the rest. A second
+                # failure in a row skips that target too; a third means the stream has really ended.
+                consecutive += 1
+                if consecutive > 2 or recoveries >= MAX_RECOVERIES or targets_ms[i] >= end_ms:
+                    break
+                recoveries += 1
+                i += consecutive - 1
+                if i >= len(targets_ms):
+                    break
+                log.warning("%s: decoding broke after %.2fs; skipping to %.2fs", self.path,
+                            max(last_t, 0) / 1000, targets_ms[i] / 1000)  # fmt: skip
+                self._seek(targets_ms[i])
+                continue
+            consecutive = 0
+            last_t = max(last_t, t)
             if time.monotonic() > deadline:
                 limit = self.limits.decode_timeout_s
                 raise DecodeError(f"decoding stalled at {t / 1000:.2f}s: over the {limit:g}s limit", at_ms=round(t))
@@ -205,7 +211,7 @@ class OpenCVReader:
             while i < len(targets_ms) and targets_ms[i] <= t + 1:
                 i += 1
         if i < len(targets_ms) and targets_ms[i] < end_ms:
-            at = max(0, round(self._pos_ms))
+            at = max(0, round(last_t))
             raise DecodeError(
                 f"the video stops decoding at {at / 1000:.2f}s although it should last "
                 f"{info.duration_ms / 1000:.2f}s (truncated or corrupt)",
