@@ -11,11 +11,12 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from worker.errors import ConfigError
 
@@ -38,6 +39,23 @@ class SamplingSettings(Section):
     dedup_hash_distance: int = Field(
         0, ge=0, le=64, description="Drop near-duplicate frames within this pHash distance (0 = off)."
     )
+    # segmenters (worker/core/segmenters.py, worker/adapters/analysis.py)
+    scene_detector: Literal["content", "adaptive"] = Field("content", description="PySceneDetect detector.")
+    scene_threshold: float = Field(27.0, gt=0, le=255, description="ContentDetector threshold (HSV change).")
+    adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector ratio threshold.")
+    analysis_max_fps: float = Field(30.0, gt=0, description="Analysis pass rate cap (every frame up to this).")
+    motion_threshold: float = Field(
+        0.002, gt=0, le=1, description="Foreground fraction (MOG2) from which a frame counts as active."
+    )
+    min_event_s: float = Field(0.5, ge=0, description="Shorter activity is ignored (motion segmenter).")
+    pad_s: float = Field(1.0, ge=0, description="Video kept before and after each motion event.")
+    merge_gap_s: float = Field(2.0, ge=0, description="Motion events closer than this are merged.")
+    min_seconds: float = Field(2.0, ge=0, description="hybrid: scenes shorter than this join a neighbour.")
+    max_seconds: float = Field(30.0, gt=0, description="hybrid/motion: longer spans are split.")
+    reuse_hash_distance: int = Field(
+        0, ge=0, le=64, description="Reuse the description of a near-identical segment of the job (0 = off)."
+    )
+    cache_descriptions: bool = Field(True, description="Cache model descriptions (a re-run makes no calls).")
 
 
 class LimitSettings(Section):
@@ -60,6 +78,11 @@ class DescriberSettings(Section):
     preset: Literal["describe", "surveillance", "sports"] = "describe"
     prompt: str | None = Field(None, description="Overrides the preset's user prompt template.")
     concurrency: int = Field(4, ge=1, le=64, description="Describer calls in flight in one process.")
+    continuity: bool = Field(
+        False,
+        description="Wait for each segment's description and pass it to the next prompt ($previous); "
+        "serialises model calls. Off: the previous description is passed only when already finished.",
+    )
 
 
 class DashScopeSettings(Section):
@@ -70,6 +93,9 @@ class DashScopeSettings(Section):
     model: str = "qwen-vl-max-latest"
     summary_model: str | None = Field(None, description="Text model for job summaries (default: model).")
     vl_high_resolution_images: bool = False
+    max_pixels: int | None = Field(
+        None, ge=3136, description="Per-frame pixel cap DashScope applies to the frame list (video item key)."
+    )
     temperature: float | None = Field(0.2, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = 1234
@@ -81,15 +107,22 @@ class DashScopeSettings(Section):
     backoff_max_s: float = Field(30.0, ge=0)
     retry_budget_s: float = Field(300.0, ge=0, description="Total time one call may spend retrying.")
     rate_limit_per_s: float = Field(0, ge=0, description="Cross-worker requests/s (0 = unlimited).")
+    max_in_flight: int = Field(0, ge=0, description="Cross-worker calls in flight (0 = unlimited).")
     max_video_tokens: int | None = Field(None, ge=1, description="Per-job cap on video tokens.")
     max_calls: int | None = Field(None, ge=1, description="Per-job cap on model calls.")
+    summary_batch_tokens: int = Field(
+        24_000, ge=500, description="Most input tokens in one summary call; longer jobs are summarised in batches."
+    )
 
 
 class WorkerSettings(Section):
-    task_time_limit_s: int = Field(1800, ge=10)
-    visibility_timeout_s: int = Field(3600, ge=60)
-    max_redeliveries: int = Field(5, ge=1)
+    task_time_limit_s: int = Field(1800, ge=5, description="Hard limit on one task (s); the soft limit is 90%.")
+    visibility_timeout_s: int = Field(
+        3600, ge=10, description="Redis re-delivers an unacked task after this; must exceed time limit + retry delay."
+    )
+    max_redeliveries: int = Field(5, ge=1, description="Worker crashes one task message may survive.")
     retry_max_delay_s: int = Field(600, ge=1)
+    queue: str = Field("framescribe", min_length=1, description="Celery queue jobs are sent to and consumed from.")
     frames_retention_days: float | None = Field(None, description="Delete frames older than this.")
 
 
@@ -115,9 +148,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Frames and working files (FRAMESCRIBE_DATA_DIR).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
     broker_url: str = "redis://127.0.0.1:6379/0"
-    allowed_roots: list[Path] = Field(default_factory=list, description="Folders path sources may come from.")
-    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys or sha256:<hex> hashes.")
-    read_only_api_keys: list[str] = Field(default_factory=list)
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders path sources may come from."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Accepted API keys or sha256:<hex> hashes."
+    )
+    read_only_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
 
     sampling: SamplingSettings = SamplingSettings()
@@ -132,7 +169,12 @@ class Settings(BaseSettings):
     def _json_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip()
-            return json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
+            if value.startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError("not a valid JSON list") from None
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @property
@@ -179,8 +221,17 @@ class _YamlSource(PydanticBaseSettingsSource):
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at its top level")
+        _check_keys(data, path)
         data.setdefault("config", str(path))
         return data
+
+
+def _check_keys(data: dict[Any, Any], path: Path, where: str = "") -> None:
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config file {path}: key {key!r}{where} is not a name; keys must be text")
+        if isinstance(value, dict):
+            _check_keys(value, path, f" under '{key}'" if not where else f"{where}.{key}")
 
 
 def config_path() -> Path | None:
@@ -206,6 +257,8 @@ def load_settings(**overrides: Any) -> Settings:
             else:
                 problems.append(f"setting '{where}': {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 @functools.cache
