@@ -56,7 +56,7 @@ def test_env_json_lists_and_unknown_env(monkeypatch: pytest.MonkeyPatch, tmp_pat
     s = load_settings()
     assert s.allowed_roots == [tmp_path] and s.api_keys == ["k1", "k2"]
     monkeypatch.setenv("FRAMESCRIBE_SAMPLING__BOGUS", "1")
-    with pytest.raises(ConfigError, match="sampling.bogus"):
+    with pytest.raises(ConfigError, match=r"sampling\.bogus"):
         load_settings()
 
 
