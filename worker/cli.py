@@ -122,14 +122,20 @@ def run(
     except InputError as exc:
         raise InputError(f"{video}: {exc.message}" if str(video) not in exc.message else exc.message) from None
     for row in ports.store.segment_rows(job.id):
-        text = row.description if row.state in ("done", "static") else f"FAILED: {row.error}"
-        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}")
-    out.print(f"\nSummary ({summary.state}): {summary.text}")
+        text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error}"
+        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}", markup=False)
+        if row.input_tokens or row.video_tokens:  # a model call: what it cost
+            out.print(
+                f"    usage: {row.input_tokens} input / {row.output_tokens} output / {row.video_tokens} video "
+                f"tokens, {row.latency_ms} ms, {row.model}, request {row.request_id}",
+                markup=False,
+            )
+    out.print(f"\nSummary ({summary.state}): {summary.text}", markup=False)
     usage = ports.store.usage(job.id)
     if usage["video_tokens"] or usage["input_tokens"]:
         out.print(
             f"Usage: {usage['input_tokens']} input / {usage['output_tokens']} output / "
-            f"{usage['video_tokens']} video tokens"
+            f"{usage['video_tokens']} video tokens in {summary.calls} call(s)"
         )
     target = out_file or settings.data_dir / "exports" / f"{job.id}.json"
     _write_export(ports.store, job.id, "json", target)
@@ -149,7 +155,12 @@ class _Reporter:
     def __enter__(self) -> _Reporter:
         if self.tty:
             self.progress = Progress(
-                TextColumn("segments"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+                TextColumn("segments"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[live]}", markup=False),
+                console=err,
             )
             self.progress.start()
         return self
@@ -161,9 +172,13 @@ class _Reporter:
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "planned":
             if self.progress is not None:
-                self.task = self.progress.add_task("segments", total=data["segments"])
+                self.task = self.progress.add_task("segments", total=data["segments"], live="")
             else:
                 log.info("job %s: %d segments planned", data["job_id"], data["segments"])
+        elif kind == "segment_text":  # dashscope.stream: the reply as it arrives
+            if self.progress is not None and self.task is not None:
+                tail = " ".join(str(data["text"]).split())[-60:]
+                self.progress.update(self.task, live=f"#{data['index']}: {tail}")
         elif kind in ("segment_done", "segment_failed"):
             if self.progress is not None and self.task is not None:
                 self.progress.advance(self.task)
@@ -171,12 +186,16 @@ class _Reporter:
                 log.info("job %s: segment %d %s", data["job_id"], data["index"], kind.split("_")[1])
 
 
-def _write_export(store: Any, job_id: str, fmt: str, target: Path | None) -> None:
+def _write_export(
+    store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None
+) -> None:
     from worker.adapters.frames.local import atomic_write
     from worker.wiring import export_input
 
     render, _, _ = renderer(fmt)
-    chunks = render(export_input(store, job_id))
+    data = export_input(store, job_id)
+    data.options.update(options or {})
+    chunks = render(data)
     if target is None:
         for chunk in chunks:
             sys.stdout.write(chunk)
@@ -257,8 +276,13 @@ def show(
 @app.command()
 def export(
     job_id: str,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json (more formats: see README).")] = "json",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json, csv, vtt, srt, chapters, edl, otio or md.")
+    ] = "json",
     out_file: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", min=0, max=1, help="edl/otio: only cuts scoring at least this.")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
@@ -267,7 +291,7 @@ def export(
     store = _store(config, data_dir, database_url)
     store.get_job(job_id)
     renderer(fmt)
-    _write_export(store, job_id, fmt, out_file)
+    _write_export(store, job_id, fmt, out_file, {} if min_score is None else {"min_score": str(min_score)})
 
 
 def guarded(fn: Callable[[], T]) -> T | None:
@@ -302,7 +326,7 @@ def _register_command_modules() -> None:
 
 # Each module adds commands with ``@app.command()``: queue (submit/status/worker/cancel/retry),
 # service (scheduler/beat), outputs (search), sample (frames only).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.cli_service"]
 
 
 def main() -> None:

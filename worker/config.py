@@ -56,6 +56,16 @@ class SamplingSettings(Section):
         0, ge=0, le=64, description="Reuse the description of a near-identical segment of the job (0 = off)."
     )
     cache_descriptions: bool = Field(True, description="Cache model descriptions (a re-run makes no calls).")
+    reader_backend: Literal["auto", "opencv", "pyav"] = Field(
+        "auto", description="Video reader: auto picks PyAV or OpenCV and a read strategy per call by cost."
+    )
+    keyframe_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Keyframe fast path: a keyframe within this fraction of the sampling interval of a target "
+        "stands in for it (true time kept). 0 = exact frames; 0.5 = half the interval.",
+    )
 
 
 class LimitSettings(Section):

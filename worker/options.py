@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.config import Settings
+from worker.core.budget import limits_for
 from worker.core.segments import PlanParams
 from worker.errors import PlanError
 
@@ -28,6 +29,14 @@ class JobOptions(BaseModel):
     prompt: str | None = Field(None, max_length=4000)
     max_video_tokens: int | None = Field(None, ge=1)
     max_calls: int | None = Field(None, ge=1)
+    # DashScope call parameters for this job (unset: the dashscope settings)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    vl_high_resolution_images: bool | None = None
+    max_pixels: int | None = Field(None, ge=3136, description="Per-frame pixel cap DashScope applies.")
+    stream: bool | None = None
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> JobOptions:
@@ -42,9 +51,30 @@ class JobOptions(BaseModel):
     def stored(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
+    def dashscope_overrides(self) -> dict[str, Any]:
+        """The DashScope settings this job changes (model and call parameters)."""
+        return {k: getattr(self, k) for k in DASHSCOPE_FIELDS if getattr(self, k) is not None}
+
+
+DASHSCOPE_FIELDS = (
+    "model",
+    "temperature",
+    "top_p",
+    "seed",
+    "max_tokens",
+    "vl_high_resolution_images",
+    "max_pixels",
+    "stream",
+)
+
 
 def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | None = None) -> PlanParams:
     s = settings.sampling
+    kind: str = opts.describer or settings.describer.kind
+    if kind == "auto":
+        kind = settings.effective_describer
+    # a DashScope request must hold what the model accepts: plan within its frame limits
+    limits = limits_for(opts.model or settings.dashscope.model) if kind == "dashscope" else None
     fps = opts.fps or s.fps
     if source_fps and fps > source_fps:  # cannot sample faster than the video has frames
         fps = source_fps
@@ -52,8 +82,8 @@ def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | Non
         fps=fps,
         segment_seconds=opts.segment_seconds or s.segment_seconds,
         overlap_seconds=s.overlap_seconds if opts.overlap_seconds is None else opts.overlap_seconds,
-        min_frames=s.min_frames,
-        max_frames=s.max_frames,
+        min_frames=max(s.min_frames, limits.min_frames) if limits else s.min_frames,
+        max_frames=min(s.max_frames, limits.max_frames) if limits else s.max_frames,
         start_s=opts.start_s,
         end_s=opts.end_s,
         max_frames_per_job=settings.limits.max_frames_per_job,

@@ -19,17 +19,19 @@ from typing import Any
 import cv2
 import numpy as np
 
+from worker import segmenting
 from worker.adapters.frames.local import JpegWriter, remove_tree, segment_dir
 from worker.adapters.stores.sql import Job, SqlResultStore
+from worker.adapters.video import VideoReader
 from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core import budget
-from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, Usage, VideoInfo
+from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
 from worker.core.ports import Describer, DescribeRequest
 from worker.core.presets import preset_for
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, render, segment_variables
 from worker.core.sampling import sample_times
-from worker.core.segments import plan_segments
+from worker.core.segmenters import Findings
 from worker.core.summary import build_summary
 from worker.errors import (
     BudgetExceeded,
@@ -41,7 +43,7 @@ from worker.errors import (
     PlanError,
     StoreError,
 )
-from worker.options import JobOptions, plan_params
+from worker.options import JobOptions
 from worker.summarise import summarise
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class Ports:
     settings: Settings
     store: SqlResultStore
     describer_for: Callable[[JobOptions], Describer]
-    reader_for: Callable[[str], OpenCVReader] = field(default=lambda p: OpenCVReader(p))
+    reader_for: Callable[[str], VideoReader] = field(default=lambda p: OpenCVReader(p))
     on_event: Event = _quiet
     prompts: dict[str, PromptSet] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
 
@@ -90,8 +92,11 @@ def options_of(job: Job) -> JobOptions:
     return JobOptions.parse(job.options)
 
 
-def plans_for(info: VideoInfo, opts: JobOptions, settings: Settings) -> Iterator[SegmentPlan]:
-    return plan_segments(info.duration_ms, info.fps, plan_params(opts, settings, source_fps=info.fps))
+def plans_for(
+    info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None = None
+) -> Iterator[SegmentPlan]:
+    """Fixed-length plans, or the job's segmenter (scene | motion | hybrid) over an analysis pass."""
+    return segmenting.build(info, opts, settings, findings)
 
 
 def model_of(opts: JobOptions, settings: Settings) -> str:
@@ -105,14 +110,16 @@ def describer_kind(opts: JobOptions, settings: Settings) -> str:
     return kind
 
 
-def estimate(info: VideoInfo, opts: JobOptions, settings: Settings) -> Estimate:
-    """Pre-flight: segments, frames and the video tokens DashScope would bill. No call is made."""
+def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None = None) -> Estimate:
+    """Pre-flight: segments, frames and the video tokens DashScope would bill. No call is made.
+
+    Without ``findings`` (no analysis pass yet) every segmenter is estimated as fixed-length."""
     w, h = budget.frame_size(info.width, info.height, settings.sampling.max_pixels)
     kind = describer_kind(opts, settings)
     model = model_of(opts, settings) if kind == "dashscope" else None
     limits = request_limits(opts, settings)
     segments = frames = tokens = calls = 0
-    for plan in plans_for(info, opts, settings):
+    for plan in plans_for(info, opts, settings, findings):
         segments += 1
         frames += plan.frame_count
         if plan.kind == "describe" and kind == "dashscope":
@@ -166,15 +173,19 @@ def plan(ports: Ports, job_id: str) -> list[int]:
         opts = options_of(job)
         with ports.reader_for(job.source) as reader:
             info = reader.probe()
-        est = estimate(info, opts, ports.settings)
+            findings = segmenting.analyse(reader, info, opts, ports.settings)
+        est = estimate(info, opts, ports.settings, findings)
         check_budget(est, opts, ports.settings)
-        plans = list(plans_for(info, opts, ports.settings))
+        plans = list(plans_for(info, opts, ports.settings, findings))
     except (InputError, BudgetExceeded) as exc:
         store.set_job_state(job_id, "failed", exc.message)
         raise
     store.plan_job(job_id, info, plans)
+    static = segmenting.store_static(store, job_id, plans)  # quiet spans: stored now, no model call
     store.set_job_state(job_id, "running", only_from=("queued", "running"))
     ports.on_event("planned", {"job_id": job_id, "segments": len(plans), "video": info.as_dict()})
+    for index in static:
+        ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": segmenting.STATIC_TEXT})
     return [p.index for p in plans]
 
 
@@ -190,9 +201,10 @@ class Sampled:
     plan: SegmentPlan
     frames: list[FrameRef]
     thumbs: list[np.ndarray]
+    hashes: list[int] = field(default_factory=list)  # pHash of every sampled frame (before dedup)
 
 
-def sample_segment(reader: OpenCVReader, plan: SegmentPlan, folder: Path, settings: Settings) -> Sampled:
+def sample_segment(reader: VideoReader, plan: SegmentPlan, folder: Path, settings: Settings) -> Sampled:
     """Decode the plan's frames and write them as JPEGs (the folder is emptied first: a redelivery
     rewrites it). Keeps only small analysis copies in memory."""
     remove_tree(folder)
@@ -208,7 +220,9 @@ def sample_segment(reader: OpenCVReader, plan: SegmentPlan, folder: Path, settin
             f"{plan.end_ms / 1000:.2f}s",
             at_ms=plan.start_ms,
         )
-    return Sampled(plan, frames, thumbs)
+    hashes = segmenting.hashes_of(thumbs)
+    plan, frames, thumbs = segmenting.dedup(plan, frames, thumbs, hashes, settings)
+    return Sampled(plan, frames, thumbs, hashes)
 
 
 def _thumb(image: np.ndarray, width: int = 480) -> np.ndarray:
@@ -241,6 +255,16 @@ def describe_and_store(
         previous=previous,
         thumbs=sampled.thumbs,
     )
+    # The cache key leaves $previous out: whether the previous call had finished is timing, not content.
+    key_prompt = render(template or prompts.segment, {**variables, "previous": ""})
+    key = segmenting.cache_key(request, key_prompt, describer, opts, ports.settings)
+    hit = segmenting.lookup(ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
+    if hit is not None:  # an identical call was cached, or a near-identical segment was described
+        desc, source = hit
+        ports.store.save_segment(job.id, p.index, desc, sampled.frames, state="reused", reused_from=source)
+        if source is None:
+            segmenting.remember(ports.store, job.id, p.index, None, desc, sampled.hashes, ports.settings)
+        return desc
     started = time.monotonic()
     desc = describer.describe(request)
     if desc.usage.latency_ms == 0:
@@ -255,6 +279,7 @@ def describe_and_store(
             desc.flags,
         )
     ports.store.save_segment(job.id, p.index, desc, sampled.frames)
+    segmenting.remember(ports.store, job.id, p.index, key, desc, sampled.hashes, ports.settings)
     return desc
 
 
@@ -263,7 +288,7 @@ def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms:
     ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
 
 
-def run_segment(ports: Ports, job_id: str, index: int, reader: OpenCVReader | None = None) -> str:
+def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | None = None) -> str:
     """Process one segment (a Celery task body). Idempotent: a stored segment is left alone.
 
     Returns the segment's state; DescriberAuthError propagates (it fails the whole job)."""
@@ -281,9 +306,9 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: OpenCVReader | No
         sampled = sample_segment(rdr, plan_, segment_dir(ports.settings.data_dir, job_id, index), ports.settings)
         previous = _stored_description(store, job_id, index - 1)
         desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous)
-    except BudgetExceeded as exc:
-        store.cancel_remaining(job_id, exc.message)
-        return "cancelled"
+    except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
     except DescriberAuthError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)
         raise
@@ -307,6 +332,11 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
     duration = int((job.video or {}).get("duration_ms", 0))
     stopped_reason = stopped_reason or (job.video or {}).get("warning") or _cancel_reason(store, job_id)
     summary = job_summary(ports, job, duration, stopped_reason)
+    opts = options_of(job)
+    if describer_kind(opts, ports.settings) == "dashscope":
+        limits = request_limits(opts, ports.settings)
+        saved = segmenting.tokens_saved(store.segment_rows(job_id), job.video, limits, ports.settings)
+        summary = replace(summary, video_tokens_saved=saved)
     error = job.error
     if summary.state == "failed" and not error:
         failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
@@ -319,7 +349,10 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
 def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None) -> JobSummary:
     """A DashScope summary over the segment descriptions when the job used DashScope, else local."""
     opts = options_of(job)
-    rows = lambda: ports.store.segment_rows(job.id)  # noqa: E731
+
+    def rows() -> Iterator[SegmentRow]:
+        return ports.store.segment_rows(job.id)
+
     model: Any = None
     if describer_kind(opts, ports.settings) == "dashscope":
         try:
@@ -365,23 +398,26 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
     opts = options_of(job)
     describer = ports.describer_for(opts)
     limit = max(1, ports.settings.describer.concurrency)
+    wait_previous = ports.settings.describer.continuity
     stop: str | None = None
-    inflight: deque[tuple[int, Future[Description]]] = deque()
+    inflight: deque[tuple[int, Future[Description], int]] = deque()  # (index, call, estimated video tokens)
+    before: Future[Description] | None = None  # the previous segment's call, for $previous
+    flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
 
     def settle(block: bool) -> None:
         nonlocal stop
         while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
-            index, fut = inflight.popleft()
+            index, fut, _ = inflight.popleft()
             try:
                 desc = fut.result()
                 ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
             except DescriberAuthError as exc:
                 fail(ports, job_id, index, exc, 0)
+                if stop is None:
+                    store.set_job_state(job_id, "running", exc.message, only_from=("running",))
                 stop = exc.message
             except (InputError, DescriberError, StoreError) as exc:
                 fail(ports, job_id, index, exc, 0)
-            if stop is None:
-                stop = _budget_reached(store, job_id, opts, ports.settings)
             if not block and len(inflight) <= limit:
                 return
 
@@ -392,16 +428,25 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
         for index in indexes:
             if stop or store.get_job(job_id).state == "cancelled":
                 break
-            if not store.claim_segment(job_id, index):
-                continue
             plan_ = plan_of_row(store, job_id, index)
+            stop = _cap_reason(ports, job, plan_.frame_count, len(inflight), sum(t for _, _, t in inflight))
+            if stop:  # the next call would pass a cap: keep what is done, describe no more
+                break
+            if not store.claim_segment(job_id, index):
+                before = None
+                continue
             try:
                 folder = segment_dir(ports.settings.data_dir, job_id, index)
                 sampled = sample_segment(reader, plan_, folder, ports.settings)
             except (InputError, StoreError) as exc:
                 fail(ports, job_id, index, exc, plan_.start_ms)
+                before = None
                 continue
-            inflight.append((index, pool.submit(describe_and_store, ports, job, describer, sampled)))
+            segmenting.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
+            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous)
+            flying[index] = (sampled.hashes, fut)
+            inflight.append((index, fut, _segment_tokens(ports, job, plan_.frame_count)))
+            before = fut
             settle(block=False)
         settle(block=True)
     if stop:
@@ -413,17 +458,51 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
     return summary
 
 
-def _budget_reached(store: SqlResultStore, job_id: str, opts: JobOptions, settings: Settings) -> str | None:
+def _describe_after(
+    ports: Ports, job: Job, describer: Describer, sampled: Sampled, before: Future[Description] | None, wait: bool
+) -> Description:
+    """Describe with the previous segment's description as context: waited for when ``continuity``
+    is on (calls run one after another), else only when it has already finished."""
+    previous = None
+    if before is not None and (wait or before.done()):
+        try:
+            previous = before.result().text
+        except FramescribeError:
+            previous = None
+    return describe_and_store(ports, job, describer, sampled, previous)
+
+
+def _segment_tokens(ports: Ports, job: Job, frames: int) -> int:
+    """Estimated video tokens of one segment's call (0 unless the job uses DashScope)."""
+    opts = options_of(job)
+    video = job.video or {}
+    if describer_kind(opts, ports.settings) != "dashscope" or not video.get("width"):
+        return 0
+    w, h = budget.frame_size(int(video["width"]), int(video["height"]), ports.settings.sampling.max_pixels)
+    return budget.video_tokens(frames, w, h, request_limits(opts, ports.settings))
+
+
+def _cap_reason(ports: Ports, job: Job, frames: int, pending_calls: int, pending_tokens: int) -> str | None:
+    """Why the next call must not be made: it would pass the job's ``max_calls`` or ``max_video_tokens``
+    counting what is done and what is in flight. Calls are model calls for segments (not retries)."""
+    opts = options_of(job)
+    settings = ports.settings
     cap_tokens = opts.max_video_tokens or settings.dashscope.max_video_tokens
     cap_calls = opts.max_calls or settings.dashscope.max_calls
-    if not cap_tokens and not cap_calls:
+    if not (cap_tokens or cap_calls) or describer_kind(opts, settings) != "dashscope":
         return None
-    used = store.usage(job_id)
-    counts = store.counts(job_id)
-    if cap_tokens and used["video_tokens"] >= cap_tokens:
-        return f"stopped early: video token cap of {cap_tokens} reached ({used['video_tokens']} used)"
-    if cap_calls and counts.get("done", 0) >= cap_calls:
-        return f"stopped early: call cap of {cap_calls} reached"
+    store = ports.store
+    made = store.counts(job.id).get("done", 0)
+    if cap_calls and made + pending_calls + 1 > cap_calls:
+        return f"stopped early: call cap of {cap_calls} reached ({made + pending_calls} calls made)"
+    if cap_tokens:
+        used = store.usage(job.id)["video_tokens"] + pending_tokens
+        need = _segment_tokens(ports, job, frames)
+        if used + need > cap_tokens:
+            return (
+                f"stopped early: video token cap of {cap_tokens} reached ({used} used or in flight; "
+                f"the next segment needs about {need})"
+            )
     return None
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from worker.adapters.describers import build_describer
 from worker.adapters.stores.sql import SqlResultStore
-from worker.adapters.video.opencv import OpenCVReader
-from worker.config import Settings
+from worker.adapters.video import open_reader
+from worker.config import REPO_CONFIG, Settings
 from worker.core.exports import ExportInput
 from worker.core.ports import Describer
+from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
+from worker.errors import ConfigError
 from worker.options import JobOptions
 from worker.pipeline import Event, Ports, _quiet, describer_kind
 
@@ -22,23 +28,63 @@ def store_for(url: str) -> SqlResultStore:
     return SqlResultStore(url)
 
 
-def build_ports(settings: Settings, on_event: Event = _quiet) -> Ports:
+def build_ports(settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False) -> Ports:
+    """Ports for one process. ``shared_limits`` (Celery workers): DashScope calls go through the
+    cross-worker limiter in the broker's Redis (``worker.ratelimit``)."""
     store = store_for(settings.resolved_database_url)
     cache: dict[str, Describer] = {}
 
     def describer_for(opts: JobOptions) -> Describer:
         kind = describer_kind(opts, settings)
-        if kind not in cache:
-            cache[kind] = build_describer(kind, settings)
-        return cache[kind]
+        overrides = opts.dashscope_overrides() if kind == "dashscope" else {}
+        key = f"{kind}:{json.dumps(overrides, sort_keys=True)}"  # per-job model / call parameters
+        if key not in cache:
+            if len(cache) >= 32:
+                cache.pop(next(iter(cache)))
+            job_settings = settings
+            if overrides:
+                job_settings = settings.model_copy(
+                    update={"dashscope": settings.dashscope.model_copy(update=overrides)}
+                )
+            cache[key] = build_describer(kind, job_settings)
+            if hasattr(cache[key], "listener"):  # streamed text -> on_event("segment_text", ...)
+                cache[key].listener = on_event  # type: ignore[attr-defined]
+            use = getattr(cache[key], "use_rate_limiter", None)
+            if shared_limits and callable(use):
+                from worker.ratelimit import RedisRateLimiter
+
+                use(RedisRateLimiter.from_settings(settings))
+        return cache[key]
 
     return Ports(
         settings=settings,
         store=store,
         describer_for=describer_for,
-        reader_for=lambda path: OpenCVReader(path, settings.limits),
+        reader_for=lambda path: open_reader(
+            path,
+            settings.limits,
+            settings.sampling.reader_backend,
+            keyframe_tolerance=settings.sampling.keyframe_tolerance,
+        ),
         on_event=on_event,
+        prompts=load_prompts(),
     )
+
+
+PROMPTS_FILE = REPO_CONFIG.parent / "prompts.yaml"
+
+
+def load_prompts(path: Path = PROMPTS_FILE) -> dict[str, PromptSet]:
+    """Prompt templates per preset from ``configs/prompts.yaml`` over the code defaults."""
+    if not path.is_file():
+        return dict(DEFAULT_PRESETS)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read prompt templates {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"prompt templates {path} must map preset names to templates")
+    return build_presets(data)
 
 
 def export_input(store: SqlResultStore, job_id: str) -> ExportInput:

@@ -144,6 +144,7 @@ class JobSummary:
     calls_saved: int
     chapters: tuple[tuple[int, int, str], ...] = ()
     source: str = "local"
+    video_tokens_saved: int = 0  # estimated from the plan: static, reused and thinned segments
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +160,7 @@ class JobSummary:
                 "video_tokens": self.video_tokens,
                 "calls": self.calls,
                 "calls_saved": self.calls_saved,
+                "video_tokens_saved": self.video_tokens_saved,
             },
             "chapters": [{"start_ms": s, "end_ms": e, "title": t} for s, e, t in self.chapters],
             "source": self.source,

@@ -15,7 +15,13 @@ def _local(settings: Settings) -> Describer:
     return LocalDescriber()
 
 
-DESCRIBERS: dict[str, Callable[[Settings], Describer]] = {"local": _local}
+def _dashscope(settings: Settings) -> Describer:
+    from worker.adapters.describers.dashscope import build
+
+    return build(settings)
+
+
+DESCRIBERS: dict[str, Callable[[Settings], Describer]] = {"local": _local, "dashscope": _dashscope}
 
 
 def register(name: str) -> Callable[[Callable[[Settings], Describer]], Callable[[Settings], Describer]]:

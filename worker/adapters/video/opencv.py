@@ -19,6 +19,7 @@ import numpy as np
 
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
+from worker.core.readplan import Strategy
 from worker.errors import DecodeError, VideoOpenError
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ class OpenCVReader:
 
     backend = "opencv"
 
-    def __init__(self, path: str | Path, limits: LimitSettings | None = None) -> None:
+    def __init__(self, path: str | Path, limits: LimitSettings | None = None, *, keyframe_tolerance: float = 0.0):
         self.path = Path(path)
         self.limits = limits or LimitSettings()
+        self.keyframe_tolerance = keyframe_tolerance  # accepted for the common API; exact frames always fit it
         self._size = check_file(self.path, self.limits)
         self._cap: Any = None
         self._info: VideoInfo | None = None
@@ -165,22 +167,29 @@ class OpenCVReader:
         self._cap = self._open()
 
     # -- sampling ----------------------------------------------------------------------------
-    def frames(self, targets_ms: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(
+        self, targets_ms: Sequence[int], *, strategy: Strategy | None = None, tolerance: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(pts_ms, bgr)`` for each target: the first frame at or after it (1 ms of rounding
         allowed); a frame serves every target up to its own time. Frames not kept are grabbed, never
-        converted. Raises DecodeError with the time
-        where decoding stopped if the stream breaks before the last target."""
+        converted. ``strategy`` seek jumps to every target more than SEEK_AHEAD_MS ahead; otherwise only
+        the first target is sought. OpenCV cannot tell keyframes, so ``tolerance`` changes nothing: exact
+        frames are always within it. Raises DecodeError with the time where decoding stopped if the
+        stream breaks before the last target."""
         if not targets_ms:
             return
         info = self.probe()
         first = targets_ms[0]
         if self._pos_ms >= first - 1 or first - self._pos_ms > SEEK_AHEAD_MS or self._eof:
             self._position_before(first)
+        seek_each = strategy is Strategy.SEEK
         deadline = time.monotonic() + self.limits.decode_timeout_s
         end_ms = info.duration_ms - 2 * (1000 / info.fps)
         i = recoveries = consecutive = 0
         last_kept = last_t = -1.0
         while i < len(targets_ms):
+            if seek_each and i > 0 and targets_ms[i] - self._pos_ms > SEEK_AHEAD_MS:
+                self._position_before(targets_ms[i])
             t = self._grab()
             if t is None:
                 # Damage mid-stream: seek past it to the next target rather than give up the rest. A second

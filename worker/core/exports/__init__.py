@@ -7,7 +7,7 @@ a two-hour job is rendered without holding all segments in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -15,6 +15,7 @@ from typing import Any
 class ExportInput:
     job: dict[str, Any]
     segments: Iterable[dict[str, Any]]
+    options: dict[str, str] = field(default_factory=dict)  # per-format knobs, e.g. edl/otio ``min_score``
 
 
 Renderer = Callable[[ExportInput], Iterator[str]]
@@ -30,7 +31,14 @@ def register(name: str, media_type: str, ext: str) -> Callable[[Renderer], Rende
 
 
 def renderer(name: str) -> tuple[Renderer, str, str]:
-    from worker.core.exports import json_export  # noqa: F401  (registers)
+    from worker.core.exports import (  # noqa: F401  (each module registers its formats)
+        csv_export,
+        edl,
+        json_export,
+        markdown,
+        otio,
+        subtitles,
+    )
 
     try:
         return FORMATS[name]

@@ -1,0 +1,688 @@
+"""FrameSource over PyAV: finds keyframes by demuxing (no decoding) and decodes only what the read plan needs.
+
+Packets arrive in decode order. Each keyframe opens an *interval*; until one of its frames is needed the
+interval's packets are only buffered (``skip``/``seek``/``keyframes``), so intervals without a target are
+never decoded. H.264 frames that no other frame references are dropped unless kept. Frames keep their true
+PTS; the frame kept for a target is the first at or after it, or — with a keyframe tolerance — the nearest
+keyframe within it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from worker.adapters.video.opencv import check_file
+from worker.config import LimitSettings
+from worker.core.models import VideoInfo
+from worker.core.readplan import ReadPlan, Strategy, StreamFacts, median_interval, plan_for, tolerance_ms
+from worker.errors import DecodeError, VideoOpenError
+
+log = logging.getLogger(__name__)
+
+FACTS_PACKETS = 600  # packets demuxed when probing: keyframe spacing and droppable frames
+GOP_BUFFER_BYTES = 64 * 1024**2  # a longer keyframe interval is decoded as it streams in
+INDEX_ENTRIES = 1_000_000  # index entries read for keyframe times (beyond: estimated from their spacing)
+MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the stream counts as broken
+MAX_RECOVERIES = 8  # seeks past damaged stretches per frames() call before giving up
+_FFMPEG_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
+
+
+def h264_nonref(data: memoryview, nal_length: int) -> bool:
+    """True when every picture slice in an H.264 access unit has nal_ref_idc 0 (nothing refers to it).
+
+    ``nal_length`` is the AVCC length-field size (1, 2 or 4); 0 means Annex B start codes."""
+    slices = 0
+    if nal_length:
+        i, end = 0, len(data)
+        while i + nal_length < end:
+            size = int.from_bytes(data[i : i + nal_length], "big")
+            header = data[i + nal_length]
+            if header & 0x1F in (1, 5):
+                if header & 0x60:
+                    return False
+                slices += 1
+            i += nal_length + size
+        return slices > 0
+    raw = bytes(data)
+    i = raw.find(b"\x00\x00\x01")
+    while 0 <= i < len(raw) - 3:
+        header = raw[i + 3]
+        if header & 0x1F in (1, 5):
+            if header & 0x60:
+                return False
+            slices += 1
+        i = raw.find(b"\x00\x00\x01", i + 3)
+    return slices > 0
+
+
+class PyAVReader:
+    """One open video. Not thread-safe: one reader per thread or task."""
+
+    backend = "pyav"
+
+    def __init__(self, path: str | Path, limits: LimitSettings | None = None, *, keyframe_tolerance: float = 0.0):
+        self.path = Path(path)
+        self.limits = limits or LimitSettings()
+        self.keyframe_tolerance = keyframe_tolerance
+        self._size = check_file(self.path, self.limits)
+        self._container: Any = None
+        self._stream: Any = None
+        self._info: VideoInfo | None = None
+        self._facts: StreamFacts | None = None
+        self._tb = Fraction(1, 1000)
+        self._start = 0
+        self._frame_ms = 40.0
+        self._nal_length: int | None = None  # None: cannot tell droppable frames for this codec
+        self._index_keys: list[float] = []  # keyframe times from the container index (decode times)
+        self.last_plan: ReadPlan | None = None
+        self._reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._packets: Iterator[Any] | None = None
+        self._peeked: Any = None
+        self._gop: list[Any] = []  # later packets of the current keyframe interval, not decoded yet
+        self._gop_bytes = 0
+        self._gop_key: Any = None  # the keyframe packet that opened the interval
+        self._gop_key_ms: float | None = None
+        self._gop_key_fed = False
+        self._gop_max_ms = -math.inf
+        self._active = False  # decode this interval's packets as they arrive
+        self._ready: deque[Any] = deque()  # decoded frames not handed out yet
+        self._fed_max_ms = -math.inf  # latest packet given to the decoder since it was last emptied
+        self._consumed_ms = -math.inf  # frames up to here are gone without a seek
+        self._demux_ms = -math.inf
+        self._eof = False
+        self._drained = False  # the decoder saw the end of the stream
+        self._broken = False  # the demuxer stopped on damage, not at the end
+        self._bad = 0
+
+    # -- opening and probing -------------------------------------------------------------------
+    def _open(self) -> None:
+        self.close()
+        try:
+            container = av.open(str(self.path), mode="r", metadata_errors="ignore")
+        except _FFMPEG_ERRORS:
+            raise VideoOpenError(
+                f"{self.path}: not a video PyAV/FFmpeg can open (wrong format, corrupt or not a video)"
+            ) from None
+        streams = [s for s in container.streams.video if not (int(s.disposition) & 0x400)]  # not cover art
+        if not streams:
+            container.close()
+            raise VideoOpenError(f"{self.path}: no video stream (is it audio only?)")
+        stream = streams[0]
+        stream.thread_type = "AUTO"
+        self._container, self._stream = container, stream
+        self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+        self._start = int(stream.start_time or 0)
+        self._reset()
+
+    def probe(self) -> VideoInfo:
+        if self._info is not None:
+            return self._info
+        self._open()
+        stream = self._stream
+        ctx = stream.codec_context
+        rate = stream.guessed_rate or stream.average_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        tag = str(ctx.codec_tag or "").strip("\x00 ")
+        codec = tag if len(tag) == 4 and tag.isprintable() else str(ctx.name or "unknown")
+        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+            raise VideoOpenError(
+                f"{self.path}: the video declares no usable frame rate (fps={fps:g}); "
+                "re-mux it (ffmpeg -i IN -c copy OUT.mp4) or re-encode with a fixed rate"
+            )
+        if width <= 0 or height <= 0:
+            raise VideoOpenError(
+                f"{self.path}: no usable video stream (frame size {width}x{height}): audio only, or a corrupt header"
+            )
+        if width * height > self.limits.max_source_pixels:
+            raise VideoOpenError(
+                f"{self.path}: {width}x{height} frames are larger than the limit of "
+                f"{self.limits.max_source_pixels} pixels"
+            )
+        self._frame_ms = 1000 / fps
+        if ctx.name == "h264":
+            extra = bytes(ctx.extradata or b"")
+            self._nal_length = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else 0
+        self._facts = self._measure_facts(fps)
+        claimed_ms = self._claimed_ms()
+        duration_ms = self._true_duration_ms(claimed_ms)
+        if duration_ms > self.limits.max_duration_s * 1000:
+            raise VideoOpenError(
+                f"{self.path}: {duration_ms / 3_600_000:.1f} h is longer than the limit of "
+                f"{self.limits.max_duration_s / 3600:.1f} h"
+            )
+        self._info = VideoInfo(
+            claimed_duration_ms=round(claimed_ms),
+            duration_ms=duration_ms,
+            fps=fps,
+            frame_count=max(1, round(duration_ms * fps / 1000)),
+            width=width,
+            height=height,
+            codec=codec,
+            size_bytes=self._size,
+        )
+        return self._info
+
+    def facts(self) -> StreamFacts:
+        """Keyframe spacing and droppable share, from the container index or the first packets."""
+        self.probe()
+        assert self._facts is not None
+        return self._facts
+
+    def _measure_facts(self, fps: float) -> StreamFacts:
+        """Demux the first packets (decoding only up to the first frame, which must exist)."""
+        keys: list[float] = []
+        nonref = total = 0
+        first_frame = False
+        deadline = time.monotonic() + self.limits.decode_timeout_s
+        while total < FACTS_PACKETS or not first_frame:
+            pkt = self._next_packet()
+            if pkt is None or time.monotonic() > deadline:
+                break
+            total += 1
+            ms = self._pkt_ms(pkt)
+            if pkt.is_keyframe and ms is not None:
+                keys.append(ms)
+            if self._droppable(pkt):
+                nonref += 1
+            if not first_frame:
+                try:
+                    first_frame = bool(self._stream.codec_context.decode(pkt))
+                except _FFMPEG_ERRORS:
+                    continue
+        if not first_frame:
+            try:
+                first_frame = bool(self._stream.codec_context.decode(None))
+            except _FFMPEG_ERRORS:
+                first_frame = False
+        if not first_frame:
+            raise VideoOpenError(f"{self.path}: the video has no decodable frames")
+        indexed = self._index_keys = sorted(self._index_keyframes())
+        interval = median_interval(indexed) if len(indexed) >= 2 else median_interval(keys)
+        if interval is None and keys and total >= FACTS_PACKETS:
+            interval = total * 1000 / fps  # one keyframe in the window: at least this far apart
+        self._open()  # start reading from the beginning again
+        return StreamFacts(fps=fps, keyframe_interval_ms=interval, nonref_fraction=nonref / max(1, total))
+
+    def _index_keyframes(self) -> list[float]:
+        """Keyframe times from the container's index (MP4/MOV/MKV), without reading any packet."""
+        try:
+            entries = itertools.islice(self._stream.index_entries, INDEX_ENTRIES)
+            return [float((e.timestamp - self._start) * self._tb * 1000) for e in entries if e.is_keyframe]
+        except (AttributeError, *_FFMPEG_ERRORS):
+            return []
+
+    def _claimed_ms(self) -> float:
+        stream = self._stream
+        if stream.duration:
+            return float(stream.duration * self._tb * 1000)
+        if self._container.duration:
+            return float(self._container.duration / 1000)
+        return 0.0
+
+    def _true_duration_ms(self, claimed: float) -> int:
+        """Header duration, checked by demuxing its last packets; a lying header is measured instead."""
+        if claimed > 0:
+            last = self._last_pts_from(claimed - 3 * self._frame_ms)
+            if last is not None and last >= claimed - 2000:
+                self._open()
+                return round(last + self._frame_ms)
+            log.warning("%s: header claims %.1fs; measuring the real length", self.path, claimed / 1000)
+        last = self._last_pts_from(None)
+        self._open()
+        return round((last if last is not None else 0.0) + self._frame_ms)
+
+    def _last_pts_from(self, ms: float | None) -> float | None:
+        self._open()
+        if ms is not None and not self._seek_raw(ms):
+            return None
+        last: float | None = None
+        deadline = time.monotonic() + self.limits.decode_timeout_s
+        while (pkt := self._next_packet()) is not None:
+            t = self._pkt_ms(pkt)
+            if t is not None and (last is None or t > last):
+                last = t
+            if time.monotonic() > deadline:
+                raise VideoOpenError(f"{self.path}: measuring its length took longer than the decode limit")
+        return last
+
+    # -- low level ---------------------------------------------------------------------------
+    def _pkt_ms(self, pkt: Any) -> float | None:
+        ts = pkt.pts if pkt.pts is not None else pkt.dts
+        return None if ts is None else float((ts - self._start) * self._tb * 1000)
+
+    def _frame_ms_of(self, frame: Any) -> float:
+        ts = frame.pts if frame.pts is not None else frame.dts
+        if ts is None:
+            return self._consumed_ms + self._frame_ms
+        return float((ts - self._start) * self._tb * 1000)
+
+    def _next_packet(self) -> Any:
+        if self._peeked is not None:
+            pkt, self._peeked = self._peeked, None
+            return pkt
+        if self._eof:
+            return None
+        if self._packets is None:
+            self._packets = self._container.demux(self._stream)
+        while True:
+            try:
+                pkt = next(self._packets)
+            except StopIteration:
+                self._eof = True
+                return None
+            except _FFMPEG_ERRORS as exc:
+                log.debug("%s: demuxing stopped after %.2fs: %s", self.path, max(0.0, self._demux_ms) / 1000, exc)
+                self._eof = self._broken = True
+                return None
+            if pkt.size == 0:
+                continue  # the demuxer's closing flush packet
+            ms = self._pkt_ms(pkt)
+            if ms is not None and ms > self._demux_ms:
+                self._demux_ms = ms
+            return pkt
+
+    def _droppable(self, pkt: Any) -> bool:
+        if self._nal_length is None or pkt.is_keyframe:
+            return False
+        try:
+            return h264_nonref(memoryview(pkt), self._nal_length)
+        except (IndexError, ValueError, TypeError):
+            return False
+
+    def _seek_raw(self, ms: float) -> bool:
+        """Position the demuxer at the keyframe before ``ms``; False when the container cannot seek."""
+        ts = int((Fraction(max(0.0, ms)) / 1000) / self._tb) + self._start
+        try:
+            self._container.seek(ts, backward=True, any_frame=False, stream=self._stream)
+            self._stream.codec_context.flush_buffers()
+        except _FFMPEG_ERRORS:
+            return False
+        self._reset()
+        return True
+
+    def _seek(self, ms: float) -> None:
+        """Seek so the first frame at or after ``ms`` can be decoded; rewinds when the seek overshoots."""
+        margin = 3 * self._frame_ms  # a keyframe's PTS may trail its DTS (the index time) by a few frames
+        if ms - margin <= 0 or not self._seek_raw(ms - margin):
+            self._open()
+            self._consumed_ms = -math.inf
+            return
+        first = self._next_packet()
+        first_ms = self._pkt_ms(first) if first is not None else None
+        if first is None or (first_ms is not None and first_ms > ms + self._frame_ms / 2):
+            log.debug("%s: seek to %.0fms landed at %s; rewinding", self.path, ms, first_ms)
+            self._open()
+            self._consumed_ms = -math.inf
+            return
+        self._peeked = first
+        self._consumed_ms = (first_ms if first_ms is not None else ms) - 0.5
+
+    def _decode(self, pkt: Any) -> None:
+        ms = self._pkt_ms(pkt)
+        if ms is not None and ms > self._fed_max_ms:
+            self._fed_max_ms = ms
+        try:
+            frames = self._stream.codec_context.decode(pkt)
+        except _FFMPEG_ERRORS as exc:
+            self._bad += 1
+            log.debug("%s: undecodable packet: %s", self.path, exc)
+            if self._bad > MAX_BAD_PACKETS:
+                at = max(0, round(self._demux_ms))
+                raise DecodeError(
+                    f"{self._bad} packets in a row cannot be decoded near {at / 1000:.2f}s", at_ms=at
+                ) from None
+            return
+        self._bad = 0
+        self._ready.extend(frames)
+
+    def _empty_decoder(self, at_eof: bool) -> None:
+        """Take every frame still inside the decoder (its threads hold a few); it then restarts at a keyframe."""
+        try:
+            self._ready.extend(self._stream.codec_context.decode(None))
+        except _FFMPEG_ERRORS as exc:
+            log.debug("%s: draining the decoder failed: %s", self.path, exc)
+        self._fed_max_ms = -math.inf
+        if at_eof:
+            self._drained = True
+            return
+        try:
+            self._stream.codec_context.flush_buffers()
+        except _FFMPEG_ERRORS:
+            self._drained = True
+        self._gop_key_fed = False  # the interval's keyframe must be decoded again before its other frames
+
+    def interval_end_ms(self, key_ms: float) -> float:
+        """Earliest time the keyframe interval opened at ``key_ms`` may end (the next keyframe)."""
+        if self._index_keys:
+            i = bisect.bisect_right(self._index_keys, key_ms)
+            if i < len(self._index_keys):
+                return self._index_keys[i]
+            if self._index_keys[-1] > self._demux_ms:
+                return math.inf
+        g = self._facts.keyframe_interval_ms if self._facts else None
+        return key_ms + 1.5 * g if g else math.inf
+
+    def _to_bgr(self, frame: Any) -> np.ndarray:
+        image: np.ndarray = frame.to_ndarray(format="bgr24")
+        return image
+
+    def close(self) -> None:
+        if self._container is not None:
+            with contextlib.suppress(*_FFMPEG_ERRORS):
+                self._container.close()
+            self._container = None
+            self._stream = None
+
+    def __enter__(self) -> PyAVReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sampling ----------------------------------------------------------------------------
+    def plan(
+        self, targets_ms: Sequence[int], strategy: Strategy | None = None, tolerance: int | None = None
+    ) -> ReadPlan:
+        """The read plan for these targets (``tolerance`` in ms overrides the reader's keyframe tolerance)."""
+        tol = tolerance if tolerance is not None else tolerance_ms(targets_ms, self.keyframe_tolerance)
+        return plan_for(self.facts(), targets_ms, tol, backends=("pyav",), strategy=strategy)
+
+    def frames(
+        self,
+        targets_ms: Sequence[int],
+        *,
+        strategy: Strategy | None = None,
+        tolerance: int | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(pts_ms, bgr)`` per target (increasing): the first frame at or after it (1 ms of rounding
+        allowed), or with a tolerance the nearest keyframe within it. A frame serves every target up to its
+        own time. Raises DecodeError with the time where decoding stopped if the stream breaks early."""
+        if not targets_ms:
+            return
+        info = self.probe()
+        plan = self.plan(targets_ms, strategy, tolerance)
+        self.last_plan = plan
+        yield from _Run(self, targets_ms, plan, info).frames()
+
+
+class _Run:
+    """One ``frames`` call: turns demuxed packets into the frames its targets need.
+
+    Targets are read by index (a lazy sequence of any length works); only the decisions between the first
+    unserved and the first undecided target are held."""
+
+    def __init__(self, reader: PyAVReader, targets: Sequence[int], plan: ReadPlan, info: VideoInfo) -> None:
+        self.r = reader
+        self.targets = targets
+        self.n = len(targets)
+        self.last_target = targets[-1]
+        self.plan = plan
+        self.info = info
+        self.tol = plan.tolerance_ms if plan.strategy is Strategy.KEYFRAMES else 0
+        self.key_mode = self.tol > 0
+        self.lazy = plan.strategy is not Strategy.SEQUENTIAL
+        self.head = 0  # first target not served
+        self.decided = 0 if self.key_mode else self.n  # first target not decided
+        self.keys: deque[float | None] = deque()  # key mode: the keyframe chosen for head..decided-1 (None: exact)
+        self.missing = False  # the head target lies past the last frame
+        self.window = 2.5 * reader._frame_ms  # a droppable frame this close after a target may be its frame
+        self.last_yield = -math.inf
+        self.recoveries = 0
+
+    def _key_of(self, i: int) -> float | None:
+        return self.keys[i - self.head] if self.key_mode else None
+
+    def _advance(self) -> None:
+        self.head += 1
+        if self.key_mode and self.keys:
+            self.keys.popleft()
+
+    # -- feeding the decoder ------------------------------------------------------------------
+    def _needed(self, ms: float | None) -> bool:
+        if ms is None or ms >= self.last_target - 1:
+            return True  # the tail: a later call may want these frames
+        i = bisect.bisect_right(self.targets, ms + 1)
+        return i > 0 and self.targets[i - 1] - 1 <= ms < self.targets[i - 1] - 1 + self.window
+
+    def _feed(self, pkt: Any) -> None:
+        r = self.r
+        if r._droppable(pkt):
+            ms = r._pkt_ms(pkt)
+            if not self._needed(ms):
+                if ms is not None:
+                    r._consumed_ms = max(r._consumed_ms, ms)
+                return
+        r._decode(pkt)
+
+    def _feed_key(self) -> None:
+        r = self.r
+        if not r._gop_key_fed and r._gop_key is not None:
+            r._decode(r._gop_key)
+            r._gop_key_fed = True
+
+    def _feed_gop(self) -> None:
+        """Decode the interval from its keyframe, then every later packet of it as it arrives."""
+        r = self.r
+        self._feed_key()
+        gop, r._gop, r._gop_bytes = r._gop, [], 0
+        for pkt in gop:
+            self._feed(pkt)
+        r._active = True
+
+    def _open_gop(self, pkt: Any, ms: float | None) -> None:
+        r = self.r
+        if r._gop or (r._gop_key is not None and not r._gop_key_fed):
+            r._consumed_ms = max(r._consumed_ms, r._gop_max_ms)  # an interval nobody needed: never decoded
+        r._gop, r._gop_bytes = [], 0
+        r._gop_key, r._gop_key_ms, r._gop_key_fed = pkt, ms, False
+        r._gop_max_ms = -math.inf if ms is None else ms
+        r._active = False
+        if not self.lazy:
+            self._feed_gop()
+
+    # -- keyframe decisions -------------------------------------------------------------------
+    def _decide(self, key_ms: float | None) -> bool:
+        """Decide targets now that the keyframe after the current interval is known (None: the stream
+        ended). Returns True when that next keyframe itself was chosen."""
+        r = self.r
+        p = r._gop_key_ms
+        chose_next = False
+        while self.decided < self.n:
+            t = self.targets[self.decided]
+            if key_ms is not None and key_ms < t - 1:
+                break  # this keyframe comes before the target: wait for the one after it
+            options: list[tuple[float, int, float]] = []
+            if p is not None and abs(t - p) <= self.tol:
+                options.append((abs(t - p), 1, p))
+            if key_ms is not None and (key_ms - t <= self.tol or r._gop_max_ms < t - 1):
+                options.append((key_ms - t, 0, key_ms))  # within tolerance, or the exact frame itself
+            choice: float | None = None
+            if options:
+                choice = min(options)[2]
+                if choice == key_ms:
+                    chose_next = True
+                else:
+                    self._feed_key()
+            elif r._gop_max_ms >= t - 1:
+                if not r._active:
+                    self._feed_gop()  # no keyframe close enough: the exact frame, from this interval
+            else:
+                if self.decided == self.head:
+                    self.missing = True  # past the last frame
+                break
+            self.keys.append(choice)
+            self.decided += 1
+        return chose_next
+
+    def _decide_greedy(self, upto_ms: float) -> None:
+        """An interval too long to buffer: targets it has reached take its keyframe or their exact frame."""
+        r = self.r
+        p = r._gop_key_ms
+        while self.decided < self.n and self.targets[self.decided] - 1 <= upto_ms:
+            t = self.targets[self.decided]
+            self.keys.append(p if p is not None and abs(t - p) <= self.tol else None)
+            self.decided += 1
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _hand_out(self) -> Iterator[tuple[int, np.ndarray]]:
+        r = self.r
+        while r._ready and self.head < self.n:
+            t = self.targets[self.head]
+            frame = r._ready[0]
+            q = r._frame_ms_of(frame)
+            decided = self.head < self.decided
+            if not decided and q >= t - self.tol - 1:
+                return  # may serve this target once it is decided
+            key = self._key_of(self.head) if decided else None
+            early = q < key - 0.5 if key is not None else q + 1 < t
+            r._ready.popleft()
+            r._consumed_ms = max(r._consumed_ms, q)
+            if not decided or early:
+                continue
+            if q > self.last_yield:
+                self.last_yield = q
+                yield round(q), r._to_bgr(frame)
+            self._advance()
+            while self.head < self.decided:
+                k = self._key_of(self.head)
+                if not (self.targets[self.head] <= q + 1 if k is None else k <= q + 0.5):
+                    break
+                self._advance()
+            self._maybe_pause()
+
+    def _maybe_pause(self) -> None:
+        """Stop decoding this interval when the next target lies beyond it (its packets stay buffered, so
+        decoding resumes where it stopped if that guess was wrong)."""
+        r = self.r
+        if not (self.lazy and r._active and r._gop_key_ms is not None and self.head < self.decided):
+            return
+        if self._key_of(self.head) is None and self.targets[self.head] - 1 > r.interval_end_ms(r._gop_key_ms):
+            r._active = False
+
+    def _source_fed(self) -> bool:
+        """Whatever serves the head target has gone into the decoder."""
+        if self.head >= self.decided:
+            return False
+        key = self._key_of(self.head)
+        return self.r._fed_max_ms >= (key if key is not None else self.targets[self.head]) - 1
+
+    def _seek_if_far(self, first: bool) -> None:
+        """Seek when the next target lies behind what is gone (first call only) or far beyond what is read."""
+        r = self.r
+        if self.head < self.decided and self._key_of(self.head) is not None:
+            return
+        start = self.targets[self.head] - self.tol
+        pos = r._demux_ms if r._demux_ms > -math.inf else 0.0
+        behind = first and (start - 1 <= r._consumed_ms or (r._drained and not r._ready))
+        if behind or start - pos > self.plan.seek_gap_ms:
+            r._seek(start)
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        r = self.r
+        deadline = time.monotonic() + r.limits.decode_timeout_s
+        self._seek_if_far(first=True)
+        while self.head < self.n:
+            yield from self._hand_out()
+            if self.head >= self.n:
+                break
+            if time.monotonic() > deadline:
+                at = max(0, round(r._demux_ms))
+                raise DecodeError(f"decoding stalled: no result after {r.limits.decode_timeout_s:g}s", at_ms=at)
+            if r._drained and not r._ready and r._broken and self._recover():
+                continue
+            if self.missing or (r._drained and not r._ready):
+                break
+            if not r._ready and not r._active and self.decided >= self.n and self._source_fed():
+                r._empty_decoder(at_eof=False)  # nothing more will be fed for it: take it out now
+                continue
+            if self.lazy and not r._ready and not self._source_fed():
+                self._seek_if_far(first=False)
+            pkt = r._next_packet()
+            if pkt is None:
+                self._at_end()
+            else:
+                self._on_packet(pkt)
+        self._check_complete()
+
+    def _recover(self) -> bool:
+        """Damage stopped the demuxer: seek past it to the next target rather than give up the rest."""
+        r = self.r
+        end_ms = self.info.duration_ms - 2 * r._frame_ms
+        if self.recoveries >= MAX_RECOVERIES or self.targets[self.head] >= end_ms:
+            return False
+        self.recoveries += 1
+        gone = max(r._demux_ms, r._consumed_ms, 0.0)
+        while self.head < self.n and self.targets[self.head] < gone + 2 * r._frame_ms - self.tol:
+            self.head += 1  # the damaged stretch: these targets cannot be served
+        if self.head >= self.n:
+            return False
+        log.warning(
+            "%s: decoding broke after %.2fs; skipping to %.2fs", r.path, gone / 1000, self.targets[self.head] / 1000
+        )
+        self.decided = max(self.decided, self.head) if self.key_mode else self.n
+        self.keys.clear()
+        self.missing = False
+        r._seek(self.targets[self.head] - self.tol)
+        r._consumed_ms = max(r._consumed_ms, gone)
+        return True
+
+    def _on_packet(self, pkt: Any) -> None:
+        r = self.r
+        ms = r._pkt_ms(pkt)
+        if pkt.is_keyframe:
+            chose = self._decide(ms) if self.key_mode else False
+            self._open_gop(pkt, ms)
+            if chose:
+                self._feed_key()
+            return
+        if ms is not None and ms > r._gop_max_ms:
+            r._gop_max_ms = ms
+        if r._active:
+            self._feed(pkt)
+            return
+        r._gop.append(pkt)
+        r._gop_bytes += pkt.size
+        reached = not self.key_mode and self.head < self.n and (ms is None or ms >= self.targets[self.head] - 1)
+        if reached or r._gop_bytes > GOP_BUFFER_BYTES:
+            if self.key_mode:
+                self._decide_greedy(r._gop_max_ms)
+            self._feed_gop()
+
+    def _at_end(self) -> None:
+        r = self.r
+        if self.key_mode:
+            self._decide(None)
+        elif not r._active and self.head < self.n and r._gop_max_ms >= self.targets[self.head] - 1:
+            self._feed_gop()
+        r._empty_decoder(at_eof=True)
+
+    def _check_complete(self) -> None:
+        r = self.r
+        if self.head >= self.n:
+            return
+        t = self.targets[self.head]
+        if t < self.info.duration_ms - 2 * r._frame_ms:
+            at = max(0, round(max(r._consumed_ms, r._demux_ms, 0.0)))
+            raise DecodeError(
+                f"the video stops decoding at {at / 1000:.2f}s although it should last "
+                f"{self.info.duration_ms / 1000:.2f}s (truncated or corrupt)",
+                at_ms=at,
+            )

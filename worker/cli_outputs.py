@@ -1,0 +1,62 @@
+"""Output commands on ``worker.cli.app``: ``search`` (full-text over every job's segments)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Column, Table
+
+from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, out
+from worker.core.timecode import span
+
+
+def _marked(snippet: str, marks: tuple[tuple[int, int], ...]) -> str:
+    """The snippet as rich markup with the matched words in bold; the text itself is escaped."""
+    parts, pos = [], 0
+    for start, end in marks:
+        parts.append(escape(snippet[pos:start]))
+        parts.append(f"[bold yellow]{escape(snippet[start:end])}[/]")
+        pos = end
+    parts.append(escape(snippet[pos:]))
+    return "".join(parts)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help='Words to find, e.g. "red car" (every word must match).')],
+    job: Annotated[str | None, typer.Option("--job", help="Only this job.")] = None,
+    from_s: Annotated[float | None, typer.Option("--from", min=0, help="Only segments ending after (s).")] = None,
+    to_s: Annotated[float | None, typer.Option("--to", min=0, help="Only segments starting before (s).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per hit.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Search segment descriptions and structured fields across all jobs, best matches first."""
+    from worker.adapters.stores.search import search as run_search
+
+    store = _store(config, data_dir, database_url)
+    hits = run_search(
+        store,
+        query,
+        job=job,
+        from_ms=None if from_s is None else round(from_s * 1000),
+        to_ms=None if to_s is None else round(to_s * 1000),
+        limit=limit,
+    )
+    if as_json:
+        for hit in hits:
+            out.print(json.dumps(hit.as_dict(), ensure_ascii=False), markup=False)
+        return
+    if not hits:
+        out.print(f"no segment matches {query!r}", markup=False)
+        return
+    table = Table(Column("job", no_wrap=True), Column("source", overflow="fold"), "time", "match")
+    for hit in hits:
+        when = span(hit.start_ms, hit.end_ms)
+        table.add_row(hit.job_id, escape(hit.source_name), when, _marked(hit.snippet, hit.marks))
+    out.print(table)

@@ -1,0 +1,227 @@
+"""Queue commands on ``worker.cli.app``: ``submit``, ``status``, ``worker``, ``cancel``, ``retry``, ``gc``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from worker.cli import ConfigOpt, DataDirOpt, DbOpt, app, job_options, out, settings_from
+from worker.config import Settings
+from worker.errors import InputError
+
+TERMINAL = ("done", "partial", "failed", "cancelled")
+
+
+def _source(video: str, settings: Settings) -> tuple[str, str]:
+    """(stored source, display name) for a path or an http(s) URL, checked as the worker will."""
+    from worker.sources import check_url, resolve_local
+
+    if video.lower().startswith(("http://", "https://")):
+        check_url(video, allow=settings.scheduler.allow_private_urls)
+        return video, video.rsplit("/", 1)[-1].split("?", 1)[0] or video
+    if settings.allowed_roots:
+        real = resolve_local(video, settings.allowed_roots)
+    else:  # no roots configured: the submitting user's own file (one machine, or shared storage)
+        from worker.adapters.video.opencv import check_file
+
+        real = Path(video).resolve()
+        check_file(real, settings.limits)
+    return str(real), real.name
+
+
+@app.command()
+def submit(
+    video: Annotated[str, typer.Argument(help="A video file (inside the allowed roots) or an http(s) URL.")],
+    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
+    segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds.")] = None,
+    overlap_seconds: Annotated[float | None, typer.Option(help="Overlap between segments.")] = None,
+    start: Annotated[float | None, typer.Option(help="Start of the range (s).")] = None,
+    end: Annotated[float | None, typer.Option(help="End of the range (s).")] = None,
+    describer: Annotated[str | None, typer.Option(help="auto | local | dashscope")] = None,
+    model: Annotated[str | None, typer.Option(help="DashScope model.")] = None,
+    preset: Annotated[str | None, typer.Option(help="describe | surveillance | sports")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template ($start, $end, $fps, $source…).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")] = None,
+    max_video_tokens: Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="Cap on model calls for the job.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="A repeat with the same key returns the first job.")
+    ] = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Celery queue (default: worker.queue).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Queue VIDEO for the workers and print the job id at once."""
+    from worker.sources import check_url
+    from worker.tasks import enqueue_job
+    from worker.wiring import store_for
+
+    settings = settings_from(config, data_dir, database_url)
+    opts = job_options(
+        fps=fps,
+        segment_seconds=segment_seconds,
+        overlap_seconds=overlap_seconds,
+        start_s=start,
+        end_s=end,
+        describer=describer,
+        model=model,
+        preset=preset,
+        prompt=prompt,
+        segmenter=segmenter,
+        max_video_tokens=max_video_tokens,
+        max_calls=max_calls,
+    )
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise InputError("--idempotency-key must be 1 to 200 characters", field="idempotency_key")
+    if webhook_url:
+        check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
+    source, name = _source(video, settings)
+    store = store_for(settings.resolved_database_url)
+    job, created = store.create_job(
+        source, name, opts.stored(), idempotency_key=idempotency_key, webhook_url=webhook_url
+    )
+    if created:
+        enqueue_job(job.id, settings=settings, queue=queue)
+    out.print(job.id)
+
+
+def status_line(job: Any, counts: dict[str, int]) -> str:
+    total = job.segment_count
+    done = counts.get("done", 0) + counts.get("static", 0)
+    rest = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if state not in ("done", "static") and n)
+    line = f"{job.id} {job.state}: {done}/{total} segments done" + (f" ({rest})" if rest else "")
+    return line + (f" — {job.error}" if job.error else "")
+
+
+@app.command()
+def status(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Print changes until the job ends.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 1.0,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Show a job's state (queued, running, done, partial, failed, cancelled) and its segment counts."""
+    from worker.wiring import store_for
+
+    store = store_for(settings_from(config, data_dir, database_url).resolved_database_url)
+    last = ""
+    while True:
+        job = store.get_job(job_id)
+        line = status_line(job, store.counts(job_id))
+        if line != last:
+            out.print(line, markup=False)
+            last = line
+        if not follow or job.state in TERMINAL:
+            break
+        time.sleep(interval)
+    if follow and job.state == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Processes in this worker (default: CPU count).")] = None,
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: worker.queue).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Start a Celery worker (same as `celery -A worker.celery_app worker`)."""
+    from worker.config import get_settings
+
+    # The pool processes read their settings from the environment: hand the flags down that way.
+    if data_dir is not None:
+        os.environ["FRAMESCRIBE_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        os.environ["FRAMESCRIBE_DATABASE_URL"] = database_url
+    settings = settings_from(config, None, None)
+    get_settings.cache_clear()
+    from worker.celery_app import app as celery_app
+    from worker.celery_app import check_settings
+
+    check_settings(settings)
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues or settings.worker.queue}"]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def cancel(
+    job_id: str,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Stop a job's queued and running segments; finished segments are kept."""
+    from worker.tasks import finish_and_notify, producer_for
+    from worker.wiring import build_ports
+
+    settings = settings_from(config, data_dir, database_url)
+    ports = build_ports(settings)
+    stopped = ports.store.cancel_job(job_id)
+    job = ports.store.get_job(job_id)
+    if job.state != "cancelled":
+        out.print(f"job {job_id} is already {job.state}; nothing to cancel")
+        return
+    finish_and_notify(ports, job_id, "cancelled", producer=producer_for(settings))
+    out.print(f"job {job_id} cancelled: {stopped} segment(s) stopped, finished segments kept")
+
+
+@app.command()
+def retry(
+    job_id: str,
+    queue: Annotated[str | None, typer.Option(help="Celery queue (default: worker.queue).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Queue again only the failed (and cancelled) segments of a job; a job that never planned is re-planned."""
+    from worker.tasks import enqueue_job, producer_for, send_segment
+    from worker.wiring import store_for
+
+    settings = settings_from(config, data_dir, database_url)
+    store = store_for(settings.resolved_database_url)
+    job = store.get_job(job_id)
+    if job.segment_count == 0:
+        if not store.reopen_job(job_id):
+            out.print(f"job {job_id} is {job.state} and has no segments; nothing to retry")
+            return
+        enqueue_job(job_id, settings=settings, queue=queue)
+        out.print(f"job {job_id} queued for planning again")
+        return
+    indexes = store.reset_failed(job_id)
+    if not indexes:
+        out.print(f"job {job_id} has no failed or cancelled segments; nothing to retry")
+        return
+    producer = producer_for(settings)
+    for index in indexes:
+        send_segment(job_id, index, queue or settings.worker.queue, producer)
+    out.print(f"job {job_id}: {len(indexes)} segment(s) queued again")
+
+
+@app.command()
+def gc(
+    days: Annotated[
+        float | None, typer.Option(help="Keep frames newer than this (default: worker.frames_retention_days).")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Delete old frames on this machine, keeping one thumbnail per segment."""
+    from worker.retention import collect
+
+    settings = settings_from(config, data_dir, None)
+    if days is None and settings.worker.frames_retention_days is None:
+        raise InputError("no retention set: pass --days or set FRAMESCRIBE_WORKER__FRAMES_RETENTION_DAYS")
+    out.print_json(json.dumps(collect(settings, days=days).as_dict()))

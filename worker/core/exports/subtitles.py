@@ -1,0 +1,71 @@
+"""``vtt``, ``srt`` and ``chapters``: each described segment as a cue at its true (PTS) times, streamed.
+
+Hand-written over the standard library so core stays pure; tests parse the output back with webvtt-py,
+srt and ffmpeg, which are the referees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from worker.core.exports import ExportInput, register
+from worker.core.exports.text import described, one_line, title_of
+from worker.core.timecode import precise
+
+
+def _lines(text: str) -> list[str]:
+    """Cue text as non-empty lines: a blank line would end the cue early in both formats."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def vtt_text(text: str) -> str:
+    """Escape WebVTT cue text: ``&``, ``<`` and ``>`` as entities; ``-->`` cannot appear in a cue."""
+    out = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return out.replace("--&gt;", "→")
+
+
+def _header(job: dict[str, Any], kind: str) -> str:
+    name = one_line(str(job.get("source_name") or job.get("id") or ""), 200).replace("-->", "→")
+    return f"WEBVTT - {kind}\n\nNOTE framescribe job {job.get('id', '')}: {vtt_text(name)}\n\n"
+
+
+@register("vtt", "text/vtt; charset=utf-8", "vtt")
+def render_vtt(data: ExportInput) -> Iterator[str]:
+    yield _header(data.job, "descriptions")
+    for seg in described(data.segments):
+        start, end = int(seg["start_ms"]), int(seg["end_ms"])
+        body = "\n".join(vtt_text(line) for line in _lines(seg["description"]))
+        yield f"seg-{seg['index']}\n{precise(start)} --> {precise(end)}\n{body}\n\n"
+
+
+@register("srt", "application/x-subrip; charset=utf-8", "srt")
+def render_srt(data: ExportInput) -> Iterator[str]:
+    for n, seg in enumerate(described(data.segments), start=1):
+        start, end = int(seg["start_ms"]), int(seg["end_ms"])
+        body = "\n".join(_lines(seg["description"]))
+        yield f"{n}\n{precise(start, ',')} --> {precise(end, ',')}\n{body}\n\n"
+
+
+@register("chapters", "text/vtt; charset=utf-8", "chapters.vtt")
+def render_chapters(data: ExportInput) -> Iterator[str]:
+    """Consecutive segments with the same title merge into one chapter; chapters never overlap."""
+    yield _header(data.job, "chapters")
+    current: list[Any] | None = None  # [start_ms, end_ms, title]
+    n = 0
+    for seg in described(data.segments):
+        start, end, title = int(seg["start_ms"]), int(seg["end_ms"]), title_of(seg, 120)
+        if current is not None and current[2] == title:
+            current[1] = max(current[1], end)
+            continue
+        if current is not None:
+            n += 1
+            yield _chapter(n, current)
+            start = max(start, current[1])  # overlapping segments: the next chapter starts where this ends
+        current = [start, max(start, end), title]
+    if current is not None:
+        yield _chapter(n + 1, current)
+
+
+def _chapter(n: int, chapter: list[Any]) -> str:
+    return f"chapter-{n}\n{precise(chapter[0])} --> {precise(chapter[1])}\n{vtt_text(chapter[2])}\n\n"

@@ -1,0 +1,207 @@
+"""Segmenters, gating and reuse wired to the reader and the store: the steps pipeline.py calls.
+
+* ``analyse`` + ``build``: one analysis pass (scene/motion/hybrid only), then the pure planners.
+* ``store_static``: quiet spans are stored at once as ``static`` rows; no model call, no frames.
+* ``dedup``: near-duplicate frames are dropped at a uniform stride (true times, true fps, >= 4 frames).
+* ``lookup`` / ``remember``: an exact cache (frames + prompt + model + fps) and in-job reuse of a
+  near-identical segment (pHash distance); both store the segment as ``reused``.
+* ``tokens_saved``: what static, reused and thinned segments did not cost, estimated from the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent import futures
+from concurrent.futures import Future
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from worker.adapters.analysis import analyse_video, phash
+from worker.adapters.describers.cache import DescriptionCache
+from worker.adapters.stores.sql import SqlResultStore
+from worker.adapters.video.opencv import OpenCVReader
+from worker.config import SamplingSettings, Settings
+from worker.core import budget, gating
+from worker.core.models import Description, FrameRef, SegmentPlan, SegmentRow, VideoInfo
+from worker.core.ports import Describer, DescribeRequest
+from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans, count_times
+from worker.core.segments import clip_range
+from worker.core.summary import DONE_STATES
+from worker.options import JobOptions, plan_params
+
+log = logging.getLogger(__name__)
+STATIC_TEXT = "No activity (static camera)."
+GATE = "gate"  # the describer name of segments no model saw
+
+
+def segmenter_of(opts: JobOptions, settings: Settings) -> str:
+    return opts.segmenter or settings.sampling.segmenter
+
+
+def motion_params(s: SamplingSettings) -> MotionParams:
+    return MotionParams(s.motion_threshold, s.min_event_s, s.pad_s, s.merge_gap_s)
+
+
+def hybrid_params(s: SamplingSettings) -> HybridParams:
+    return HybridParams(s.min_seconds, s.max_seconds)
+
+
+# -- planning ---------------------------------------------------------------------------------
+def analyse(reader: OpenCVReader, info: VideoInfo, opts: JobOptions, settings: Settings) -> Findings | None:
+    """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
+    if segmenter_of(opts, settings) == "fixed":
+        return None
+    p = plan_params(opts, settings, source_fps=info.fps)
+    start, end = clip_range(info.duration_ms, p.start_s, p.end_s)
+    findings = analyse_video(reader, start, end, settings.sampling, motion_params(settings.sampling))
+    log.info(
+        "%s: analysed %d frames: %d cut(s), %d motion event(s)",
+        reader.path.name,
+        findings.samples,
+        len(findings.cuts_ms),
+        len(findings.events),
+    )
+    return findings
+
+
+def build(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None) -> Iterator[SegmentPlan]:
+    """The job's plans: fixed-length without findings, else the job's segmenter over them."""
+    p = plan_params(opts, settings, source_fps=info.fps)
+    return build_plans(
+        segmenter_of(opts, settings), info.duration_ms, info.fps, p, findings, hybrid_params(settings.sampling)
+    )
+
+
+def store_static(store: SqlResultStore, job_id: str, plans: Iterable[SegmentPlan]) -> list[int]:
+    """Store every static plan as a described ``static`` segment; returns their indexes."""
+    done = []
+    for p in plans:
+        if p.kind != "static":
+            continue
+        desc = Description(STATIC_TEXT, {"static": True}, describer=GATE, model=None)
+        if store.save_segment(job_id, p.index, desc, [], state="static"):
+            done.append(p.index)
+    return done
+
+
+# -- gating -----------------------------------------------------------------------------------
+def hashes_of(thumbs: Iterable[Any]) -> list[int]:
+    return [phash(t) for t in thumbs]
+
+
+def dedup(
+    plan: SegmentPlan, frames: list[FrameRef], thumbs: list[Any], hashes: Sequence[int], settings: Settings
+) -> tuple[SegmentPlan, list[FrameRef], list[Any]]:
+    """Thin the frames at the largest stride that only drops near-duplicates; the dropped JPEGs are deleted."""
+    limit = settings.sampling.dedup_hash_distance
+    if limit <= 0 or len(frames) != len(hashes) or len(frames) != plan.frame_count:
+        return plan, frames, thumbs
+    stride = gating.dedup_stride(hashes, limit, settings.sampling.min_frames)
+    if stride <= 1:
+        return plan, frames, thumbs
+    for k, f in enumerate(frames):
+        if k % stride:
+            Path(f.path).unlink(missing_ok=True)
+    kept = frames[::stride]
+    kept = [FrameRef(n, f.t_ms, f.path, f.width, f.height, f.size_bytes) for n, f in enumerate(kept)]
+    return gating.thinned(plan, stride), kept, thumbs[::stride]
+
+
+# -- cache and reuse --------------------------------------------------------------------------
+def cache_key(
+    request: DescribeRequest, prompt: str, describer: Describer, opts: JobOptions, settings: Settings
+) -> str | None:
+    """The call's cache key (``prompt`` as rendered without ``$previous``); None when caching is off or
+    the describer is the free local one."""
+    name = getattr(describer, "name", type(describer).__name__)
+    if not settings.sampling.cache_descriptions or name == "local":
+        return None
+    model = (opts.model or settings.dashscope.model) if name == "dashscope" else name
+    digest = gating.frames_digest((f.t_ms, hashlib.sha256(Path(f.path).read_bytes()).digest()) for f in request.frames)
+    key = gating.CacheKey(
+        digest, prompt, request.system_prompt, model, Fraction(request.fps).limit_denominator(1_000_000),
+        name, request.preset,
+    )  # fmt: skip
+    return key.digest()
+
+
+def lookup(
+    store: SqlResultStore, job_id: str, index: int, key: str | None, hashes: Sequence[int], settings: Settings
+) -> tuple[Description, int | None] | None:
+    """A description that makes the call unnecessary: ``(cached, None)`` or ``(copy, reused_from)``."""
+    cache = DescriptionCache(store.engine)
+    if key is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit[0], None
+    limit = settings.sampling.reuse_hash_distance
+    if limit <= 0:
+        return None
+    others = ((i, h) for i, h in cache.signatures(job_id) if i != index)
+    match = gating.find_reusable(hashes, others, limit)
+    if match is None:
+        return None
+    row = store.segment(job_id, match)
+    if row.state not in ("done", "reused") or not row.description:
+        return None
+    source = row.reused_from if row.reused_from is not None else match
+    desc = Description(row.description, row.structured, row.describer or "", row.model, flags=("reused",))
+    return desc, source
+
+
+def remember(
+    store: SqlResultStore, job_id: str, index: int, key: str | None, desc: Description, hashes: Sequence[int],
+    settings: Settings,
+) -> None:  # fmt: skip
+    """After a described segment is stored: cache its description, record its signature for reuse."""
+    cache = DescriptionCache(store.engine)
+    if key is not None and "cached" not in desc.flags:
+        cache.put(key, desc)
+    if settings.sampling.reuse_hash_distance > 0 and hashes:
+        cache.add_signature(job_id, index, hashes)
+
+
+def wait_for_twin(
+    hashes: Sequence[int], flying: dict[int, tuple[list[int], Future[Description]]], settings: Settings
+) -> None:
+    """Wait for a near-identical segment still being described (dropping finished calls from
+    ``flying``), so that ``lookup`` finds it stored and this segment reuses it instead of a call."""
+    if settings.sampling.reuse_hash_distance <= 0:
+        return
+    for index in [i for i, (_, fut) in flying.items() if fut.done()]:
+        del flying[index]
+    twin = gating.find_reusable(hashes, ((i, h) for i, (h, _) in flying.items()), settings.sampling.reuse_hash_distance)
+    if twin is not None:
+        futures.wait([flying[twin][1]])
+
+
+# -- accounting -------------------------------------------------------------------------------
+def planned_tokens(row: SegmentRow, width: int, height: int, limits: budget.ModelLimits, max_frames: int) -> int:
+    """Video tokens the row's span would cost sent in full at its planned rate (static spans in calls of
+    ``max_frames``)."""
+    fps = Fraction(row.fps or "1")
+    frames = count_times(row.start_ms, row.end_ms, fps)
+    calls, rest = divmod(frames, max_frames)
+    tokens = calls * budget.video_tokens(max_frames, width, height, limits)
+    return tokens + (budget.video_tokens(rest, width, height, limits) if rest else 0)
+
+
+def tokens_saved(
+    rows: Iterable[SegmentRow], video: dict[str, Any] | None, limits: budget.ModelLimits, settings: Settings
+) -> int:
+    """Estimated video tokens not spent: static and reused rows in full, thinned rows the difference."""
+    video = video or {}
+    if not video.get("width") or not video.get("height"):
+        return 0
+    w, h = budget.frame_size(int(video["width"]), int(video["height"]), settings.sampling.max_pixels)
+    saved = 0
+    for row in rows:
+        if row.state not in DONE_STATES:
+            continue
+        if row.state == "done" and row.video_tokens == 0:
+            continue  # described by a free describer: nothing was at stake
+        saved += max(0, planned_tokens(row, w, h, limits, settings.sampling.max_frames) - row.video_tokens)
+    return saved

@@ -1,0 +1,128 @@
+"""The job summary: a DashScope text call over the segment descriptions, the local summary as fallback.
+
+Long jobs are summarised in batches (each call's input stays under ``batch_tokens``), then the
+batch summaries are summarised the same way, until one call covers the whole video. Every line is
+cut to half a batch, so each batch holds at least two lines and every round shrinks the input.
+Counts, chapters, usage and state always come from the local summary (``core/summary.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from worker.adapters.describers.transport import Reply
+from worker.core.budget import limits_for
+from worker.core.models import JobSummary, SegmentRow
+from worker.core.prompts import render
+from worker.core.summary import DONE_STATES, build_summary
+from worker.core.timecode import clock, span
+from worker.errors import DescriberAuthError, DescriberError, PlanError
+
+log = logging.getLogger(__name__)
+SYSTEM = "You write concise, factual summaries of videos from timed notes. Keep the times the notes give."
+Line = tuple[int, int, str]  # start_ms, end_ms, text
+
+
+class TextModel(Protocol):
+    @property
+    def summary_model(self) -> str: ...
+
+    def complete(self, system: str, prompt: str, *, what: str = ...) -> tuple[Reply, int]: ...
+
+
+def tokens(text: str) -> int:
+    """A cautious count: three UTF-8 bytes a token (CJK is about one character a token)."""
+    return len(text.encode("utf-8")) // 3 + 1
+
+
+def summarise(
+    rows: Callable[[], Iterable[SegmentRow]],
+    duration_ms: int,
+    stopped_reason: str | None,
+    *,
+    model: TextModel | None,
+    template: str,
+    source_name: str,
+    batch_tokens: int,
+    job_id: str = "",
+) -> JobSummary:
+    """The model's summary when it can give one, else the local one; never raises for a model failure."""
+    local = build_summary(rows(), duration_ms, stopped_reason)
+    if model is None or local.segments_done == 0:
+        return local
+    budget = min(batch_tokens, limits_for(model.summary_model).max_input_tokens - 1000)
+    budget -= tokens(SYSTEM) + tokens(template) + 50
+    if budget < 200:
+        log.warning("job %s: summary input budget too small (%d tokens); using the local summary", job_id, budget)
+        return local
+    try:
+        text = _reduce(_lines(rows()), model, template, source_name, duration_ms, budget, job_id)
+    except DescriberAuthError as exc:
+        log.warning("job %s: the model summary was refused (%s); using the local summary", job_id, exc.message)
+        return local
+    except (DescriberError, PlanError) as exc:
+        log.warning("job %s: the model summary failed (%s); using the local summary", job_id, exc.message)
+        return local
+    notes = []
+    if local.segments_failed:
+        first = next((r for r in rows() if r.state == "failed"), None)
+        why = f", the first at {clock(first.start_ms)}: {first.error}" if first and first.error else ""
+        notes.append(f"{local.segments_failed} of {local.segments_total} segments could not be described{why}")
+    if stopped_reason:
+        notes.append(stopped_reason.rstrip("."))
+    if notes:
+        text = f"{text.strip()} ({'; '.join(notes)}.)"
+    return dataclasses.replace(local, text=text.strip(), source="dashscope")
+
+
+def _lines(rows: Iterable[SegmentRow]) -> Iterator[Line]:
+    for row in rows:
+        if row.state in DONE_STATES and row.description:
+            yield row.start_ms, row.end_ms, " ".join(row.description.split())
+
+
+def _reduce(
+    lines: Iterable[Line], model: TextModel, template: str, source: str, duration_ms: int, budget: int, job_id: str
+) -> str:
+    """Summaries of batches, then of those, until one call has seen everything."""
+    level = 0
+    while True:
+        level += 1
+        partials: list[Line] = []
+        batch: list[Line] = []
+        size = 0
+        for start, end, text in lines:
+            line = _fit(start, end, text, budget // 2)
+            if batch and size + tokens(line) > budget:
+                partials.append(_call(batch, model, template, source, duration_ms, job_id, level))
+                batch, size = [], 0
+            batch.append((start, end, line))
+            size += tokens(line)
+        if not batch:
+            raise PlanError("nothing to summarise")
+        if not partials:  # everything fitted in one call: that is the summary
+            return _call(batch, model, template, source, duration_ms, job_id, level)[2]
+        partials.append(_call(batch, model, template, source, duration_ms, job_id, level))
+        log.info("job %s: summary round %d gave %d batch summaries", job_id, level, len(partials))
+        lines = partials
+
+
+def _fit(start: int, end: int, text: str, limit: int) -> str:
+    line = f"[{span(start, end)}] {text}"
+    while tokens(line) > limit:
+        line = line[: max(16, len(line) * limit // tokens(line) - 1)].rstrip() + "…"
+    return line
+
+
+def _call(
+    batch: list[Line], model: TextModel, template: str, source: str, duration_ms: int, job_id: str, level: int
+) -> Line:
+    text = "\n".join(line for _, _, line in batch)
+    prompt = render(
+        template, {"segments": text, "source": source, "duration": clock(duration_ms), "count": len(batch)}
+    )
+    reply, _ = model.complete(SYSTEM, prompt, what=f"job {job_id} summary (round {level})")
+    return batch[0][0], batch[-1][1], " ".join(reply.text.split())

@@ -1,0 +1,367 @@
+"""Thin Celery tasks: ids in, one pipeline step, states and retries out. Safe to run twice.
+
+``plan_job`` probes the video and fans out one ``run_segment`` per pending segment; each
+``run_segment`` ends by trying ``pipeline.finish``, whose atomic claim in the store lets exactly one
+caller build the summary (no chord: reliability-plan §0.3). A re-delivered message finds its row
+done and does nothing but that finish attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import functools
+import logging
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
+
+from worker import failpoints, pipeline
+from worker.adapters.stores.sql import now
+from worker.celery_app import (
+    GC_FRAMES,
+    PLAN_JOB,
+    REAP_STALE,
+    RUN_JOB,
+    RUN_SEGMENT,
+    SEND_WEBHOOK,
+    app,
+    make_app,
+    soft_time_limit,
+    task_modules,
+)
+from worker.config import Settings, get_settings
+from worker.core.models import Description
+from worker.core.ports import Describer, DescribeRequest
+from worker.errors import (
+    BudgetExceeded,
+    DescriberAuthError,
+    DescriberTransient,
+    FramescribeError,
+    InputError,
+    NotFound,
+)
+from worker.options import JobOptions
+from worker.pipeline import Ports
+from worker.wiring import build_ports
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_TRANSIENT_RETRIES = 4  # Celery-level retries of a segment after the describer gave up on its own
+
+
+# -- per process ------------------------------------------------------------------------------
+@functools.cache
+def _ports() -> Ports:
+    return build_ports(get_settings(), shared_limits=True)
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().broker_url, socket_timeout=10, socket_connect_timeout=10)
+
+
+def _job_ports(job_id: str) -> Ports:
+    """The process' ports, reading a URL source from this machine's download of it."""
+    base = _ports()
+    return dataclasses.replace(base, reader_for=lambda src: base.reader_for(local_source(base.settings, job_id, src)))
+
+
+# -- sources ----------------------------------------------------------------------------------
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def local_source(settings: Settings, job_id: str, source: str) -> str:
+    """A local path for ``source``: an http(s) URL is downloaded once per machine into
+    ``DATA_DIR/sources/<job_id>/`` (size, time and SSRF limits); FFmpeg never sees the URL."""
+    if not source.lower().startswith(("http://", "https://")):
+        return source
+    from worker.sources import download
+
+    dest = settings.data_dir / "sources" / job_id
+    with _locked(dest / ".lock"):
+        have = sorted(p for p in dest.iterdir() if p.is_file() and not p.name.startswith("."))
+        if have:
+            return str(have[0])
+        path = download(
+            source,
+            dest,
+            max_bytes=settings.limits.max_download_bytes,
+            timeout_s=settings.limits.download_timeout_s,
+            allow=settings.scheduler.allow_private_urls,
+        )
+    log.info("job %s: downloaded the source to %s", job_id, path)
+    return str(path)
+
+
+# -- describer guard: failpoints and Celery-level retry -------------------------------------------
+class _RetryLater(Exception):
+    """Carries a DescriberTransient past the pipeline's per-segment failure handling to Celery retry."""
+
+    def __init__(self, cause: DescriberTransient) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+
+
+class _Guarded:
+    """Wraps the describer of one segment task: failpoints around the call; a transient failure goes to
+    Celery's retry (with backoff) instead of failing the segment, except on the last attempt."""
+
+    def __init__(self, inner: Describer, job_id: str, index: int, retry: bool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.job_id = job_id
+        self.index = index
+        self.retry = retry
+
+    def describe(self, request: DescribeRequest) -> Description:
+        try:
+            failpoints.hit("before_describe", self.job_id, self.index)
+            desc = self.inner.describe(request)
+        except DescriberTransient as exc:
+            if self.retry:
+                raise _RetryLater(exc) from exc
+            raise
+        failpoints.hit("after_describe", self.job_id, self.index)
+        return desc
+
+
+def retry_delay(retries: int, retry_after_s: float | None, settings: Settings) -> float:
+    """Full-jitter exponential backoff, at least Retry-After, never above ``worker.retry_max_delay_s``
+    (so the retry message is acked long before Redis' visibility timeout)."""
+    cap = float(settings.worker.retry_max_delay_s)
+    delay = random.uniform(0, min(cap, 5.0 * 2**retries))
+    return min(cap, max(delay, retry_after_s or 0.0))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _queue_of(task: Task[Any, Any]) -> str:
+    info = task.request.delivery_info or {}
+    return str(info.get("routing_key") or get_settings().worker.queue)
+
+
+def _delivery(task: Task[Any, Any], settings: Settings) -> int:
+    """How often this very message (task id + retry number) was delivered, counted in Redis."""
+    key = f"framescribe:deliveries:{task.request.id}:{task.request.retries}"
+    try:
+        pipe = _redis().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, settings.worker.visibility_timeout_s * 4)
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("cannot count deliveries in Redis (%s); the redelivery cap is off for this task", exc)
+        return 1
+    return int(count)
+
+
+def _forget_delivery(task: Task[Any, Any]) -> None:
+    """The message is done with: its delivery counter is no longer needed (it would expire anyway)."""
+    with suppress(redis.RedisError):
+        _redis().delete(f"framescribe:deliveries:{task.request.id}:{task.request.retries}")
+
+
+def finish_and_notify(ports: Ports, job_id: str, reason: str | None = None, producer: Celery | None = None) -> bool:
+    """Try to summarise the job (exactly one caller wins); then queue its webhook. True if this call won."""
+    summary = pipeline.finish(ports, job_id, reason)
+    if summary is None:
+        return False
+    job = ports.store.get_job(job_id)
+    log.info("job %s summarised: %s (%d of %d segments described)", job_id, job.state, summary.segments_done,
+             summary.segments_total)  # fmt: skip
+    if job.webhook_url and "worker.service_tasks" in task_modules():
+        sender = producer or app
+        try:
+            sender.send_task(SEND_WEBHOOK, [job_id], queue=ports.settings.worker.queue)
+        except OperationalError as exc:
+            log.warning("job %s: could not queue its webhook: %s", job_id, exc)
+    return True
+
+
+def send_segment(job_id: str, index: int, queue: str, producer: Celery | None = None) -> None:
+    (producer or app).send_task(RUN_SEGMENT, [job_id, index], queue=queue)
+
+
+_producers: dict[str, Celery] = {}
+
+
+def producer_for(settings: Settings) -> Celery:
+    """A Celery app that publishes with ``settings`` (one per broker URL and process)."""
+    if settings.broker_url not in _producers:
+        _producers[settings.broker_url] = make_app(settings)
+    return _producers[settings.broker_url]
+
+
+def enqueue_job(job_id: str, *, settings: Settings | None = None, queue: str | None = None) -> None:
+    """Queue a stored job for planning (the REST API and ``framescribe submit`` call this).
+
+    Raises:
+        FramescribeError: the broker cannot be reached (the job stays queued in the store).
+    """
+    s = settings or get_settings()
+    producer = app if settings is None else producer_for(settings)
+    try:
+        producer.send_task(PLAN_JOB, [job_id], queue=queue or s.worker.queue)
+    except OperationalError as exc:
+        raise FramescribeError(
+            f"job {job_id} is stored but could not be queued: the broker {s.broker_url.split('@')[-1]} is "
+            f"unreachable ({exc}). Start Redis, then `framescribe retry {job_id}`."
+        ) from None
+
+
+# -- tasks ------------------------------------------------------------------------------------
+def _task(name: str, **options: Any) -> Callable[[F], F]:
+    """``app.task`` with our defaults, typed (Celery ships no type hints)."""
+    return cast(Callable[[F], F], app.task(name=name, ignore_result=True, **options))
+
+
+def _plan(task: Task[Any, Any], job_id: str) -> None:
+    ports = _job_ports(job_id)
+    store = ports.store
+    try:
+        job = store.get_job(job_id)
+    except NotFound:
+        log.warning("job %s: not in the store (deleted?); nothing to plan", job_id)
+        return
+    if job.state not in ("queued", "running"):
+        log.info("job %s is %s; not planning it", job_id, job.state)
+        return
+    try:
+        pipeline.plan(ports, job_id)
+    except (InputError, BudgetExceeded) as exc:
+        log.warning("job %s failed at planning: %s", job_id, exc.message)
+        finish_and_notify(ports, job_id)
+        return
+    queue = _queue_of(task)
+    pending = [row.index for row in store.segment_rows(job_id) if row.state == "pending"]
+    for index in pending:
+        send_segment(job_id, index, queue)
+    log.info("job %s: %d segment task(s) queued on %s", job_id, len(pending), queue)
+    if not pending:
+        finish_and_notify(ports, job_id)
+
+
+@_task(PLAN_JOB, bind=True)
+def plan_job(self: Task[Any, Any], job_id: str) -> None:
+    """Probe the video, store one pending row per segment, queue one run_segment for each."""
+    _plan(self, job_id)
+
+
+@_task(RUN_JOB, bind=True)
+def run_job(self: Task[Any, Any], job_id: str) -> None:
+    """Alias of plan_job (the name the conventions doc uses)."""
+    _plan(self, job_id)
+
+
+@_task(RUN_SEGMENT, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
+def run_segment(self: Task[Any, Any], job_id: str, index: int) -> str:
+    """Sample, describe and store one segment, then try to finish the job. Returns the segment's state."""
+    state = _run_segment(self, job_id, index)
+    log.info("job %s segment %d ended: %s", job_id, index, state)
+    _forget_delivery(self)
+    return state
+
+
+def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
+    ports = _job_ports(job_id)
+    store, settings = ports.store, ports.settings
+    delivery = _delivery(task, settings)
+    if delivery > 1:
+        log.warning("job %s segment %d: delivery %d of this message (a worker died running it)", job_id, index,
+                    delivery)  # fmt: skip
+    if delivery > settings.worker.max_redeliveries + 1:
+        store.fail_segment(
+            job_id, index, f"the worker died {delivery - 1} times while processing this segment (crash, out of "
+            "memory or killed); giving up — see the worker logs, then `framescribe retry` the job",
+        )  # fmt: skip
+        finish_and_notify(ports, job_id)
+        return store.segment_state(job_id, index) or "missing"
+    try:
+        job = store.get_job(job_id)
+    except NotFound:
+        log.warning("job %s: not in the store (deleted?); dropping segment %d", job_id, index)
+        return "missing"
+    if job.state == "cancelled":
+        store.cancel_remaining(job_id, "the job was cancelled")
+        finish_and_notify(ports, job_id, "cancelled")
+        return store.segment_state(job_id, index) or "missing"
+    store.set_job_state(job_id, "running", only_from=("queued",))
+    retry = task.request.retries < MAX_TRANSIENT_RETRIES
+
+    def guarded(opts: JobOptions) -> Describer:
+        return _Guarded(ports.describer_for(opts), job_id, index, retry)
+
+    try:
+        pipeline.run_segment(dataclasses.replace(ports, describer_for=guarded), job_id, index)
+    except _RetryLater as exc:
+        delay = retry_delay(task.request.retries, exc.cause.retry_after_s, settings)
+        log.warning("job %s segment %d: %s; retrying in %.1f s", job_id, index, exc.cause.message, delay)
+        raise task.retry(countdown=delay, exc=exc.cause) from None
+    except DescriberAuthError as exc:
+        log.warning("job %s: the describer refused our credentials (%s); stopping the job", job_id, exc.message)
+        store.cancel_remaining(job_id, exc.message)
+        finish_and_notify(ports, job_id, exc.message)
+    except SoftTimeLimitExceeded:
+        limit = soft_time_limit(settings)
+        store.fail_segment(job_id, index, f"the segment took longer than {limit} s (worker.task_time_limit_s)")
+        finish_and_notify(ports, job_id)
+    else:
+        failpoints.hit("after_store", job_id, index)
+        finish_and_notify(ports, job_id)
+    # the stored state, not the pipeline's return: a cancelled segment's late result is discarded
+    return store.segment_state(job_id, index) or "missing"
+
+
+@_task(REAP_STALE)
+def reap_stale() -> dict[str, int]:
+    """Re-queue work a lost message left behind (Redis restarted without persistence, a publish that
+    failed after the job was stored, a worker that died while summarising): never-planned jobs,
+    segments idle past the visibility timeout, and jobs whose segments all ended without a summary.
+    Re-running is harmless (idempotent tasks). Beat runs it (``beat_schedule`` in celery_app)."""
+    ports = _ports()
+    settings = ports.settings
+    store = ports.store
+    window = settings.worker.visibility_timeout_s
+    cutoff = now() - timedelta(seconds=window)
+    queue = settings.worker.queue
+    client = _redis()
+    backlog = int(client.llen(queue))
+    counts = {"plan": 0, "segments": 0, "finish": 0, "summary_claims": store.reopen_stale_summaries(cutoff)}
+    for job_id, need in store.stale_jobs(cutoff):
+        if need == "finish":
+            counts["finish"] += finish_and_notify(ports, job_id)
+        elif client.set(f"framescribe:reaped:{job_id}", 1, nx=True, ex=window):
+            app.send_task(PLAN_JOB, [job_id], queue=queue)
+            counts["plan"] += 1
+    for job_id, index, state in store.stale_segments(cutoff):
+        if state == "pending" and backlog:  # its message is probably still waiting in the queue
+            continue
+        if client.set(f"framescribe:reaped:{job_id}:{index}", 1, nx=True, ex=window):
+            send_segment(job_id, index, queue)
+            counts["segments"] += 1
+    if any(counts.values()):
+        log.warning("reaper re-queued %s", counts)
+    return counts
+
+
+@_task(GC_FRAMES)
+def gc_frames() -> dict[str, int]:
+    """Apply the frame retention on the machine that runs this task (each worker also does it hourly)."""
+    from worker.retention import collect
+
+    return collect(get_settings()).as_dict()
