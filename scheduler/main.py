@@ -115,6 +115,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqlResultStore(settings.resolved_database_url)
         queue = enqueuer or (InlineEnqueuer(settings) if inline else CeleryEnqueuer(settings))
         beat_mirror = mirror

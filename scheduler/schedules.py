@@ -24,7 +24,7 @@ from celery import Celery
 from celery.schedules import BaseSchedule, schedstate
 from croniter import croniter
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
-from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
 
 from worker.adapters.stores.schedules import Schedule
 from worker.config import Settings
@@ -205,6 +205,7 @@ class ScheduleMirror:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
+        ensure_conf(app)
 
     def _key(self, schedule_id: str) -> str:
         key: str = FramescribeEntry.generate_key(self.app, ENTRY_PREFIX + schedule_id)

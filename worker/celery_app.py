@@ -115,7 +115,15 @@ class FramescribeCelery(Celery):  # type: ignore[misc]
 def make_app(settings: Settings, name: str = "framescribe-producer") -> Celery:
     """A Celery app configured from explicit settings (producers such as the CLI and tests)."""
     producer = Celery(name, set_as_current=False)
-    producer.config_from_object(celery_config(settings))
+    producer.config_from_object(
+        {
+            **celery_config(settings),
+            # a client (CLI, REST API) should hear "broker down" in about a second, not hang
+            "broker_connection_timeout": 2,
+            "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.3,
+                                          "interval_max": 0.5},
+        }
+    )  # fmt: skip
     return producer
 
 

@@ -7,6 +7,7 @@ The CLI runs it in process (``run_inline``); Celery tasks call ``plan``, ``run_s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -261,7 +262,7 @@ def describe_and_store(
     hit = segmenting.lookup(ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
-        ports.store.save_segment(job.id, p.index, desc, sampled.frames, state="reused", reused_from=source)
+        ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
         if source is None:
             segmenting.remember(ports.store, job.id, p.index, None, desc, sampled.hashes, ports.settings)
         return desc
@@ -403,6 +404,7 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
     inflight: deque[tuple[int, Future[Description], int]] = deque()  # (index, call, estimated video tokens)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
+    halt = threading.Event()  # set by a call refused for its credentials: queued calls are not made
 
     def settle(block: bool) -> None:
         nonlocal stop
@@ -418,6 +420,8 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
                 stop = exc.message
             except (InputError, DescriberError, StoreError) as exc:
                 fail(ports, job_id, index, exc, 0)
+            except _Halted:
+                pass  # never called; cancelled below with the reason
             if not block and len(inflight) <= limit:
                 return
 
@@ -443,7 +447,7 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
                 before = None
                 continue
             segmenting.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
-            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous)
+            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt)
             flying[index] = (sampled.hashes, fut)
             inflight.append((index, fut, _segment_tokens(ports, job, plan_.frame_count)))
             before = fut
@@ -458,8 +462,18 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
     return summary
 
 
+class _Halted(Exception):
+    """A queued call dropped because an earlier one was refused for its credentials."""
+
+
 def _describe_after(
-    ports: Ports, job: Job, describer: Describer, sampled: Sampled, before: Future[Description] | None, wait: bool
+    ports: Ports,
+    job: Job,
+    describer: Describer,
+    sampled: Sampled,
+    before: Future[Description] | None,
+    wait: bool,
+    halt: threading.Event | None = None,
 ) -> Description:
     """Describe with the previous segment's description as context: waited for when ``continuity``
     is on (calls run one after another), else only when it has already finished."""
@@ -467,9 +481,16 @@ def _describe_after(
     if before is not None and (wait or before.done()):
         try:
             previous = before.result().text
-        except FramescribeError:
+        except (FramescribeError, _Halted):
             previous = None
-    return describe_and_store(ports, job, describer, sampled, previous)
+    if halt is not None and halt.is_set():
+        raise _Halted
+    try:
+        return describe_and_store(ports, job, describer, sampled, previous)
+    except DescriberAuthError:
+        if halt is not None:
+            halt.set()
+        raise
 
 
 def _segment_tokens(ports: Ports, job: Job, frames: int) -> int:

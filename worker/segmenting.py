@@ -4,7 +4,8 @@
 * ``store_static``: quiet spans are stored at once as ``static`` rows; no model call, no frames.
 * ``dedup``: near-duplicate frames are dropped at a uniform stride (true times, true fps, >= 4 frames).
 * ``lookup`` / ``remember``: an exact cache (frames + prompt + model + fps) and in-job reuse of a
-  near-identical segment (pHash distance); both store the segment as ``reused``.
+  near-identical segment (pHash distance); both store the segment as ``done`` with no tokens, flagged
+  ``cached`` or with ``reused_from`` set (``flags`` ``reused``).
 * ``tokens_saved``: what static, reused and thinned segments did not cost, estimated from the plan.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from worker.adapters.analysis import analyse_video, phash
 from worker.adapters.describers.cache import DescriptionCache
 from worker.adapters.stores.sql import SqlResultStore
-from worker.adapters.video.opencv import OpenCVReader
+from worker.adapters.video import VideoReader
 from worker.config import SamplingSettings, Settings
 from worker.core import budget, gating
 from worker.core.models import Description, FrameRef, SegmentPlan, SegmentRow, VideoInfo
@@ -50,7 +51,7 @@ def hybrid_params(s: SamplingSettings) -> HybridParams:
 
 
 # -- planning ---------------------------------------------------------------------------------
-def analyse(reader: OpenCVReader, info: VideoInfo, opts: JobOptions, settings: Settings) -> Findings | None:
+def analyse(reader: VideoReader, info: VideoInfo, opts: JobOptions, settings: Settings) -> Findings | None:
     """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
     if segmenter_of(opts, settings) == "fixed":
         return None
@@ -145,7 +146,7 @@ def lookup(
     if match is None:
         return None
     row = store.segment(job_id, match)
-    if row.state not in ("done", "reused") or not row.description:
+    if row.state != "done" or not row.description:
         return None
     source = row.reused_from if row.reused_from is not None else match
     desc = Description(row.description, row.structured, row.describer or "", row.model, flags=("reused",))
@@ -201,7 +202,8 @@ def tokens_saved(
     for row in rows:
         if row.state not in DONE_STATES:
             continue
-        if row.state == "done" and row.video_tokens == 0:
+        copied = row.reused_from is not None or "cached" in row.flags
+        if row.state == "done" and row.video_tokens == 0 and not copied:
             continue  # described by a free describer: nothing was at stake
         saved += max(0, planned_tokens(row, w, h, limits, settings.sampling.max_frames) - row.video_tokens)
     return saved

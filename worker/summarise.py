@@ -121,8 +121,6 @@ def _call(
     batch: list[Line], model: TextModel, template: str, source: str, duration_ms: int, job_id: str, level: int
 ) -> Line:
     text = "\n".join(line for _, _, line in batch)
-    prompt = render(
-        template, {"segments": text, "source": source, "duration": clock(duration_ms), "count": len(batch)}
-    )
+    prompt = render(template, {"segments": text, "source": source, "duration": clock(duration_ms), "count": len(batch)})
     reply, _ = model.complete(SYSTEM, prompt, what=f"job {job_id} summary (round {level})")
     return batch[0][0], batch[-1][1], " ".join(reply.text.split())

@@ -97,7 +97,10 @@ def status_of(exc: FramescribeError) -> int:
 
 
 def _loc_field(loc: Sequence[Any]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    """``("body", "fps")`` -> ``fps`` (FastAPI prefixes the request part; a model's own loc has none)."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
     return ".".join(parts) or None
 
 
@@ -115,7 +118,8 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str, str | None]:
         code, message = "missing_field", f"field '{field}' is required"
     else:
         code = "invalid_field"
-        message = f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg", "invalid"))
+        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = f"{field}: {msg}" if field else msg
     more = len(errors) - 1
     if more > 0:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"

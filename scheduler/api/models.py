@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from worker.options import JobOptions
 
@@ -32,6 +32,14 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def _numeric(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", (annotation,))
+    return any(a in (int, float) for a in args)
+
+
+NUMERIC_OPTIONS = {name for name, f in JobOptions.model_fields.items() if _numeric(f.annotation)}
+
+
 class JobCreate(JobOptions):
     """A job: one source (``path`` inside the allowed roots, or ``url``) plus the job options.
 
@@ -49,6 +57,14 @@ class JobCreate(JobOptions):
     @classmethod
     def _clean(cls, value: str | None) -> str | None:
         return _no_control(value)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Numbers must be JSON numbers: ``true`` or ``"2"`` for fps is a mistake, not 1.0 or 2.0."""
+        if isinstance(value, bool | str) and info.field_name in NUMERIC_OPTIONS:
+            raise ValueError("must be a number")
+        return value
 
     def options(self) -> JobOptions:
         data = self.model_dump(include=set(JobOptions.model_fields), exclude_none=True)

@@ -68,7 +68,8 @@ class Beat:
         self.log_path = service.tmp / f"beat-{name}-{time.monotonic_ns()}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "beat", "--max-interval", "0.5", "--loglevel", "DEBUG"],
+                [sys.executable, "-c", "from worker.cli import main; main()",
+                 "beat", "--max-interval", "0.5", "--loglevel", "DEBUG"],
                 cwd=REPO, env=service.cluster.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -81,6 +82,11 @@ class Beat:
 
     def ticks(self) -> int:
         return self.log().count("beat: Extending lock")
+
+    def alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"beat exited with {self.proc.returncode}: {self.log()[-2000:]}")
+        return True
 
     def has_lock(self) -> bool:
         return "beat: Acquired lock" in self.log()
@@ -137,7 +143,7 @@ def test_two_beats_fire_a_cron_schedule_one_job_per_new_file_and_fail_over(servi
     sid = sched["id"]
     store = service.schedules()
     with beats(service, 2) as (b0, b1):
-        wait_for(lambda: len(jobs_of(service, sid)) == 2, 60, "a job for each of the two files")
+        wait_for(lambda: b0.alive() and b1.alive() and len(jobs_of(service, sid)) == 2, 60, "a job for each of the two files")
         drop_clip(inbox, "c.mp4")
         wait_for(lambda: len(jobs_of(service, sid)) == 3, 60, "a job for the new file")
         runs = store.get(sid).run_count
@@ -185,7 +191,7 @@ def test_runs_missed_while_beat_was_down_fire_once(service: Service) -> None:
     wait_for(lambda: datetime.now(UTC) > times[-1] + timedelta(seconds=1), 10, "the three runs to pass")
     assert store.get(sid).run_count == 0
     with beats(service, 1) as (beat,):
-        wait_for(lambda: store.get(sid).run_count == 1, 30, "the catch-up run")
+        wait_for(lambda: beat.alive() and store.get(sid).run_count == 1, 30, "the catch-up run")
         ticks = beat.ticks()
         wait_for(lambda: beat.ticks() >= ticks + 6, 30, "six more beat ticks")
         assert store.get(sid).run_count == 1

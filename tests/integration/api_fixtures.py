@@ -81,6 +81,34 @@ class RecordingEnqueuer:
         return None
 
 
+@dataclass
+class Api:
+    """A running app (RecordingEnqueuer, no workers) and what a test needs to look behind it."""
+
+    base: str
+    settings: Settings
+    enqueuer: RecordingEnqueuer
+    media: Path
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        return client(self.base, key)
+
+    def store(self) -> Any:
+        from worker.wiring import store_for
+
+        return store_for(self.settings.resolved_database_url)
+
+
+@contextlib.contextmanager
+def running_api(tmp: Path, mirror: Any = None, **overrides: Any) -> Iterator[Api]:
+    from scheduler.main import create_app
+
+    settings = api_settings(tmp, **overrides)
+    enqueuer = RecordingEnqueuer()
+    with serve(create_app(settings, enqueuer=enqueuer, mirror=mirror)) as base:
+        yield Api(base, settings, enqueuer, settings.allowed_roots[0])
+
+
 @contextlib.contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1:<free port> in a thread; yields the base URL."""

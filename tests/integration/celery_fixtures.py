@@ -163,10 +163,15 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (running tasks finish, reserved ones go back to the queue)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)  # warm shutdown
+        self.terminate()
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
@@ -197,6 +202,8 @@ class Cluster:
             w.wait_ready()
 
     def stop(self) -> None:
+        for w in self.workers:
+            w.terminate()
         for w in self.workers:
             w.stop()
 

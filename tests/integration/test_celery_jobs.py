@@ -30,6 +30,7 @@ import yaml
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from tests.fakes.dashscope_server import Behavior, FakeDashScope
 from tests.integration.celery_fixtures import (
     LIMITER_DB,
     REPO,
@@ -41,7 +42,6 @@ from tests.integration.celery_fixtures import (
     pg_database,
     wait_for,
 )
-from tests.fakes.dashscope_server import Behavior, FakeDashScope
 from worker.adapters.stores.schema import JobRow
 from worker.celery_app import check_settings, task_modules
 from worker.config import load_settings
@@ -391,7 +391,7 @@ def test_rate_limit_holds_across_processes_through_a_429_storm(tmp_path: Path) -
 
 
 def test_429_storm_through_real_workers_stays_under_the_shared_rate(
-    sqlite_cluster: Cluster, fake_dashscope: FakeDashScope
+    sqlite_cluster: Cluster, fake_dashscope: FakeDashScope, clip_12s: Path
 ) -> None:
     """Both workers call the DashScope fake, which answers the first five calls with 429: the job
     finishes, every call took a grant from the shared limiter, grants are >= 1/RATE apart (so no
@@ -403,7 +403,7 @@ def test_429_storm_through_real_workers_stays_under_the_shared_rate(
     limiter = RedisRateLimiter.from_settings(
         load_settings(broker_url=c.settings.broker_url, dashscope={"api_key": DASHSCOPE_KEY})
     )
-    job_id = submit(c, clip_12s_path(c), describer="dashscope")
+    job_id = submit(c, clip_12s, describer="dashscope")
     job = c.wait(job_id, timeout=90)
 
     assert job.state == "done"
@@ -505,6 +505,36 @@ def test_service_tasks_module_is_optional() -> None:
 
 
 # -- soak ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_reaper_recovers_a_job_whose_messages_a_bare_redis_lost(tmp_path: Path, clip_12s: Path) -> None:
+    """Redis without persistence restarts mid-job: queued and unacked messages are gone. The reaper
+    (beat runs it; here the test sends it) re-queues the stale segments and the job finishes."""
+    from worker.celery_app import REAP_STALE
+    from worker.tasks import producer_for
+
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        with cluster(tmp_path, f"sqlite:///{tmp_path / 'fs.db'}", broker_url=server.url) as c:
+            job_id = submit(c, clip_12s, arm=((1, "before_describe", "hold"),))
+            c.wait_held(job_id, 1, "before_describe")
+            server.restart()
+            c.release(job_id, 1, "before_describe")
+            assert redis.Redis(port=server.port).llen(c.queue) == 0  # the job's messages are lost
+
+            def reaped() -> bool:
+                producer_for(c.settings).send_task(REAP_STALE, queue=c.queue)
+                return c.store.get_job(job_id).state in ("done", "partial", "failed")
+
+            wait_for(reaped, 120, "the reaper to recover the job", step=3)
+            job = c.wait(job_id)
+            assert job.state == "done"
+            assert "reaper re-queued" in c.logs()
+            assert_exactly_once(c, job_id)
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_points_repeated(sqlite_cluster: Cluster, clip_12s: Path, point: str) -> None:

@@ -57,6 +57,8 @@ def test_limits_table() -> None:
     assert budget.limits_for("qwen3-vl-plus").max_frames == 2000
     assert budget.limits_for("qwen-vl-max-latest").factor == 32
     assert budget.limits_for("qvq-max").factor == 28
+    assert budget.limits_for("qwen-vl-max-2025-04-08").factor == 28
+    assert budget.limits_for("qwen-vl-max-2025-08-13").factor == 32
     assert budget.limits_for("something-else").max_frames == 80
 
 

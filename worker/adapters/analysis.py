@@ -18,7 +18,7 @@ import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector
 from scenedetect.common import FrameTimecode, Timecode
 
-from worker.adapters.video.opencv import OpenCVReader
+from worker.adapters.video import VideoReader
 from worker.config import SamplingSettings
 from worker.core.segmenters import Findings, MotionParams, Sample, collect
 from worker.errors import DecodeError
@@ -41,9 +41,14 @@ def phash(image: np.ndarray) -> int:
 
 
 def _resize(image: np.ndarray, width: int) -> np.ndarray:
+    """Downscale to ``width``: bilinear to twice that, then an exact 2:1 area step. INTER_AREA at an
+    odd ratio costs ~20 ms a 1080p frame; this costs ~1 ms and still averages neighbouring pixels."""
     h, w = image.shape[:2]
     if w <= width:
         return image
+    if w > 2 * width:
+        image = cv2.resize(image, (2 * width, max(2, round(h * 2 * width / w))), interpolation=cv2.INTER_LINEAR)
+        h, w = image.shape[:2]
     return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
@@ -136,7 +141,7 @@ def analysis_rate(source_fps: float, sampling: SamplingSettings) -> Fraction:
 
 
 def analyse_video(
-    reader: OpenCVReader, start_ms: int, end_ms: int, sampling: SamplingSettings, motion: MotionParams
+    reader: VideoReader, start_ms: int, end_ms: int, sampling: SamplingSettings, motion: MotionParams
 ) -> Findings:
     """Decode ``[start, end)`` once at the analysis rate and fold it into cuts and activity events.
 

@@ -127,6 +127,7 @@ class SegmentRow:
     latency_ms: int = 0
     request_id: str | None = None
     fps: str | None = None
+    flags: tuple[str, ...] = ()  # e.g. time_out_of_range, json_repaired, invalid_json, cached, reused
 
 
 @dataclass(frozen=True, slots=True)

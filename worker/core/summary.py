@@ -38,7 +38,7 @@ def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: 
         tvid += row.video_tokens
         if row.state in DONE_STATES:
             done += 1
-            if row.state == "done" and row.reused_from is None:
+            if row.state == "done" and row.reused_from is None and "cached" not in row.flags:
                 calls += 1 if row.describer != "local" else 0
             else:
                 saved += 1

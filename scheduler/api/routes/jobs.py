@@ -140,6 +140,7 @@ def plan_estimate(info: Any, body: JobCreate, settings: Settings) -> dict[str, A
 
 def probe_url_copy(url: str, settings: Settings) -> Any:
     """Download (within the limits) into a temporary folder and probe it: dry runs of URL sources."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.data_dir, prefix=".dryrun-") as tmp:
         path = download(
             url,

@@ -109,6 +109,7 @@ def _segment(row: SegmentDbRow) -> SegmentRow:
         latency_ms=row.latency_ms,
         request_id=row.request_id,
         fps=row.fps,
+        flags=tuple(row.flags or ()),
     )
 
 

@@ -1,0 +1,231 @@
+"""Goal 6: jobs through Celery — 2 real ``celery worker`` processes, Redis, the fake DashScope at zero latency.
+
+Segments/s and jobs/min come from the wall time of N short jobs submitted at once. The overhead per segment
+is the worker-seconds Celery spends beyond the same jobs run in process (``run_inline``, one call at a time):
+``(workers x wall - inline) / segments``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
+from tests.fakes.dashscope_server import FakeDashScope
+from worker import pipeline
+from worker.config import Settings, load_settings
+from worker.options import JobOptions
+
+TERMINAL = ("done", "partial", "failed", "cancelled")
+JOB_OPTIONS = {"segment_seconds": 2, "fps": 2}
+
+
+def _redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def available() -> str | None:
+    """Why goal 6 cannot run here (None when it can)."""
+    if importlib.util.find_spec("worker.celery_app") is None:
+        return "worker/celery_app.py is not there yet"
+    if not _redis_answers():
+        return "Redis is not answering on 127.0.0.1:6379"
+    return None
+
+
+def _settings(work: Path, broker_db: int, fake: FakeDashScope, queue: str, api_key: str) -> Settings:
+    return load_settings(
+        broker_url=f"redis://127.0.0.1:6379/{broker_db}",
+        database_url=f"sqlite:///{(work / 'store.db').resolve()}",
+        data_dir=work / "data",
+        describer={"kind": "dashscope", "concurrency": 1, "continuity": False},
+        sampling={"cache_descriptions": False},
+        worker={"queue": queue},
+        dashscope={"api_key": api_key, "base_url": fake.base_http_api_url, "max_attempts": 1},
+    )
+
+
+def _worker_env(settings: Settings, api_key: str, fake: FakeDashScope) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMESCRIBE_") and k != "DASHSCOPE_API_KEY"}
+    env.update(
+        FRAMESCRIBE_BROKER_URL=settings.broker_url,
+        FRAMESCRIBE_DATABASE_URL=settings.resolved_database_url,
+        FRAMESCRIBE_DATA_DIR=str(settings.data_dir),
+        FRAMESCRIBE_DESCRIBER__KIND="dashscope",
+        FRAMESCRIBE_DESCRIBER__CONCURRENCY="1",
+        FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS="false",
+        FRAMESCRIBE_WORKER__QUEUE=settings.worker.queue,
+        FRAMESCRIBE_DASHSCOPE__API_KEY=api_key,
+        FRAMESCRIBE_DASHSCOPE__BASE_URL=fake.base_http_api_url,
+        FRAMESCRIBE_DASHSCOPE__MAX_ATTEMPTS="1",
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class _Workers:
+    """``workers`` celery worker processes (-c 1 each), each in its own session so it can be stopped whole."""
+
+    def __init__(self, n: int, env: dict[str, str], queue: str, logs: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs = [logs / f"worker{i}.log" for i in range(n)]
+        for i, log_path in enumerate(self.logs):
+            with log_path.open("wb") as log:
+                self.procs.append(
+                    subprocess.Popen(
+                        [
+                            PYTHON,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "worker.celery_app",
+                            "worker",
+                            "-P",
+                            "prefork",
+                            "-c",
+                            "1",
+                            "-Q",
+                            queue,
+                            "-n",
+                            f"bench{i}-{queue}@%h",
+                            "--loglevel=INFO",
+                            "--without-gossip",
+                            "--without-mingle",
+                            "--without-heartbeat",
+                        ],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc, log in zip(self.procs, self.logs, strict=True):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a celery worker exited: {log.read_text(errors='replace')[-2000:]}")
+            if all(" ready." in log.read_text(errors="replace") for log in self.logs):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("celery workers did not become ready")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the session this benchmark created
+                proc.wait(5)
+
+
+def _wait_all(store: object, job_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(job_ids)
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            job = store.get_job(job_id)  # type: ignore[attr-defined]
+            if job.state in TERMINAL and job.summary is not None:
+                pending.discard(job_id)
+        time.sleep(0.05)
+    if pending:
+        raise RuntimeError(f"{len(pending)} job(s) did not finish within {timeout:.0f}s")
+
+
+def _clear(broker_url: str, *patterns: str) -> None:
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(broker_url, socket_timeout=2)
+        for pattern in patterns:
+            keys = list(client.scan_iter(match=pattern))
+            if keys:
+                client.delete(*keys)
+
+
+def goal6(
+    clips: list[Path], work: Path, broker_db: int, workers: int = 2, timeout: float = 300
+) -> tuple[Goal, list[Measure]]:
+    why = available()
+    title = f"orchestration through Celery, {workers} workers, {len(clips)} short jobs"
+    if why:
+        return Goal("G6", title, 1.0, None, "-", "-", why, measured=False), []
+    from worker.adapters.stores.sql import SqlResultStore
+    from worker.tasks import enqueue_job
+
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    queue = f"fs-bench-{uuid.uuid4().hex[:12]}"
+    api_key = f"sk-bench-{uuid.uuid4().hex[:12]}"
+    work.mkdir(parents=True, exist_ok=True)
+    with FakeDashScope(latency_s=0.0) as fake:
+        settings = _settings(work, broker_db, fake, queue, api_key)
+        store = SqlResultStore(settings.resolved_database_url)
+        group = _Workers(workers, _worker_env(settings, api_key, fake), queue, work)
+        try:
+            group.wait_ready()
+            warm, _ = store.create_job(str(clips[0].resolve()), clips[0].name, dict(JOB_OPTIONS))
+            enqueue_job(warm.id, settings=settings)  # imports and connections warm up outside the clock
+            _wait_all(store, [warm.id], timeout)
+            started = time.perf_counter()
+            ids = []
+            for clip in clips:
+                job, _ = store.create_job(str(clip.resolve()), clip.name, dict(JOB_OPTIONS))
+                enqueue_job(job.id, settings=settings)
+                ids.append(job.id)
+            _wait_all(store, ids, timeout)
+            wall = time.perf_counter() - started
+            segments = sum(store.get_job(i).segment_count for i in ids)
+            states = sorted({store.get_job(i).state for i in ids})
+        finally:
+            group.stop()
+            store.close()
+            _clear(settings.broker_url, f"*{queue}*", "framescribe:rl:*")
+        inline = _inline(clips, work / "inline", fake, settings)
+    per_segment_ms = (workers * wall - inline) / max(1, segments) * 1000
+    measures = [
+        Measure(f"celery: {len(clips)} jobs, {segments} segments, {workers} workers", [wall], note=f"states {states}"),
+        Measure(f"in process: the same {len(clips)} jobs one after another", [inline]),
+    ]
+    goal = Goal(
+        "G6",
+        title,
+        1.0,
+        per_segment_ms / 50,
+        "50 ms overhead per segment (the target)",
+        f"{per_segment_ms:.0f} ms per segment",
+        f"{segments / wall:.1f} segments/s, {len(clips) / wall * 60:.0f} jobs/min, wall {fmt_s(wall)} "
+        f"vs in-process {fmt_s(inline)}",
+    )
+    return goal, measures
+
+
+def _inline(clips: list[Path], data: Path, fake: FakeDashScope, celery_settings: Settings) -> float:
+    from worker.wiring import build_ports
+
+    settings = celery_settings.model_copy(
+        update={"data_dir": data, "database_url": f"sqlite:///{(data / 's.db').resolve()}"}
+    )
+    data.mkdir(parents=True, exist_ok=True)
+    ports = build_ports(settings)
+    started = time.perf_counter()
+    for clip in clips:
+        job, _ = ports.store.create_job(str(clip.resolve()), clip.name, JobOptions.parse(JOB_OPTIONS).stored())
+        pipeline.run_inline(ports, job.id)
+    return time.perf_counter() - started
