@@ -137,6 +137,9 @@ def run(
             f"Usage: {usage['input_tokens']} input / {usage['output_tokens']} output / "
             f"{usage['video_tokens']} video tokens in {summary.calls} call(s)"
         )
+    if summary.calls_saved or summary.video_tokens_saved:
+        tokens = f", ~{summary.video_tokens_saved} video tokens" if summary.video_tokens_saved else ""
+        out.print(f"Saved: {summary.calls_saved} call(s) (static, reused or cached segments){tokens}")
     target = out_file or settings.data_dir / "exports" / f"{job.id}.json"
     _write_export(ports.store, job.id, "json", target)
     out.print(f"JSON export: {target}")
