@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(result: tuple[Goal, list[Measure]]) -> Goal:
         goal, ms = result
+        for m in ms:
+            m.name = f"{goal.key} {m.name}"
         goals.append(goal)
         measures.extend(ms)
         print(goal.line(), flush=True)
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.smoke
                 else [pipelining.Scenario(1.5, 4), pipelining.Scenario(0.1, 4)]
             )
-            record(_guard("G5", "pipelining", lambda: pipelining.goal5(files["long_gop"], work / "g5", scenarios,
-                                                                       2.0 if args.smoke else 5.0)))  # fmt: skip
+            seg_s, fps = (2.0, 2.0) if args.smoke else (5.0, 1.0)
+            run5 = lambda: pipelining.goal5(files["long_gop"], work / "g5", scenarios, seg_s, fps)  # noqa: E731
+            record(_guard("G5", "pipelining", run5))
         g6 = None
         if wanted("G6") or wanted("G7"):
             clips = [files["clip"]] * (2 if args.smoke else 8)
@@ -148,8 +151,8 @@ def _scale(
 ) -> None:
     """Goal 7 from the figures of goals 1, 2 and 6 plus a store-write measurement."""
     try:
-        seq = by_name.get("framescribe sample --fps 1")
-        key = by_name.get("framescribe sample --fps 1 --keyframes")
+        seq = by_name.get("G1 framescribe sample --fps 1")
+        key = by_name.get("G2 framescribe sample --fps 1 --keyframes")
         if seq is None or key is None:
             raise RuntimeError("goals 1 and 2 did not produce figures")
         cores = 2
@@ -157,7 +160,7 @@ def _scale(
         keyframes = sampling.in_process_median(key) * cores / specs["short_gop"].seconds
         orch = None
         if g6 is not None and g6.measured and g6.ratio is not None:
-            orch = g6.ratio * 50 / 1000
+            orch = max(0.0, g6.ratio * 50 / 1000)
         store = scale.measure_store(work, 50 if smoke else 300)
         costs = scale.Costs(decode, keyframes, orch, store)
         rows = scale.plan_rows(costs, [100, 1000, 10_000])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,22 +80,29 @@ class Goal:
         return d
 
 
-def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a command; returns (wall seconds, that child's peak RSS in MiB, stdout). Raises on failure.
+TIME = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
 
-    The child is reaped with ``os.wait4`` so its own rusage (not the sum over all children) is read."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+
+def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run a command; returns (wall seconds, that command's peak RSS in MiB, stdout). Raises on failure.
+
+    Peak RSS comes from GNU time (``%M``): a child forked straight from this process would count the pages
+    it shares with us until it execs, so every child would look as big as the benchmark itself."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as rss:
+        full = [TIME, "-f", "%M", "-o", rss.name, *cmd] if TIME else list(cmd)
         started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(full, stdout=out, stderr=err, env=env, cwd=REPO, check=False)
         wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             tail = err.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {tail}")
-        return wall, usage.ru_maxrss / 1024, out.read().decode(errors="replace")
+        peak = float("nan")
+        if TIME:
+            lines = Path(rss.name).read_text().split()
+            peak = int(lines[-1]) / 1024 if lines and lines[-1].isdigit() else float("nan")
+        return wall, peak, out.read().decode(errors="replace")
 
 
 def interleaved(reps: int, runs: dict[str, Callable[[], tuple[float, float]]]) -> dict[str, Measure]:

@@ -224,6 +224,8 @@ def _inline(clips: list[Path], data: Path, fake: FakeDashScope, celery_settings:
     )
     data.mkdir(parents=True, exist_ok=True)
     ports = build_ports(settings)
+    warm, _ = ports.store.create_job(str(clips[0].resolve()), clips[0].name, JobOptions.parse(JOB_OPTIONS).stored())
+    pipeline.run_inline(ports, warm.id)  # as the workers were warmed up: imports, SDK, connections
     started = time.perf_counter()
     for clip in clips:
         job, _ = ports.store.create_job(str(clip.resolve()), clip.name, JobOptions.parse(JOB_OPTIONS).stored())

@@ -23,6 +23,7 @@ FPS = 1.0  # the default sampling rate
 CORES_PER_MACHINE = 2
 UTILISATION = 0.7  # plan machines to run at most this busy
 MODEL_LATENCY_S = 5.0  # assumed DashScope latency for one 10-frame call (not measured here)
+DASHSCOPE_RPM_HINT = 600  # an assumed per-account requests/minute limit; check the account's real quota
 
 
 @dataclass
@@ -101,6 +102,15 @@ def plan_rows(costs: Costs, hours_per_day: list[float]) -> list[dict[str, Any]]:
         orchestration_cores = calls_per_s * (costs.orchestration_worker_s_per_segment or 0.0)
         machines = math.ceil((decode_cores + orchestration_cores) / (CORES_PER_MACHINE * UTILISATION))
         store_use = {name: calls_per_s / rate for name, rate in costs.store_tx_per_s.items() if rate > 0}
+        busy = [n for n, u in store_use.items() if u >= 0.5]
+        if busy and len(busy) == len(store_use):
+            bottleneck = "store writes (every store over half busy: batch frame rows, shard jobs)"
+        elif "sqlite" in busy:
+            bottleneck = "SQLite writes (one writer): move the store to PostgreSQL"
+        elif calls_per_s * 60 > DASHSCOPE_RPM_HINT:
+            bottleneck = f"DashScope calls ({calls_per_s * 60:.0f}/min): the account's RPM limit, then decode"
+        else:
+            bottleneck = f"decode CPU: {max(1, machines)} machine(s) of {CORES_PER_MACHINE} cores"
         rows.append(
             {
                 "hours_per_day": k,
@@ -112,6 +122,7 @@ def plan_rows(costs: Costs, hours_per_day: list[float]) -> list[dict[str, Any]]:
                 "calls_per_min": round(calls_per_s * 60, 1),
                 "calls_in_flight": round(in_flight, 1),
                 "store_utilisation": {n: round(u, 4) for n, u in store_use.items()},
+                "bottleneck": bottleneck,
             }
         )
     return rows
@@ -138,9 +149,8 @@ def lines(costs: Costs, rows: list[dict[str, Any]]) -> list[str]:
             + ", ".join(f"{n} {u:.1%} busy" for n, u in r["store_utilisation"].items())
         )
     out.append(
-        "G7 bottleneck: decode grows with video hours (add machines; the keyframe path cuts it ~10x); "
-        "DashScope calls grow with segments and hit the account's RPM/concurrency limit first once decode is "
-        "cheap (longer segments or fewer frames per call help); the store is a few percent busy even at the "
-        "largest figure, SQLite being a single writer (use PostgreSQL with several machines)."
+        "G7 bottleneck by volume: "
+        + "; ".join(f"{r['hours_per_day']:g} h/day -> {r['bottleneck']}" for r in rows)
+        + f" (model latency {MODEL_LATENCY_S:g} s and {DASHSCOPE_RPM_HINT} RPM are assumptions, not measured)"
     )
     return out

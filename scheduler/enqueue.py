@@ -75,9 +75,7 @@ class CeleryEnqueuer:
             if self._redis is None:
                 import redis
 
-                self._redis = redis.Redis.from_url(
-                    self.settings.broker_url, socket_connect_timeout=2, socket_timeout=3
-                )
+                self._redis = redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=2, socket_timeout=3)
             return self._redis
 
     def broker_ok(self) -> bool:

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api import errors
-from scheduler.api.errors import ApiError
 from scheduler.api.models import JobCreate
 from scheduler.api.routes import health, jobs, schedules
 from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
@@ -62,8 +61,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ApiError(413, "too_large", f"the body is larger than {self.limit} bytes")
+                if seen > self.limit:  # FastAPI re-raises HTTPException from body parsing (others become 400)
+                    raise HTTPException(413, f"the body is larger than {self.limit} bytes")
             return message
 
         await self.app(scope, limited, send)

@@ -58,9 +58,7 @@ def check_cron(expr: str) -> str:
     """A cron expression with 5 fields, or 6 with seconds first; PlanError naming the problem."""
     fields = expr.split()
     if len(expr) > 200 or len(fields) not in (5, 6):
-        raise PlanError(
-            "cron needs 5 fields (minute hour day month weekday) or 6 with seconds first", field="cron"
-        )
+        raise PlanError("cron needs 5 fields (minute hour day month weekday) or 6 with seconds first", field="cron")
     try:
         ok = croniter.is_valid(" ".join(fields), second_at_beginning=len(fields) == 6)
     except Exception:  # croniter raises a zoo of errors for odd input; all mean "invalid"

@@ -71,6 +71,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu >= 5.7: sweep for unacked messages of dead workers more often than the old ~100 s.
         "unacked_restore_interval": max(1, min(10, w.visibility_timeout_s // 60)),
         "unacked_restore_throttle": 1,
+        # The sweep's lock lives in Redis; a Redis restart (AOF) during a sweep keeps it held for this long,
+        # and no unacked message comes back meanwhile (kombu's default is 300 s).
+        "unacked_mutex_expire": max(5, min(300, w.visibility_timeout_s // 4)),
         "socket_keepalive": True,
         "socket_connect_timeout": 10,
         "health_check_interval": 10,

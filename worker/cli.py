@@ -337,5 +337,7 @@ def main() -> None:
     guarded(lambda: app(standalone_mode=True))
 
 
-if __name__ == "__main__":  # python -m worker.cli
-    main()
+if __name__ == "__main__":  # python -m worker.cli: run the imported module, where command modules register
+    import worker.cli
+
+    worker.cli.main()

@@ -212,15 +212,19 @@ def sample_segment(reader: VideoReader, plan: SegmentPlan, folder: Path, setting
     writer = JpegWriter(settings.sampling.max_pixels, settings.sampling.jpeg_quality)
     frames: list[FrameRef] = []
     thumbs: list[np.ndarray] = []
-    for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
-        frames.append(writer.write(folder, n, t_ms, image))
-        thumbs.append(_thumb(image))
-    if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
-        raise DecodeError(
-            f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "
-            f"{plan.end_ms / 1000:.2f}s",
-            at_ms=plan.start_ms,
-        )
+    try:
+        for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
+            frames.append(writer.write(folder, n, t_ms, image))
+            thumbs.append(_thumb(image))
+        if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
+            raise DecodeError(
+                f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "
+                f"{plan.end_ms / 1000:.2f}s",
+                at_ms=plan.start_ms,
+            )
+    except FramescribeError:
+        remove_tree(folder)  # a failed segment leaves no frames behind (and a full disk gets no fuller)
+        raise
     hashes = segmenting.hashes_of(thumbs)
     plan, frames, thumbs = segmenting.dedup(plan, frames, thumbs, hashes, settings)
     return Sampled(plan, frames, thumbs, hashes)

@@ -23,6 +23,8 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
+from sqlalchemy.exc import InterfaceError as DbInterfaceError
+from sqlalchemy.exc import OperationalError as DbOperationalError
 
 from worker import failpoints, pipeline
 from worker.adapters.stores.sql import now
@@ -256,22 +258,44 @@ def _plan(task: Task[Any, Any], job_id: str) -> None:
         finish_and_notify(ports, job_id)
 
 
+STORE_DOWN = (DbOperationalError, DbInterfaceError)  # the result store is unreachable (restart, network)
+STORE_DOWN_MAX_RETRIES = 100  # at up to worker.retry_max_delay_s apart: rides out a store restart or failover
+
+
+def _retry_store_down(task: Task[Any, Any], what: str, exc: Exception) -> Exception:
+    """Nothing can be recorded while the store is down: the task runs again later (it is idempotent),
+    instead of failing with its segment left ``running`` until the reaper notices."""
+    settings = get_settings()
+    delay = retry_delay(min(task.request.retries, 6), None, settings)
+    log.warning("%s: the result store is unreachable (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+    return cast(Exception, task.retry(countdown=delay, max_retries=STORE_DOWN_MAX_RETRIES))
+
+
 @_task(PLAN_JOB, bind=True)
 def plan_job(self: Task[Any, Any], job_id: str) -> None:
     """Probe the video, store one pending row per segment, queue one run_segment for each."""
-    _plan(self, job_id)
+    try:
+        _plan(self, job_id)
+    except STORE_DOWN as exc:
+        raise _retry_store_down(self, f"job {job_id} planning", exc) from None
 
 
 @_task(RUN_JOB, bind=True)
 def run_job(self: Task[Any, Any], job_id: str) -> None:
     """Alias of plan_job (the name the conventions doc uses)."""
-    _plan(self, job_id)
+    try:
+        _plan(self, job_id)
+    except STORE_DOWN as exc:
+        raise _retry_store_down(self, f"job {job_id} planning", exc) from None
 
 
 @_task(RUN_SEGMENT, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
 def run_segment(self: Task[Any, Any], job_id: str, index: int) -> str:
     """Sample, describe and store one segment, then try to finish the job. Returns the segment's state."""
-    state = _run_segment(self, job_id, index)
+    try:
+        state = _run_segment(self, job_id, index)
+    except STORE_DOWN as exc:
+        raise _retry_store_down(self, f"job {job_id} segment {index}", exc) from None
     log.info("job %s segment %d ended: %s", job_id, index, state)
     _forget_delivery(self)
     return state

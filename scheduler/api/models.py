@@ -9,15 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, f
 
 from worker.options import JobOptions
 
-CONTROL = {chr(c) for c in range(32)} - {"\n", "\t", "\r"} | {"\x7f"}
+CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+TEXT_CONTROL = CONTROL - {"\n", "\t", "\r"}  # prompts may span lines; names, paths and URLs may not
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _no_control(value: str | None) -> str | None:
-    if value is not None and any(c in CONTROL for c in value):
+def _no_control(value: str | None, refused: set[str] = CONTROL) -> str | None:
+    if value is not None and any(c in refused for c in value):
         raise ValueError("control characters (such as NUL) are not allowed")
     return value
 
@@ -53,10 +54,15 @@ class JobCreate(JobOptions):
     dry_run: StrictBool = Field(False, description="Only estimate segments, frames and tokens; queue nothing.")
     webhook_url: str | None = Field(None, max_length=2048, description="POSTed (signed) when the job ends.")
 
-    @field_validator("prompt", "model", "path", "url", "webhook_url")
+    @field_validator("model", "path", "url", "webhook_url")
     @classmethod
     def _clean(cls, value: str | None) -> str | None:
         return _no_control(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _clean_text(cls, value: str | None) -> str | None:
+        return _no_control(value, TEXT_CONTROL)
 
     @field_validator("*", mode="before")
     @classmethod

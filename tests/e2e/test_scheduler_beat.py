@@ -143,7 +143,9 @@ def test_two_beats_fire_a_cron_schedule_one_job_per_new_file_and_fail_over(servi
     sid = sched["id"]
     store = service.schedules()
     with beats(service, 2) as (b0, b1):
-        wait_for(lambda: b0.alive() and b1.alive() and len(jobs_of(service, sid)) == 2, 60, "a job for each of the two files")
+        wait_for(
+            lambda: b0.alive() and b1.alive() and len(jobs_of(service, sid)) == 2, 60, "a job for each of the two files"
+        )
         drop_clip(inbox, "c.mp4")
         wait_for(lambda: len(jobs_of(service, sid)) == 3, 60, "a job for the new file")
         runs = store.get(sid).run_count
@@ -171,6 +173,7 @@ def test_two_beats_fire_a_cron_schedule_one_job_per_new_file_and_fail_over(servi
 
 def _cron_at(times: list[datetime]) -> str:
     """A 6-field cron (seconds first) matching ``times`` (and otherwise only far from now)."""
+
     def field(values: set[int]) -> str:
         return ",".join(str(v) for v in sorted(values))
 
@@ -180,7 +183,7 @@ def _cron_at(times: list[datetime]) -> str:
 def test_runs_missed_while_beat_was_down_fire_once(service: Service) -> None:
     folder = service.folder("missed")
     drop_clip(folder, "x.mp4")
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     times = [start + timedelta(seconds=i) for i in range(3)]  # three runs while no beat is running
     sched = create_schedule(
         service, name="missed", cron=_cron_at(times), timezone="UTC",

@@ -121,7 +121,9 @@ def test_submit_follow_events_to_done_then_summary_segments_and_frames(service: 
         summary = http.get(f"/v1/jobs/{job['id']}/summary").json()
         assert summary["state"] == "done" and summary["summary"]["text"]
         segs = http.get(f"/v1/jobs/{job['id']}/segments").json()["items"]
-        assert [(s["index"], s["start_ms"], s["end_ms"]) for s in segs] == [(i, i * 2000, i * 2000 + 2000) for i in range(N)]
+        assert [(s["index"], s["start_ms"], s["end_ms"]) for s in segs] == [
+            (i, i * 2000, i * 2000 + 2000) for i in range(N)
+        ]
         assert all(s["frame_count"] == 4 and len(s["frames"]) == 4 for s in segs)
         jpeg = http.get(segs[2]["frames"][1])
         assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"

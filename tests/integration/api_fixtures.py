@@ -188,7 +188,7 @@ class LoopbackServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_HEAD = _handle  # noqa: N815
+            do_GET = do_POST = do_HEAD = _handle
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.api_fixtures import Api, error_of, running_api
+from tests.integration.api_fixtures import Api, client, error_of, running_api
 from tests.media import audio_only, text_as_mp4
 from worker.core.models import SegmentPlan, VideoInfo
 from worker.errors import DescriberRejected
@@ -153,6 +153,19 @@ def test_path_traversal_matrix(api: Api, tmp_path: Path) -> None:
     assert len(api.enqueuer.jobs) == before
 
 
+def test_oversized_bodies_are_413_also_when_chunked(api: Api) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    with api.http() as http:
+        for path in ("/v1/jobs", "/v1/schedules"):
+            resp = http.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+            refused(resp, 413, "too_large")
+
+
 def test_files_that_are_not_videos_are_refused_before_queueing(api: Api) -> None:
     text_as_mp4(api.media / "text.mp4")
     (api.media / "list.mp4").write_text("#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n")
@@ -191,7 +204,11 @@ def test_upload_is_streamed_sniffed_and_queued(api: Api) -> None:
     data = (api.media / "clip.mp4").read_bytes()
     with api.http() as http:
         resp = http.post("/v1/jobs", files={"file": ("my clip.mp4", data, "video/mp4")}, data={"options": '{"fps": 2}'})
-        dry = http.post("/v1/jobs", files={"file": ("d.mp4", data)}, data={"options": '{"dry_run": true, "fps": 2, "segment_seconds": 2}'})
+        dry = http.post(
+            "/v1/jobs",
+            files={"file": ("d.mp4", data)},
+            data={"options": '{"dry_run": true, "fps": 2, "segment_seconds": 2}'},
+        )
     assert resp.status_code == 202, resp.text
     job = resp.json()
     assert job["source_kind"] == "upload" and job["source_name"] == "my_clip.mp4" and job["id"] in api.enqueuer.jobs
@@ -305,6 +322,20 @@ def test_retry_reruns_only_failed_segments(api: Api) -> None:
         assert segs["items"][0]["error"] == "the provider said 400"
         assert http.post(f"/v1/jobs/{job_id}/retry").status_code == 202
     assert store.counts(job_id) == {"pending": 3}
+
+
+def test_inline_mode_runs_jobs_without_a_broker(tmp_path: Path, clip_12s: Path) -> None:
+    from scheduler.main import create_app
+    from tests.integration.api_fixtures import api_settings, serve, wait_for
+
+    settings = api_settings(tmp_path)
+    shutil.copy(clip_12s, settings.allowed_roots[0] / "clip.mp4")
+    with serve(create_app(settings, inline=True)) as base, client(base) as http:
+        job = http.post("/v1/jobs", json={"path": str(settings.allowed_roots[0] / "clip.mp4"), **OPTS}).json()
+        done = wait_for(lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "done" and j, 60,
+                        "the inline job")  # fmt: skip
+        assert done["progress"] == {"done": 6}
+        assert http.get("/readyz").json()["status"] == "ready"
 
 
 def test_metrics_expose_jobs_and_api_latency(api: Api) -> None:

@@ -95,11 +95,14 @@ def test_allowed_url_is_accepted_and_sniffed(api: Api, clip_12s: Path, tmp_path:
     """The positive control: the same checks let an allowed host through (dry run downloads and probes)."""
     text = tmp_path / "page.mp4"
     text.write_text("<html>not a video</html>")
-    with file_server(clip_12s, host="127.0.0.2") as files, file_server(text, host="127.0.0.2") as page:
-        with api.http() as http:
-            dry = http.post("/v1/jobs", json={"url": files.url("/clip.mp4"), "dry_run": True, "segment_seconds": 4})
-            real = http.post("/v1/jobs", json={"url": files.url("/clip.mp4")})
-            html = http.post("/v1/jobs", json={"url": page.url("/page.mp4")})
+    with (
+        file_server(clip_12s, host="127.0.0.2") as files,
+        file_server(text, host="127.0.0.2") as page,
+        api.http() as http,
+    ):
+        dry = http.post("/v1/jobs", json={"url": files.url("/clip.mp4"), "dry_run": True, "segment_seconds": 4})
+        real = http.post("/v1/jobs", json={"url": files.url("/clip.mp4")})
+        html = http.post("/v1/jobs", json={"url": page.url("/page.mp4")})
     assert dry.status_code == 200, dry.text
     assert dry.json()["video"]["duration_ms"] == 12_000 and dry.json()["estimate"]["segments"] == 3
     assert real.status_code == 202 and real.json()["source_kind"] == "url"

@@ -78,6 +78,9 @@ def sqlite_cluster(tmp_path_factory: pytest.TempPathFactory, fake_dashscope: Fak
         "FRAMESCRIBE_DASHSCOPE__BACKOFF_MAX_S": "1",
         "FRAMESCRIBE_DASHSCOPE__MAX_ATTEMPTS": "10",
         "NO_PROXY": "127.0.0.1,localhost",
+        # a DashScope segment may wait for the shared limiter and 429 back-offs: more than the 6 s soft limit
+        "FRAMESCRIBE_WORKER__TASK_TIME_LIMIT_S": "30",
+        "FRAMESCRIBE_WORKER__VISIBILITY_TIMEOUT_S": "40",
     }
     with cluster(tmp, f"sqlite:///{tmp / 'fs.db'}", **dashscope_env) as c:
         yield c

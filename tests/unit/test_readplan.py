@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from worker.core.readplan import (
     BACKEND_STRATEGIES,
     Costs,
-    StreamFacts,
     Strategy,
+    StreamFacts,
     choose,
     expected_costs,
     interval_ms,

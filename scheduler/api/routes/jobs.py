@@ -469,9 +469,7 @@ def retry(
 
 
 @router.delete("/{job_id}", status_code=204, responses=ERRORS, summary="Delete a job, its rows and its frames")
-def delete(
-    job_id: JOB_ID, store: StoreDep, schedules: SchedulesDep, settings: SettingsDep, _: WriteAccess
-) -> Response:
+def delete(job_id: JOB_ID, store: StoreDep, schedules: SchedulesDep, settings: SettingsDep, _: WriteAccess) -> Response:
     job = store.get_job(job_id)
     if job.state not in TERMINAL_JOB:
         store.cancel_job(job_id)
@@ -482,4 +480,3 @@ def delete(
     if upload is not None:
         remove_tree(upload)
     return Response(status_code=204)
-

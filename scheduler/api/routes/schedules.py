@@ -249,4 +249,3 @@ async def run_now(
 
 def _exists(schedules: ScheduleStore, schedule_id: str) -> None:
     schedules.get(schedule_id)
-

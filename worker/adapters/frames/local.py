@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -60,6 +61,11 @@ class JpegWriter:
         try:
             atomic_write(path, data)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(
+                    f"disk full: cannot write frame {n} to {folder} ({exc.strerror}); free space under the data "
+                    "folder (FRAMESCRIBE_DATA_DIR) or set worker.frames_retention_days, then retry the job"
+                ) from None
             raise StoreError(f"cannot write frame {path}: {exc.strerror or exc}") from None
         return FrameRef(n=n, t_ms=t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=len(data))
 

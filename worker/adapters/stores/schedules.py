@@ -201,9 +201,7 @@ class ScheduleStore:
         if unknown:
             raise ValueError(f"unknown schedule fields {sorted(unknown)}")
         with self._session() as s, s.begin():
-            res = s.execute(
-                update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(updated_at=now(), **values)
-            )
+            res = s.execute(update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(updated_at=now(), **values))
             if not res.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"no schedule with id {schedule_id}")
         return self.get(schedule_id)
@@ -247,9 +245,7 @@ class ScheduleStore:
 
     def claim_file(self, schedule_id: str, key: str, path: str, size: int, mtime_ns: int) -> bool:
         """Record a file as seen; False when another run already did (the unique constraint decides)."""
-        row = SeenFileRow(
-            schedule_id=schedule_id, file_key=key, path=path, size=size, mtime_ns=mtime_ns, seen_at=now()
-        )
+        row = SeenFileRow(schedule_id=schedule_id, file_key=key, path=path, size=size, mtime_ns=mtime_ns, seen_at=now())
         try:
             with self._session() as s, s.begin():
                 s.add(row)

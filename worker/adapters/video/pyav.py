@@ -84,6 +84,7 @@ class PyAVReader:
         self._info: VideoInfo | None = None
         self._facts: StreamFacts | None = None
         self._tb = Fraction(1, 1000)
+        self._tb_s = 0.001  # float(time base): PTS -> ms computed as OpenCV does, (pts - start) * tb * 1000
         self._start = 0
         self._frame_ms = 40.0
         self._nal_length: int | None = None  # None: cannot tell droppable frames for this codec
@@ -128,6 +129,7 @@ class PyAVReader:
         stream.thread_type = "AUTO"
         self._container, self._stream = container, stream
         self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+        self._tb_s = float(self._tb)
         self._start = int(stream.start_time or 0)
         self._reset()
 
@@ -225,7 +227,7 @@ class PyAVReader:
         """Keyframe times from the container's index (MP4/MOV/MKV), without reading any packet."""
         try:
             entries = itertools.islice(self._stream.index_entries, INDEX_ENTRIES)
-            return [float((e.timestamp - self._start) * self._tb * 1000) for e in entries if e.is_keyframe]
+            return [(e.timestamp - self._start) * self._tb_s * 1000.0 for e in entries if e.is_keyframe]
         except (AttributeError, *_FFMPEG_ERRORS):
             return []
 
@@ -266,13 +268,13 @@ class PyAVReader:
     # -- low level ---------------------------------------------------------------------------
     def _pkt_ms(self, pkt: Any) -> float | None:
         ts = pkt.pts if pkt.pts is not None else pkt.dts
-        return None if ts is None else float((ts - self._start) * self._tb * 1000)
+        return None if ts is None else (ts - self._start) * self._tb_s * 1000.0
 
     def _frame_ms_of(self, frame: Any) -> float:
         ts = frame.pts if frame.pts is not None else frame.dts
         if ts is None:
             return self._consumed_ms + self._frame_ms
-        return float((ts - self._start) * self._tb * 1000)
+        return float((ts - self._start) * self._tb_s * 1000.0)
 
     def _next_packet(self) -> Any:
         if self._peeked is not None:
