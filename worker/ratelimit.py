@@ -241,6 +241,10 @@ class RedisRateLimiter:
         spans = ((v.decode() if isinstance(v, bytes) else str(v)).split(":") for v in raw)
         return sorted((int(a) / 1_000_000, int(b) / 1_000_000) for a, b in spans)
 
+    def reset(self) -> None:
+        """Forget every slot, spacing, back-off and record of this limiter (its keys in Redis)."""
+        self.client.delete(*self._keys)
+
     def blocked_for(self) -> float:
         """Seconds until calls may resume after a penalty (0 when not blocked)."""
         raw = self.client.get(self._keys[2])

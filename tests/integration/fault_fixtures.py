@@ -323,7 +323,7 @@ def redis_audit(url: str) -> dict[str, Any]:
         if client.type(raw) == b"list":
             lists[key] = int(client.llen(raw))
         if client.ttl(raw) == -1:
-            prefix = key.split(":", 1)[0] if ":" in key else key.rsplit(".", 1)[0]
+            prefix = "_kombu" if key.startswith("_kombu.") else key.split(":", 1)[0]
             no_ttl[prefix] = no_ttl.get(prefix, 0) + 1
     return {"keys": total, "no_ttl": no_ttl, "lists": lists, "used_memory": int(client.info("memory")["used_memory"])}
 

@@ -380,7 +380,8 @@ def test_rate_limit_holds_across_processes_through_a_429_storm(tmp_path: Path) -
     finally:
         server.shutdown()
         server.server_close()
-        redis.Redis.from_url(f"{SHARED_REDIS}/{LIMITER_DB}").delete(f"{key}:holders", f"{key}:tat", f"{key}:blocked")
+        client = redis.Redis.from_url(f"{SHARED_REDIS}/{LIMITER_DB}")
+        client.delete(*[f"{key}:{part}" for part in ("holders", "tat", "blocked", "grants", "penalties")])
     results = [json.loads(o.read_text()) for o in outs]
     grants = sorted(g for r in results for g in r["grants"])
     blocks = [b for r in results for b in r["blocks"]]
@@ -406,14 +407,18 @@ def test_429_storm_through_real_workers_stays_under_the_shared_rate(
     limiter = RedisRateLimiter.from_settings(
         load_settings(broker_url=c.settings.broker_url, dashscope={"api_key": DASHSCOPE_KEY})
     )
+    limiter.reset()
     job_id = submit(c, clip_12s, describer="dashscope")
-    job = c.wait(job_id, timeout=90)
+    try:
+        job = c.wait(job_id, timeout=90)
+        grants, penalties = limiter.recent_grants(), limiter.recent_penalties()
+    finally:
+        limiter.reset()
 
     assert job.state == "done"
     assert_exactly_once(c, job_id)
     calls = fake.requests_of("generation")
     assert sum(r.response_status == 429 for r in calls) == 5
-    grants, penalties = limiter.recent_grants(), limiter.recent_penalties()
     assert len(grants) == len(calls)  # every model call, throttled or not, went through the limiter
     assert min(b - a for a, b in itertools.pairwise(grants)) >= 1 / RATE - 1e-6
     assert max(sum(1 for g in grants if t <= g < t + 1.0) for t in grants) <= RATE

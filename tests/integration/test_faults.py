@@ -13,10 +13,16 @@ Clips: ``clip_4s`` (2 segments of 2 s at 2 fps, 4 frames each) for DashScope fau
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -29,8 +35,8 @@ from tests.integration.fault_fixtures import (
     children,
     connected_to,
     dashscope_env,
-    fault_cluster,
     faketime_env,
+    fault_cluster,
     fill,
     kill_pid,
     private_postgres,
@@ -38,6 +44,12 @@ from tests.integration.fault_fixtures import (
     tmpfs,
     write_figures,
 )
+from worker.adapters.video import open_reader
+from worker.config import Settings
+from worker.core.models import SegmentPlan
+from worker.core.sampling import sample_times
+from worker.errors import StoreError
+from worker.pipeline import sample_segment
 
 pytestmark = pytest.mark.services
 KEY = f"sk-faults-{uuid.uuid4().hex[:8]}"
@@ -105,7 +117,9 @@ def test_dashscope_fault_is_retried_and_the_job_finishes(
     assert sum(a for _, _, a in c.rows(job_id)) == 2  # retried inside the describer: one claim per segment
 
 
-def test_dashscope_503_for_a_while_then_recovering(ds_cluster: Cluster, fresh_fake: FakeDashScope, clip_4s: Path) -> None:
+def test_dashscope_503_for_a_while_then_recovering(
+    ds_cluster: Cluster, fresh_fake: FakeDashScope, clip_4s: Path
+) -> None:
     """Every call fails with 503 for 5 s; describer retries then Celery retries ride it out."""
     outage_s = 5.0
     _outage_then_done(ds_cluster, fresh_fake, clip_4s, outage_s)
@@ -131,9 +145,7 @@ def _outage_then_done(c: Cluster, fake: FakeDashScope, clip: Path, outage_s: flo
 
 
 @pytest.mark.slow
-def test_dashscope_503_for_30_s_then_recovering(
-    tmp_path: Path, fresh_fake: FakeDashScope, clip_4s: Path
-) -> None:
+def test_dashscope_503_for_30_s_then_recovering(tmp_path: Path, fresh_fake: FakeDashScope, clip_4s: Path) -> None:
     """The issue's 30 s outage. Limits sized like production's ratio: a delivery retries for ~7-14 s, the
     task then retries in Celery (up to 5 s apart), all well inside time limit and visibility timeout."""
     limits = {"task_time_limit_s": 30, "retry_max_delay_s": 5, "visibility_timeout_s": 60}
@@ -232,9 +244,12 @@ def test_worker_clock_jump_mid_job(tmp_path: Path, clip_12s: Path, jump: str) ->
     stays). kombu scores unacked messages by wall clock, so the jump makes Redis redeliver tasks still
     running elsewhere; a transient error on segment 4 schedules a Celery retry whose ETA is wall clock too.
     The job must still end, within its deadline, with every segment stored once and one summary."""
+    clock = tmp_path / "clock"
+    probe = [sys.executable, "-c", "import time; print(time.time())"]
+    shifted = subprocess.run(probe, env={**os.environ, **faketime_env(clock, jump)}, capture_output=True, text=True)
+    assert abs(float(shifted.stdout) - time.time() - int(jump)) < 60, shifted  # libfaketime really works here
     server = RedisServer(tmp_path / "redis")
     server.start()
-    clock = tmp_path / "clock"
     try:
         with fault_cluster(tmp_path, broker_url=server.url, worker_extra=[{}, faketime_env(clock)]) as c:
             job_id = submit(c, clip_12s, arm=((1, "before_describe", "hold"), (4, "before_describe", "transient")))
@@ -245,6 +260,9 @@ def test_worker_clock_jump_mid_job(tmp_path: Path, clip_12s: Path, jump: str) ->
             job = c.wait(job_id, timeout=DEADLINE_S)
             assert job.state == "done", c.progress(job_id)
             figures = assert_job_clean(c, job_id)
+            # kombu restores "unacked" messages by wall-clock age: the jump may re-run tasks (harmless,
+            # they are idempotent); count those extra deliveries for the report
+            figures["extra_deliveries"] = len(re.findall(rf"job {job_id} segment \d+: delivery [2-9]", c.logs()))
     finally:
         server.stop()
     write_figures(f"fault_clock{jump}", figures)
@@ -271,3 +289,28 @@ def test_kill_mid_model_call_repeated(ds_cluster: Cluster, fresh_fake: FakeDashS
         assert_job_clean(c, job_id)
         fake.reset()
     assert killed == 20
+
+
+def test_disk_full_while_writing_frames_names_the_cause_and_leaves_nothing(
+    settings: Settings, clip_4s: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (no tmpfs needed): ENOSPC on the third frame becomes a StoreError that says "disk full",
+    and the segment's folder, with the frames already written, is removed."""
+    from worker.adapters.frames import local
+
+    real = local.atomic_write
+    written: list[Path] = []
+
+    def quota(path: Path, data: bytes) -> None:
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+        written.append(path)
+
+    monkeypatch.setattr(local, "atomic_write", quota)
+    folder = settings.data_dir / "jobs" / "j" / "seg_00000"
+    plan = SegmentPlan(0, 0, 2000, Fraction(2), tuple(sample_times(0, 2000, Fraction(2))))
+    reader = open_reader(str(clip_4s), settings.limits, settings.sampling.reader_backend)
+    with reader, pytest.raises(StoreError, match=r"^disk full: cannot write frame 2 to .*No space left on device"):
+        sample_segment(reader, plan, folder, settings)
+    assert len(written) == 2 and not folder.exists()
