@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             g2 = record(_guard("G2", "keyframe fast path", run2))
         if wanted("G3"):
             sparse = {"GOP 250": files["long_gop"], "GOP 30": files["short_gop"]}
-            record(_guard("G3", "sparse sampling", lambda: sampling.goal3(sparse, reps, 20.0 if args.smoke else 60.0)))
+            record(_guard("G3", "sparse sampling", lambda: sampling.goal3(sparse, reps, 20.0 if args.smoke else 40.0)))
         if wanted("G4"):
             record(_guard("G4", "peak RSS", lambda: sampling.goal4(files["mem_short"], files["mem_long"],
                                                                    (label["mem_short"], label["mem_long"]),

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
-from tests.fakes.dashscope_server import FakeDashScope
+from benchmarks.fake import fake_dashscope
 from worker import pipeline
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
@@ -44,7 +44,7 @@ def available() -> str | None:
     return None
 
 
-def _settings(work: Path, broker_db: int, fake: FakeDashScope, queue: str, api_key: str) -> Settings:
+def _settings(work: Path, broker_db: int, base_url: str, queue: str, api_key: str) -> Settings:
     return load_settings(
         broker_url=f"redis://127.0.0.1:6379/{broker_db}",
         database_url=f"sqlite:///{(work / 'store.db').resolve()}",
@@ -52,11 +52,11 @@ def _settings(work: Path, broker_db: int, fake: FakeDashScope, queue: str, api_k
         describer={"kind": "dashscope", "concurrency": 1, "continuity": False},
         sampling={"cache_descriptions": False},
         worker={"queue": queue},
-        dashscope={"api_key": api_key, "base_url": fake.base_http_api_url, "max_attempts": 1},
+        dashscope={"api_key": api_key, "base_url": base_url, "max_attempts": 1},
     )
 
 
-def _worker_env(settings: Settings, api_key: str, fake: FakeDashScope) -> dict[str, str]:
+def _worker_env(settings: Settings, api_key: str, base_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMESCRIBE_") and k != "DASHSCOPE_API_KEY"}
     env.update(
         FRAMESCRIBE_BROKER_URL=settings.broker_url,
@@ -67,7 +67,7 @@ def _worker_env(settings: Settings, api_key: str, fake: FakeDashScope) -> dict[s
         FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS="false",
         FRAMESCRIBE_WORKER__QUEUE=settings.worker.queue,
         FRAMESCRIBE_DASHSCOPE__API_KEY=api_key,
-        FRAMESCRIBE_DASHSCOPE__BASE_URL=fake.base_http_api_url,
+        FRAMESCRIBE_DASHSCOPE__BASE_URL=base_url,
         FRAMESCRIBE_DASHSCOPE__MAX_ATTEMPTS="1",
         NO_PROXY="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
@@ -170,14 +170,13 @@ def goal6(
     from worker.adapters.stores.sql import SqlResultStore
     from worker.tasks import enqueue_job
 
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     queue = f"fs-bench-{uuid.uuid4().hex[:12]}"
     api_key = f"sk-bench-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, exist_ok=True)
-    with FakeDashScope(latency_s=0.0) as fake:
-        settings = _settings(work, broker_db, fake, queue, api_key)
+    with fake_dashscope(0.0) as url:
+        settings = _settings(work, broker_db, url, queue, api_key)
         store = SqlResultStore(settings.resolved_database_url)
-        group = _Workers(workers, _worker_env(settings, api_key, fake), queue, work)
+        group = _Workers(workers, _worker_env(settings, api_key, url), queue, work)
         try:
             group.wait_ready()
             warm, _ = store.create_job(str(clips[0].resolve()), clips[0].name, dict(JOB_OPTIONS))
@@ -197,7 +196,7 @@ def goal6(
             group.stop()
             store.close()
             _clear(settings.broker_url, f"*{queue}*", "framescribe:rl:*")
-        inline = _inline(clips, work / "inline", fake, settings)
+        inline = _inline(clips, work / "inline", settings)
     per_segment_ms = (workers * wall - inline) / max(1, segments) * 1000
     measures = [
         Measure(f"celery: {len(clips)} jobs, {segments} segments, {workers} workers", [wall], note=f"states {states}"),
@@ -216,7 +215,7 @@ def goal6(
     return goal, measures
 
 
-def _inline(clips: list[Path], data: Path, fake: FakeDashScope, celery_settings: Settings) -> float:
+def _inline(clips: list[Path], data: Path, celery_settings: Settings) -> float:
     from worker.wiring import build_ports
 
     settings = celery_settings.model_copy(

@@ -74,7 +74,6 @@ def goal1(video: Path, label: str, work: Path, reps: int) -> Result:
         "framescribe sample --fps 1 --backend opencv": _child(
             sample_cmd(video, work / "cv", 1, "--backend", "opencv"), work / "cv"
         ),
-        "ffmpeg -f null (decode only)": lambda: run_child(ffmpeg_null(video))[:2],
     }
     m = interleaved(reps, runs)
     base, ours = m["ffmpeg -vf fps=1 -q:v 3 (JPEG)"], m["framescribe sample --fps 1"]
@@ -149,7 +148,6 @@ def goal3(files: dict[str, Path], reps: int, seconds: float = 60.0, fps: Fractio
         targets = list(sample_times(0, end, fps))
         runs = {
             f"{label}: opencv sequential": timed_run(lambda p=path: OpenCVReader(p), targets, Strategy.SEQUENTIAL),
-            f"{label}: opencv seek": timed_run(lambda p=path: OpenCVReader(p), targets, Strategy.SEEK),
             f"{label}: pyav sequential": timed_run(lambda p=path: PyAVReader(p), targets, Strategy.SEQUENTIAL),
             f"{label}: pyav seek": timed_run(lambda p=path: PyAVReader(p), targets, Strategy.SEEK),
             f"{label}: auto (cost model)": timed_run(lambda p=path: open_reader(p), targets, None),

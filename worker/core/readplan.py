@@ -2,7 +2,7 @@
 
 Costs are counted in "decoding one average frame". Decoding is the cost (shared/facts.md): a seek pays
 for every frame from the keyframe before its target, sequential decoding pays for every frame between
-targets, demuxing a packet without decoding it is ~1% of a decode, and a keyframe alone decodes fast.
+targets, demuxing a packet without decoding it is ~5% of a decode, and a keyframe alone decodes fast.
 
 Strategies:
 
@@ -53,8 +53,8 @@ class StreamFacts:
 class Costs:
     """Relative costs, in average-frame decodes. Defaults measured on 2 cores, 720p30 H.264."""
 
-    seek: float = 8.0  # one seek plus restarting the decoder's threads
-    demux: float = 0.01  # reading one packet without decoding it
+    seek: float = 4.0  # one seek plus restarting the decoder's threads
+    demux: float = 0.05  # reading one packet without decoding it (PyAV packet objects, buffering)
     keyframe: float = 2.5  # decoding a keyframe on its own
     nonref: float = 0.6  # a droppable frame's share of an average frame's cost
     opencv_backup_frames: int = 16  # OpenCV's seek lands this many frames early, often one keyframe early
@@ -127,13 +127,24 @@ def expected_costs(
             per_seek = (g - b) / g * ((g + b) / 2) + b / g * (b / 2 + g)
             out[Strategy.SEEK] = (per_seek + costs.seek) * k if n >= g else n * k
         else:
-            out[Strategy.SEEK] = decoded * r + costs.seek * min(1.0, n / g)
+            out[Strategy.SEEK] = decoded * r + _travel(n, g, costs)
     if Strategy.SKIP in allowed:
-        out[Strategy.SKIP] = decoded * r + n * costs.demux
+        out[Strategy.SKIP] = decoded * r + _travel(n, _long_gap_frames(g, costs), costs)
     if Strategy.KEYFRAMES in allowed and tol_ms > 0:
         cover = min(1.0, 2 * tol_ms / max(1.0, facts.keyframe_interval_ms))
-        out[Strategy.KEYFRAMES] = cover * costs.keyframe * k + (1 - cover) * (g / 2) * r + n * costs.demux
+        travel = _travel(n, _long_gap_frames(g, costs), costs)
+        out[Strategy.KEYFRAMES] = cover * costs.keyframe * k + (1 - cover) * (g / 2) * r + travel
     return out
+
+
+def _long_gap_frames(g: float, costs: Costs) -> float:
+    """Gap (in frames) beyond which the demuxing strategies seek too: see ``seek_gap_ms``."""
+    return max(costs.seek / max(costs.demux, 1e-9), 2 * g)
+
+
+def _travel(n: float, gap_frames: float, costs: Costs) -> float:
+    """Getting from one target to the next without decoding: demux every packet, or seek past a long gap."""
+    return n * costs.demux if n <= gap_frames else costs.seek
 
 
 def choose(

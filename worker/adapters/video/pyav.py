@@ -448,6 +448,7 @@ class _Run:
         self.window = 2.5 * reader._frame_ms  # a droppable frame this close after a target may be its frame
         self.last_yield = -math.inf
         self.recoveries = 0
+        self.sought = -1  # the target the last seek was made for
 
     def _key_of(self, i: int) -> float | None:
         return self.keys[i - self.head] if self.key_mode else None
@@ -591,10 +592,13 @@ class _Run:
         r = self.r
         if self.head < self.decided and self._key_of(self.head) is not None:
             return
+        if self.sought == self.head:
+            return  # one jump per target: past the real end a seek lands back on the last keyframe
         start = self.targets[self.head] - self.tol
         pos = r._demux_ms if r._demux_ms > -math.inf else 0.0
         behind = first and (start - 1 <= r._consumed_ms or (r._drained and not r._ready))
         if behind or start - pos > self.plan.seek_gap_ms:
+            self.sought = self.head
             r._seek(start)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:

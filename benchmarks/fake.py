@@ -1,0 +1,71 @@
+"""The fake DashScope in its own process (``python -m tests.fakes.dashscope_server``), so its HTTP handling
+does not share a GIL with the pipeline being timed — the real service is remote too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import PYTHON, REPO
+from worker.core.models import Description
+from worker.core.ports import Describer, DescribeRequest
+
+
+@contextlib.contextmanager
+def fake_dashscope(latency_s: float) -> Iterator[str]:
+    """Start the fake answering model calls after ``latency_s``; yields its native API base URL."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tests.fakes.dashscope_server", "--port", "0", "--latency", f"{latency_s:g}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if "base_http_api_url=" not in line:
+            raise RuntimeError(f"the fake DashScope did not start: {line!r}")
+        os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+        yield line.split("=", 1)[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this benchmark created
+            proc.wait(5)
+
+
+@dataclass
+class CountingDescriber:
+    """Wraps a describer: how many calls were in flight at most, and how long each took."""
+
+    inner: Describer
+    name: str = "counting"
+    durations: list[float] = field(default_factory=list)
+    peak: int = 0
+    _now: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.name = getattr(self.inner, "name", "counting")
+
+    def describe(self, request: DescribeRequest) -> Description:
+        with self._lock:
+            self._now += 1
+            self.peak = max(self.peak, self._now)
+        started = time.perf_counter()
+        try:
+            return self.inner.describe(request)
+        finally:
+            with self._lock:
+                self._now -= 1
+                self.durations.append(time.perf_counter() - started)
+
+    def __getattr__(self, item: str) -> Any:  # summary calls and other extras go to the real describer
+        return getattr(self.inner, item)
