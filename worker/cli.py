@@ -40,6 +40,27 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Frames and 
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
 
 
+# Job options shared by `run` and `submit` (and mapped onto worker.options.JobOptions).
+FpsOpt = Annotated[float | None, typer.Option(help="Frames sampled per second.")]
+SegmentSecondsOpt = Annotated[float | None, typer.Option(help="Segment length in seconds.")]
+OverlapOpt = Annotated[float | None, typer.Option(help="Overlap between segments.")]
+StartOpt = Annotated[float | None, typer.Option(help="Start of the range (s).")]
+EndOpt = Annotated[float | None, typer.Option(help="End of the range (s).")]
+DescriberOpt = Annotated[str | None, typer.Option(help="auto | local | dashscope")]
+ModelOpt = Annotated[str | None, typer.Option(help="DashScope model.")]
+PresetOpt = Annotated[str | None, typer.Option(help="describe | surveillance | sports")]
+PromptOpt = Annotated[str | None, typer.Option(help="Prompt template ($start, $end, $fps, $source…).")]
+SegmenterOpt = Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")]
+MaxVideoTokensOpt = Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")]
+MaxCallsOpt = Annotated[int | None, typer.Option(help="Cap on model calls for the job.")]
+# CLI parameter name -> JobOptions field
+JOB_OPTION_ARGS = {
+    "fps": "fps", "segment_seconds": "segment_seconds", "overlap_seconds": "overlap_seconds", "start": "start_s",
+    "end": "end_s", "describer": "describer", "model": "model", "preset": "preset", "prompt": "prompt",
+    "segmenter": "segmenter", "max_video_tokens": "max_video_tokens", "max_calls": "max_calls",
+}  # fmt: skip
+
+
 def settings_from(config: Path | None, data_dir: Path | None, database_url: str | None) -> Settings:
     if config is not None:
         os.environ["FRAMESCRIBE_CONFIG"] = str(config)
@@ -63,21 +84,26 @@ def job_options(**given: Any) -> JobOptions:
     return JobOptions.parse({k: v for k, v in given.items() if v is not None})
 
 
+def job_options_from(args: dict[str, Any]) -> JobOptions:
+    """JobOptions from a command's parameters (``locals()``), by the JOB_OPTION_ARGS mapping."""
+    return job_options(**{field: args.get(name) for name, field in JOB_OPTION_ARGS.items()})
+
+
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="The video file to describe.")],
-    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
-    segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds.")] = None,
-    overlap_seconds: Annotated[float | None, typer.Option(help="Overlap between segments.")] = None,
-    start: Annotated[float | None, typer.Option(help="Start of the range (s).")] = None,
-    end: Annotated[float | None, typer.Option(help="End of the range (s).")] = None,
-    describer: Annotated[str | None, typer.Option(help="auto | local | dashscope")] = None,
-    model: Annotated[str | None, typer.Option(help="DashScope model.")] = None,
-    preset: Annotated[str | None, typer.Option(help="describe | surveillance | sports")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Prompt template ($start, $end, $fps, $source…).")] = None,
-    segmenter: Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")] = None,
-    max_video_tokens: Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")] = None,
-    max_calls: Annotated[int | None, typer.Option(help="Cap on model calls for the job.")] = None,
+    fps: FpsOpt = None,
+    segment_seconds: SegmentSecondsOpt = None,
+    overlap_seconds: OverlapOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    describer: DescriberOpt = None,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    prompt: PromptOpt = None,
+    segmenter: SegmenterOpt = None,
+    max_video_tokens: MaxVideoTokensOpt = None,
+    max_calls: MaxCallsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens only.")] = False,
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
     config: ConfigOpt = None,
@@ -90,20 +116,7 @@ def run(
     from worker.wiring import build_ports
 
     settings = settings_from(config, data_dir, database_url)
-    opts = job_options(
-        fps=fps,
-        segment_seconds=segment_seconds,
-        overlap_seconds=overlap_seconds,
-        start_s=start,
-        end_s=end,
-        describer=describer,
-        model=model,
-        preset=preset,
-        prompt=prompt,
-        segmenter=segmenter,
-        max_video_tokens=max_video_tokens,
-        max_calls=max_calls,
-    )
+    opts = job_options_from(locals())
     check_file(video, settings.limits)
     if dry_run:
         with OpenCVReader(video, settings.limits) as reader:

@@ -10,7 +10,27 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli import ConfigOpt, DataDirOpt, DbOpt, app, job_options, out, settings_from
+from worker.cli import (
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    DescriberOpt,
+    EndOpt,
+    FpsOpt,
+    MaxCallsOpt,
+    MaxVideoTokensOpt,
+    ModelOpt,
+    OverlapOpt,
+    PresetOpt,
+    PromptOpt,
+    SegmenterOpt,
+    SegmentSecondsOpt,
+    StartOpt,
+    app,
+    job_options_from,
+    out,
+    settings_from,
+)
 from worker.config import Settings
 from worker.errors import InputError
 
@@ -37,18 +57,18 @@ def _source(video: str, settings: Settings) -> tuple[str, str]:
 @app.command()
 def submit(
     video: Annotated[str, typer.Argument(help="A video file (inside the allowed roots) or an http(s) URL.")],
-    fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
-    segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds.")] = None,
-    overlap_seconds: Annotated[float | None, typer.Option(help="Overlap between segments.")] = None,
-    start: Annotated[float | None, typer.Option(help="Start of the range (s).")] = None,
-    end: Annotated[float | None, typer.Option(help="End of the range (s).")] = None,
-    describer: Annotated[str | None, typer.Option(help="auto | local | dashscope")] = None,
-    model: Annotated[str | None, typer.Option(help="DashScope model.")] = None,
-    preset: Annotated[str | None, typer.Option(help="describe | surveillance | sports")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Prompt template ($start, $end, $fps, $source…).")] = None,
-    segmenter: Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")] = None,
-    max_video_tokens: Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")] = None,
-    max_calls: Annotated[int | None, typer.Option(help="Cap on model calls for the job.")] = None,
+    fps: FpsOpt = None,
+    segment_seconds: SegmentSecondsOpt = None,
+    overlap_seconds: OverlapOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    describer: DescriberOpt = None,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    prompt: PromptOpt = None,
+    segmenter: SegmenterOpt = None,
+    max_video_tokens: MaxVideoTokensOpt = None,
+    max_calls: MaxCallsOpt = None,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="A repeat with the same key returns the first job.")
     ] = None,
@@ -64,20 +84,7 @@ def submit(
     from worker.wiring import store_for
 
     settings = settings_from(config, data_dir, database_url)
-    opts = job_options(
-        fps=fps,
-        segment_seconds=segment_seconds,
-        overlap_seconds=overlap_seconds,
-        start_s=start,
-        end_s=end,
-        describer=describer,
-        model=model,
-        preset=preset,
-        prompt=prompt,
-        segmenter=segmenter,
-        max_video_tokens=max_video_tokens,
-        max_calls=max_calls,
-    )
+    opts = job_options_from(locals())
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InputError("--idempotency-key must be 1 to 200 characters", field="idempotency_key")
     if webhook_url:

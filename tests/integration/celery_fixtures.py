@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
+from tests.integration.store_fixtures import pg_database  # noqa: F401  (re-exported for the Celery tests)
 from worker.adapters.stores.schema import FrameDbRow, SegmentDbRow
 from worker.adapters.stores.sql import Job, SqlResultStore
 from worker.config import Settings, load_settings
@@ -33,7 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_REDIS = "redis://127.0.0.1:6379"
 BROKER_DB = 1  # Redis DBs 1-3 belong to these tests
 LIMITER_DB = 2
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TERMINAL = ("done", "partial", "failed", "cancelled")
 # Small limits so that recovery paths (visibility timeout, restore sweep) fit in a test.
 WORKER_LIMITS = {"task_time_limit_s": 8, "retry_max_delay_s": 1, "visibility_timeout_s": 10, "max_redeliveries": 2}
@@ -111,23 +111,6 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (dropped afterwards); skips when the server is not answering."""
-    if not answering(5432):
-        pytest.skip("PostgreSQL is not answering on 127.0.0.1:5432 (scripts/services starts it)")
-    name = f"fs_celery_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- workers ----------------------------------------------------------------------------------

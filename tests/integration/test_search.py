@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from worker.adapters.stores.search import search
 from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import Description, FrameRef, SegmentPlan, VideoInfo
 from worker.errors import InputError
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 INFO = VideoInfo(40_000, 25.0, 1000, 640, 360, "avc1", 1)
-
-
-def _pg_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlResultStore]:
-    """An empty, migrated store: SQLite in tmp_path, or a fresh PostgreSQL database for this test."""
-    if request.param == "sqlite":
-        s = SqlResultStore(f"sqlite:///{tmp_path / 'fs.db'}")
-        yield s
-        s.close()
-        return
-    if not _pg_up():
-        pytest.skip("PostgreSQL is not answering on 127.0.0.1:5432 (scripts/services starts it)")
-    name = f"fs_search_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    s = SqlResultStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
-    yield s
-    s.close()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _job(store: SqlResultStore, name: str, texts: list[tuple[str, dict[str, Any]]]) -> str:

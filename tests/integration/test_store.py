@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import Description, FrameRef, SegmentPlan, Usage, VideoInfo
 from worker.core.summary import build_summary
 from worker.errors import NotFound
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _pg_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlResultStore]:
-    """An empty, migrated store: SQLite in tmp_path, or a fresh PostgreSQL schema-per-test database."""
-    if request.param == "sqlite":
-        s = SqlResultStore(f"sqlite:///{tmp_path / 'fs.db'}")
-        yield s
-        s.close()
-        return
-    if not _pg_up():
-        pytest.skip("PostgreSQL is not answering on 127.0.0.1:5432 (scripts/services starts it)")
-    name = f"fs_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    s = SqlResultStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
-    yield s
-    s.close()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
-
 
 INFO = VideoInfo(30_000, 25.0, 750, 640, 360, "avc1", 1234)
 
