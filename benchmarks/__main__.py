@@ -96,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = (
                 [pipelining.Scenario(0.3, 2), pipelining.Scenario(0.02, 2)]
                 if args.smoke
-                else [pipelining.Scenario(1.5, 4), pipelining.Scenario(0.1, 4)]
+                else [pipelining.Scenario(2.5, 4), pipelining.Scenario(0.1, 4)]
             )
-            seg_s, fps = (2.0, 2.0) if args.smoke else (5.0, 1.0)
-            run5 = lambda: pipelining.goal5(files["long_gop"], work / "g5", scenarios, seg_s, fps)  # noqa: E731
+            seg_s, fps, end = (2.0, 2.0, None) if args.smoke else (5.0, 1.0, 60.0)  # 12 segments of 5 s
+            run5 = lambda: pipelining.goal5(files["long_gop"], work / "g5", scenarios, seg_s, fps, reps, end)  # noqa: E731
             record(_guard("G5", "pipelining", run5))
         g6 = None
         if wanted("G6") or wanted("G7"):
             clips = [files["clip"]] * (2 if args.smoke else 8)
-            g6 = record(_guard("G6", "orchestration", lambda: orchestration.goal6(clips, work / "g6", BROKER_DB)))
+            g6 = record(
+                _guard("G6", "orchestration", lambda: orchestration.goal6(clips, work / "g6", BROKER_DB, reps=reps))
+            )
         by_name = {m.name: m for m in measures}
         if wanted("G7"):
             _scale(goals, by_name, files, specs, work, args.smoke, g1, g2, g6)

@@ -45,6 +45,7 @@ def test_job_lifecycle(store: SqlResultStore) -> None:
     assert len(store.frames(job.id, 0)) == 10
     assert store.save_segment(job.id, 1, _desc("b"), _frames(1))
     assert store.fail_segment(job.id, 2, "decode error at 25.00s")
+    assert not store.save_segment(job.id, 2, _desc("late"), _frames(2)), "a late copy never overwrites a failed row"
     assert not store.claim_segment(job.id, 0), "a done segment is not claimed again"
     assert store.claim_summary(job.id)
     assert not store.claim_summary(job.id), "the summary is claimed exactly once"

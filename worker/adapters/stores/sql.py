@@ -331,7 +331,7 @@ class SqlResultStore:
                 .where(
                     SegmentDbRow.job_id == job_id,
                     SegmentDbRow.index == index,
-                    SegmentDbRow.state.not_in(("done", "static", "reused", "cancelled")),
+                    SegmentDbRow.state.in_(ACTIVE),  # only a claimed (or just planned) row; never over failed/done
                 )
                 .values(
                     state=state,
