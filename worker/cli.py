@@ -112,14 +112,15 @@ def run(
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
     from worker import pipeline
-    from worker.adapters.video.opencv import OpenCVReader, check_file
+    from worker.adapters.video import open_reader
+    from worker.adapters.video.opencv import check_file
     from worker.wiring import build_ports
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
     check_file(video, settings.limits)
     if dry_run:
-        with OpenCVReader(video, settings.limits) as reader:
+        with open_reader(video, settings.limits, settings.sampling.reader_backend) as reader:
             info = reader.probe()
         est = pipeline.estimate(info, opts, settings)
         pipeline.check_budget(est, opts, settings)

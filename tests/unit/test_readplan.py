@@ -132,9 +132,7 @@ def test_the_plan_is_the_cheapest_candidate(
     plan = choose(facts, spacing, tol)
     costs = [c for _, c in plan.expected]
     assert costs == sorted(costs) and plan.expected[0][0] == f"{plan.backend}/{plan.strategy}"
-    every = {
-        (b, s): c for b in ("pyav", "opencv") for s, c in expected_costs(facts, spacing, tol, b).items()
-    }
+    every = {(b, s): c for b in ("pyav", "opencv") for s, c in expected_costs(facts, spacing, tol, b).items()}
     assert min(every.values()) == pytest.approx(costs[0], abs=0.01)
     assert plan.strategy in BACKEND_STRATEGIES[plan.backend]
     assert plan.tolerance_ms == (tol if plan.strategy is Strategy.KEYFRAMES else 0)
