@@ -49,6 +49,23 @@ def check_file(path: Path, limits: LimitSettings) -> int:
     return st.st_size
 
 
+def check_stream(path: Path, fps: float, width: int, height: int, limits: LimitSettings) -> None:
+    """Refuse a stream whose header facts no reader can work with (shared by every backend)."""
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        raise VideoOpenError(
+            f"{path}: the video declares no usable frame rate (fps={fps:g}); "
+            "re-mux it (ffmpeg -i IN -c copy OUT.mp4) or re-encode with a fixed rate"
+        )
+    if width <= 0 or height <= 0:
+        raise VideoOpenError(
+            f"{path}: no usable video stream (frame size {width}x{height}): audio only, or a corrupt header"
+        )
+    if width * height > limits.max_source_pixels:
+        raise VideoOpenError(
+            f"{path}: {width}x{height} frames are larger than the limit of {limits.max_source_pixels} pixels"
+        )
+
+
 class OpenCVReader:
     """One open video. Not thread-safe: one reader per thread or task."""
 
@@ -91,20 +108,7 @@ class OpenCVReader:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
         codec = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown"
-        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            raise VideoOpenError(
-                f"{self.path}: the video declares no usable frame rate (fps={fps:g}); "
-                "re-mux it (ffmpeg -i IN -c copy OUT.mp4) or re-encode with a fixed rate"
-            )
-        if width <= 0 or height <= 0:
-            raise VideoOpenError(
-                f"{self.path}: no usable video stream (frame size {width}x{height}): audio only, or a corrupt header"
-            )
-        if width * height > self.limits.max_source_pixels:
-            raise VideoOpenError(
-                f"{self.path}: {width}x{height} frames are larger than the limit of "
-                f"{self.limits.max_source_pixels} pixels"
-            )
+        check_stream(self.path, fps, width, height, self.limits)
         first = self._grab()
         if first is None:
             raise VideoOpenError(f"{self.path}: the video has no decodable frames")

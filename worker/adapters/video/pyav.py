@@ -25,7 +25,7 @@ import av
 import av.error
 import numpy as np
 
-from worker.adapters.video.opencv import check_file
+from worker.adapters.video.opencv import check_file, check_stream
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import ReadPlan, Strategy, StreamFacts, median_interval, plan_for, tolerance_ms
@@ -144,20 +144,7 @@ class PyAVReader:
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         tag = str(ctx.codec_tag or "").strip("\x00 ")
         codec = tag if len(tag) == 4 and tag.isprintable() else str(ctx.name or "unknown")
-        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            raise VideoOpenError(
-                f"{self.path}: the video declares no usable frame rate (fps={fps:g}); "
-                "re-mux it (ffmpeg -i IN -c copy OUT.mp4) or re-encode with a fixed rate"
-            )
-        if width <= 0 or height <= 0:
-            raise VideoOpenError(
-                f"{self.path}: no usable video stream (frame size {width}x{height}): audio only, or a corrupt header"
-            )
-        if width * height > self.limits.max_source_pixels:
-            raise VideoOpenError(
-                f"{self.path}: {width}x{height} frames are larger than the limit of "
-                f"{self.limits.max_source_pixels} pixels"
-            )
+        check_stream(self.path, fps, width, height, self.limits)
         self._frame_ms = 1000 / fps
         if ctx.name == "h264":
             extra = bytes(ctx.extradata or b"")
