@@ -126,6 +126,8 @@ class SegmentPublic(BaseModel):
     attempts: int
     latency_ms: int
     error: str | None
+    reused_from: int | None = Field(None, description="Segment whose description was reused (no model call).")
+    flags: list[str] = Field(default_factory=list, description="e.g. cached, reused, time_out_of_range, invalid_json")
     frames: list[str] = Field(description="URLs of the segment's frames (JPEG).")
 
 

@@ -320,6 +320,7 @@ def test_retry_reruns_only_failed_segments(api: Api) -> None:
         segs = http.get(f"/v1/jobs/{job_id}/segments", params={"after": 0, "limit": 1}).json()
         assert [s["index"] for s in segs["items"]] == [1] and segs["next_after"] == 1
         assert segs["items"][0]["error"] == "the provider said 400"
+        assert segs["items"][0]["reused_from"] is None and segs["items"][0]["flags"] == []
         assert http.post(f"/v1/jobs/{job_id}/retry").status_code == 202
     assert store.counts(job_id) == {"pending": 3}
 

@@ -316,6 +316,8 @@ def segment_public(job_id: str, row: SegmentRow, frame_count: int) -> dict[str, 
         attempts=row.attempts,
         latency_ms=row.latency_ms,
         error=row.error,
+        reused_from=row.reused_from,
+        flags=list(row.flags),
         frames=frames,
     ).model_dump(mode="json")
 
