@@ -321,7 +321,7 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
         log.warning("job %s: not in the store (deleted?); dropping segment %d", job_id, index)
         return "missing"
     if job.state == "cancelled":
-        store.cancel_remaining(job_id, "the job was cancelled")
+        store.cancel_remaining(job_id, "the job was cancelled", only_if_cancelled=True)
         finish_and_notify(ports, job_id, "cancelled")
         return store.segment_state(job_id, index) or "missing"
     store.set_job_state(job_id, "running", only_from=("queued",))

@@ -72,6 +72,9 @@ def test_cancel_retry_delete(store: SqlResultStore) -> None:
     assert store.counts(job.id) == {"done": 1, "cancelled": 2}
     assert store.reset_failed(job.id) == [1, 2]
     assert store.counts(job.id) == {"done": 1, "pending": 2}
+    # a stale task that saw the cancel must not cancel the segments a retry has just re-opened
+    assert store.cancel_remaining(job.id, "the job was cancelled", only_if_cancelled=True) == 0
+    assert store.counts(job.id) == {"done": 1, "pending": 2}
     store.delete_job(job.id)
     with pytest.raises(NotFound):
         store.get_job(job.id)

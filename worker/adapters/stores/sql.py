@@ -513,14 +513,16 @@ class SqlResultStore:
                 )
             return idx
 
-    def cancel_remaining(self, job_id: str, reason: str) -> int:
-        """Segments not yet finished end as cancelled with ``reason`` (a budget cap or a fatal error)."""
+    def cancel_remaining(self, job_id: str, reason: str, *, only_if_cancelled: bool = False) -> int:
+        """Segments not yet finished end as cancelled with ``reason`` (a budget cap or a fatal error).
+
+        ``only_if_cancelled`` makes it conditional, in the same statement, on the job still being
+        cancelled: a stale task that saw the cancel must not undo a retry that came after it."""
+        q = update(SegmentDbRow).where(SegmentDbRow.job_id == job_id, SegmentDbRow.state.in_(ACTIVE))
+        if only_if_cancelled:
+            q = q.where(exists().where(JobRow.id == job_id, JobRow.state == "cancelled"))
         with self.session() as s, s.begin():
-            res = s.execute(
-                update(SegmentDbRow)
-                .where(SegmentDbRow.job_id == job_id, SegmentDbRow.state.in_(ACTIVE))
-                .values(state="cancelled", error=reason[:4000], updated_at=now())
-            )
+            res = s.execute(q.values(state="cancelled", error=reason[:4000], updated_at=now()))
             return int(res.rowcount)  # type: ignore[attr-defined]
 
     def delete_job(self, job_id: str) -> None:
