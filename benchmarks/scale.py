@@ -4,16 +4,14 @@ PostgreSQL when it answers on 127.0.0.1:5432); the rest comes from goals 1, 2 an
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.integration.store_fixtures import temp_pg_database
 from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import Description, FrameRef, Usage, VideoInfo
 from worker.core.segments import PlanParams, plan_segments
@@ -42,23 +40,6 @@ def _pg_answers() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _pg_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    admin_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    name = f"fs_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def store_rate(url: str, segments: int) -> float:
     """Segment transactions per second (one segment row + its frame rows, as a worker stores them)."""
     store = SqlResultStore(url)
@@ -84,7 +65,7 @@ def store_rate(url: str, segments: int) -> float:
 def measure_store(work: Path, segments: int) -> dict[str, float]:
     rates = {"sqlite": store_rate(f"sqlite:///{(work / 'scale.db').resolve()}", segments)}
     if _pg_answers():
-        with _pg_database() as url:
+        with temp_pg_database("fs_bench") as url:
             rates["postgresql"] = store_rate(url, segments)
     return rates
 

@@ -29,6 +29,13 @@ def pg_database(prefix: str = "fs") -> Iterator[str]:
     """A fresh PostgreSQL database (dropped afterwards); skips when the server is not answering."""
     if not pg_up():
         pytest.skip("PostgreSQL is not answering on 127.0.0.1:5432 (scripts/services starts it)")
+    with temp_pg_database(prefix) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def temp_pg_database(prefix: str = "fs") -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards (also used by benchmarks)."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:

@@ -66,6 +66,34 @@ def check_stream(path: Path, fps: float, width: int, height: int, limits: LimitS
         )
 
 
+def build_info(
+    path: Path,
+    limits: LimitSettings,
+    duration_ms: int,
+    claimed_ms: float,
+    fps: float,
+    width: int,
+    height: int,
+    codec: str,
+    size_bytes: int,
+) -> VideoInfo:
+    """The probed facts as VideoInfo, refusing a (measured) duration over the limit; shared by every backend."""
+    if duration_ms > limits.max_duration_s * 1000:
+        raise VideoOpenError(
+            f"{path}: {duration_ms / 3_600_000:.1f} h is longer than the limit of {limits.max_duration_s / 3600:.1f} h"
+        )
+    return VideoInfo(
+        claimed_duration_ms=round(claimed_ms),
+        duration_ms=duration_ms,
+        fps=fps,
+        frame_count=max(1, round(duration_ms * fps / 1000)),
+        width=width,
+        height=height,
+        codec=codec,
+        size_bytes=size_bytes,
+    )
+
+
 class OpenCVReader:
     """One open video. Not thread-safe: one reader per thread or task."""
 
@@ -113,21 +141,8 @@ class OpenCVReader:
         if first is None:
             raise VideoOpenError(f"{self.path}: the video has no decodable frames")
         duration_ms = self._true_duration_ms(fps, count)
-        if duration_ms > self.limits.max_duration_s * 1000:
-            raise VideoOpenError(
-                f"{self.path}: {duration_ms / 3_600_000:.1f} h is longer than the limit of "
-                f"{self.limits.max_duration_s / 3600:.1f} h"
-            )
-        self._info = VideoInfo(
-            claimed_duration_ms=round(count / fps * 1000) if count > 0 else 0,
-            duration_ms=duration_ms,
-            fps=fps,
-            frame_count=max(1, round(duration_ms * fps / 1000)),
-            width=width,
-            height=height,
-            codec=codec,
-            size_bytes=self._size,
-        )
+        claimed_ms = count / fps * 1000 if count > 0 else 0.0
+        self._info = build_info(self.path, self.limits, duration_ms, claimed_ms, fps, width, height, codec, self._size)
         return self._info
 
     def _true_duration_ms(self, fps: float, count: int) -> int:

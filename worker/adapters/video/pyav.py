@@ -25,7 +25,7 @@ import av
 import av.error
 import numpy as np
 
-from worker.adapters.video.opencv import check_file, check_stream
+from worker.adapters.video.opencv import build_info, check_file, check_stream
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import ReadPlan, Strategy, StreamFacts, median_interval, plan_for, tolerance_ms
@@ -152,21 +152,7 @@ class PyAVReader:
         self._facts = self._measure_facts(fps)
         claimed_ms = self._claimed_ms()
         duration_ms = self._true_duration_ms(claimed_ms)
-        if duration_ms > self.limits.max_duration_s * 1000:
-            raise VideoOpenError(
-                f"{self.path}: {duration_ms / 3_600_000:.1f} h is longer than the limit of "
-                f"{self.limits.max_duration_s / 3600:.1f} h"
-            )
-        self._info = VideoInfo(
-            claimed_duration_ms=round(claimed_ms),
-            duration_ms=duration_ms,
-            fps=fps,
-            frame_count=max(1, round(duration_ms * fps / 1000)),
-            width=width,
-            height=height,
-            codec=codec,
-            size_bytes=self._size,
-        )
+        self._info = build_info(self.path, self.limits, duration_ms, claimed_ms, fps, width, height, codec, self._size)
         return self._info
 
     def facts(self) -> StreamFacts:
