@@ -197,6 +197,39 @@ def test_keyframes_strategy_decodes_exact_frames_where_no_keyframe_is_close(clip
     assert {0, 2000, 4000} <= keys and 1000 not in keys  # 1000 and 3000 were decoded exactly
 
 
+@pytest.fixture(scope="module")
+def gop30(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s, 320x240, 30 fps H.264, a keyframe every 30 frames: on every 1 fps target."""
+    return ffmpeg_video(tmp_path_factory.mktemp("gop30") / "gop30.mp4", seconds=6, rate=30, gop=30)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "auto"])
+def test_keyframes_on_the_targets_are_used_with_no_tolerance(gop30: Path, backend: str) -> None:
+    """No flag, no tolerance: keyframes that are the targets' exact frames are decoded alone, and give the
+    same times and pixels as exact decoding."""
+    targets = list(sample_times(0, 6_000, Fraction(1)))
+    with open_reader(gop30, backend="opencv") as r:
+        reference = read(r, targets)
+    with open_reader(gop30, backend=backend) as r:
+        got = read(r, targets)
+        plan = r.last_plan  # type: ignore[attr-defined]
+    assert (plan.backend, plan.strategy, plan.tolerance_ms) == ("pyav", Strategy.KEYFRAMES, 0)
+    assert [t for t, _ in got] == [t for t, _ in reference] == keyframe_times(gop30)
+    for (_, a), (_, b) in zip(got, reference, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 4
+
+
+def test_exact_keyframe_mode_decodes_other_targets_exactly(gop30: Path) -> None:
+    """Targets between keyframes still get their exact frame when the keyframe path is forced with no
+    tolerance (a keyframe before a target never stands in for it)."""
+    targets = [0, 500, 1000, 1520, 2000, 4990]
+    with open_reader(gop30, backend="opencv") as r:
+        reference = [t for t, _ in read(r, targets)]
+    with PyAVReader(gop30) as r:
+        got = [t for t, _ in r.frames(targets, strategy=Strategy.KEYFRAMES, tolerance=0)]
+    assert got == reference
+
+
 def test_auto_reader_plans_by_keyframe_spacing(gop15: Path, clip_12s: Path, mp4v_clip: Path) -> None:
     with open_reader(gop15, keyframe_tolerance=0.5) as r:
         list(r.frames(list(sample_times(0, 8_000, Fraction(1)))))

@@ -12,6 +12,7 @@ from worker.core.readplan import (
     Strategy,
     StreamFacts,
     choose,
+    exact_key_cover,
     expected_costs,
     interval_ms,
     median_interval,
@@ -50,6 +51,24 @@ def test_keyframes_win_when_they_are_closer_than_the_sampling_interval() -> None
 def test_no_tolerance_means_no_keyframe_stand_ins() -> None:
     plan = choose(H264_GOP30, 1000, tol_ms=0)
     assert plan.strategy is not Strategy.KEYFRAMES and plan.tolerance_ms == 0
+
+
+def test_exact_key_cover_counts_targets_whose_exact_frame_is_a_keyframe() -> None:
+    frame = 1000 / 30
+    aligned = [0.0, 1000.0, 2000.0, 3000.0]
+    assert exact_key_cover([0, 1000, 2000, 3000], aligned, frame) == 1.0
+    assert exact_key_cover([0, 1000, 2000, 3000], [0.0, 1001.0, 2016.7, 3020.0], frame) == 0.5
+    assert exact_key_cover([500, 1500], aligned, frame) == 0.0, "a keyframe before the target is not its frame"
+    assert exact_key_cover([1000], [999.2], frame) == 1.0, "1 ms of rounding, as the readers allow"
+    assert exact_key_cover([0, 1000], [], frame) == 0.0 and exact_key_cover([], aligned, frame) == 0.0
+
+
+def test_keyframes_on_every_target_win_with_no_tolerance() -> None:
+    plan = choose(H264_GOP30, 1000, tol_ms=0, exact_cover=1.0)
+    assert (plan.backend, plan.strategy, plan.tolerance_ms) == ("pyav", Strategy.KEYFRAMES, 0)
+    assert "100% of targets on keyframes" in plan.reason
+    few = choose(H264_GOP250, 1000, tol_ms=0, exact_cover=0.12)
+    assert few.strategy is not Strategy.KEYFRAMES, "one target in eight on a keyframe: decode the intervals"
 
 
 def test_long_gop_at_one_fps_decodes_almost_everything() -> None:

@@ -11,11 +11,14 @@ Strategies:
 * ``skip``: demux every packet but decode only the keyframe intervals that hold a target;
 * ``seek``: jump to the keyframe before each target that lies beyond the next keyframe;
 * ``keyframes``: decode only keyframes, each standing in for a target within the tolerance (the exact
-  frame where no keyframe is close enough).
+  frame where no keyframe is close enough). With no tolerance, a keyframe that *is* the target's exact frame
+  (the first frame at or after it, within half a source frame) is used: the same frames and times as exact
+  decoding, at the cost of decoding keyframes alone (``exact_key_cover``).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import statistics
@@ -93,6 +96,20 @@ def tolerance_ms(targets_ms: Sequence[int], fraction: float) -> int:
     return int(spacing * min(fraction, 0.5))
 
 
+def exact_key_cover(targets_ms: Sequence[int], keyframes_ms: Sequence[float], frame_ms: float) -> float:
+    """Share of targets whose exact frame is a keyframe: one within ``[t - 1, t - 1 + frame_ms / 2)``
+    (1 ms of rounding, as the readers allow). ``keyframes_ms`` sorted; at most SPACING_SAMPLE targets looked at."""
+    if not keyframes_ms or frame_ms <= 0:
+        return 0.0
+    half = frame_ms / 2
+    seen = hits = 0
+    for t in itertools.islice(targets_ms, SPACING_SAMPLE):
+        seen += 1
+        i = bisect.bisect_left(keyframes_ms, t - 1)
+        hits += i < len(keyframes_ms) and keyframes_ms[i] < t - 1 + half
+    return hits / seen if seen else 0.0
+
+
 def median_interval(keyframes_ms: Iterable[float]) -> float | None:
     """Median distance between consecutive keyframe times (sorted first)."""
     ks = sorted(keyframes_ms)
@@ -107,9 +124,15 @@ def _partial_gop(n: float, g: float) -> float:
 
 
 def expected_costs(
-    facts: StreamFacts, spacing_ms: float, tol_ms: float, backend: str, costs: Costs = Costs()
+    facts: StreamFacts,
+    spacing_ms: float,
+    tol_ms: float,
+    backend: str,
+    costs: Costs = Costs(),
+    exact_cover: float = 0.0,
 ) -> dict[Strategy, float]:
-    """Expected decode cost per target of each strategy ``backend`` supports."""
+    """Expected decode cost per target of each strategy ``backend`` supports. ``exact_cover``: the share of
+    targets whose exact frame is a keyframe (``exact_key_cover``)."""
     f = facts.fps
     n = max(1.0, spacing_ms * f / 1000)  # frames between targets
     k = backend_factor = costs.factor(backend)
@@ -130,8 +153,8 @@ def expected_costs(
             out[Strategy.SEEK] = decoded * r + _travel(n, g, costs)
     if Strategy.SKIP in allowed:
         out[Strategy.SKIP] = decoded * r + _travel(n, _long_gap_frames(g, costs), costs)
-    if Strategy.KEYFRAMES in allowed and tol_ms > 0:
-        cover = min(1.0, 2 * tol_ms / max(1.0, facts.keyframe_interval_ms))
+    if Strategy.KEYFRAMES in allowed and (tol_ms > 0 or exact_cover > 0):
+        cover = max(min(1.0, 2 * tol_ms / max(1.0, facts.keyframe_interval_ms)), min(1.0, exact_cover))
         travel = _travel(n, _long_gap_frames(g, costs), costs)
         out[Strategy.KEYFRAMES] = cover * costs.keyframe * k + (1 - cover) * (g / 2) * r + travel
     return out
@@ -153,13 +176,14 @@ def choose(
     tol_ms: int = 0,
     backends: Iterable[str] = ("pyav", "opencv"),
     costs: Costs = Costs(),
+    exact_cover: float = 0.0,
 ) -> ReadPlan:
     """The cheapest (backend, strategy) for targets ``spacing_ms`` apart; ties go to the earlier backend."""
     names = [b for b in backends if b in BACKEND_STRATEGIES] or ["opencv"]
     spacing = spacing_ms if spacing_ms and spacing_ms > 0 else 1000 / max(facts.fps, 1e-9)
     ranked: list[tuple[float, int, str, Strategy]] = []
     for order, backend in enumerate(names):
-        for strategy, cost in expected_costs(facts, spacing, tol_ms, backend, costs).items():
+        for strategy, cost in expected_costs(facts, spacing, tol_ms, backend, costs, exact_cover).items():
             ranked.append((cost, order, backend, strategy))
     ranked.sort(key=lambda x: (round(x[0], 6), x[1], list(Strategy).index(x[3])))
     cost, _, backend, strategy = ranked[0]
@@ -167,7 +191,9 @@ def choose(
     g_txt = "unknown" if facts.keyframe_interval_ms is None else f"{facts.keyframe_interval_ms:.0f} ms"
     reason = (
         f"keyframes every {g_txt}, targets every {spacing:.0f} ms at {facts.fps:g} fps"
-        f"{f', tolerance {tol_ms} ms' if tol_ms else ''}: {backend}/{strategy} ≈ {cost:.1f} frame decodes per target"
+        f"{f', tolerance {tol_ms} ms' if tol_ms else ''}"
+        f"{f', {exact_cover:.0%} of targets on keyframes' if exact_cover else ''}: "
+        f"{backend}/{strategy} ≈ {cost:.1f} frame decodes per target"
     )
     return ReadPlan(
         backend=backend,
@@ -195,21 +221,22 @@ def seek_gap_ms(facts: StreamFacts, strategy: Strategy, costs: Costs = Costs()) 
 def plan_for(
     facts: StreamFacts,
     targets_ms: Sequence[int],
-    keyframe_tolerance: float = 0.0,
+    tol: int = 0,
     backends: Iterable[str] = ("pyav", "opencv"),
     strategy: Strategy | None = None,
     costs: Costs = Costs(),
+    exact_cover: float = 0.0,
 ) -> ReadPlan:
-    """``choose`` for concrete targets; a forced ``strategy`` keeps the first backend that supports it."""
+    """``choose`` for concrete targets (``tol``: keyframe tolerance in ms, see ``tolerance_ms``); a forced
+    ``strategy`` keeps the first backend that supports it."""
     spacing = interval_ms(targets_ms)
-    tol = tolerance_ms(targets_ms, keyframe_tolerance)
     if strategy is None:
-        return choose(facts, spacing, tol, backends, costs)
+        return choose(facts, spacing, tol, backends, costs, exact_cover)
     names = [b for b in backends if strategy in BACKEND_STRATEGIES.get(b, frozenset())]
     if not names:
         raise ValueError(f"no backend among {list(backends)} supports the {strategy} strategy")
     backend = names[0]
-    cost = expected_costs(facts, spacing or 1000.0, tol, backend, costs).get(strategy, math.nan)
+    cost = expected_costs(facts, spacing or 1000.0, tol, backend, costs, exact_cover).get(strategy, math.nan)
     return ReadPlan(
         backend=backend,
         strategy=strategy,

@@ -105,7 +105,8 @@ class AutoReader:
         if self._pyav is None:
             return plan_for(StreamFacts(info.fps, None), targets_ms, 0, backends=("opencv",))
         tol = tolerance_ms(targets_ms, self.keyframe_tolerance)
-        return plan_for(self._pyav.facts(), targets_ms, tol, backends=("pyav", "opencv"))
+        cover = self._pyav.exact_cover(targets_ms)
+        return plan_for(self._pyav.facts(), targets_ms, tol, ("pyav", "opencv"), exact_cover=cover)
 
     def frames(self, targets_ms: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """As ``OpenCVReader.frames``; with a keyframe tolerance, a keyframe may stand in for its target."""

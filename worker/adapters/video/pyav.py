@@ -28,7 +28,15 @@ import numpy as np
 from worker.adapters.video.opencv import build_info, check_file, check_stream
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
-from worker.core.readplan import ReadPlan, Strategy, StreamFacts, median_interval, plan_for, tolerance_ms
+from worker.core.readplan import (
+    ReadPlan,
+    Strategy,
+    StreamFacts,
+    exact_key_cover,
+    median_interval,
+    plan_for,
+    tolerance_ms,
+)
 from worker.errors import DecodeError, VideoOpenError
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,7 @@ class PyAVReader:
         self._frame_ms = 40.0
         self._nal_length: int | None = None  # None: cannot tell droppable frames for this codec
         self._index_keys: list[float] = []  # keyframe times from the container index (decode times)
+        self._key_pts: list[float] = []  # the same, as presentation times (estimated)
         self.last_plan: ReadPlan | None = None
         self._reset()
 
@@ -190,6 +199,9 @@ class PyAVReader:
         if not first_frame:
             raise VideoOpenError(f"{self.path}: the video has no decodable frames")
         indexed = self._index_keys = sorted(self._index_keyframes())
+        # the index holds decode times: shifted onto presentation times by the first keyframe's packet
+        shift = keys[0] - indexed[0] if keys and indexed else 0.0
+        self._key_pts = [k + shift for k in indexed]
         interval = median_interval(indexed) if len(indexed) >= 2 else median_interval(keys)
         if interval is None and keys and total >= FACTS_PACKETS:
             interval = total * 1000 / fps  # one keyframe in the window: at least this far apart
@@ -378,7 +390,15 @@ class PyAVReader:
     ) -> ReadPlan:
         """The read plan for these targets (``tolerance`` in ms overrides the reader's keyframe tolerance)."""
         tol = tolerance if tolerance is not None else tolerance_ms(targets_ms, self.keyframe_tolerance)
-        return plan_for(self.facts(), targets_ms, tol, backends=("pyav",), strategy=strategy)
+        facts = self.facts()
+        return plan_for(facts, targets_ms, tol, ("pyav",), strategy, exact_cover=self.exact_cover(targets_ms))
+
+    def exact_cover(self, targets_ms: Sequence[int]) -> float:
+        """1.0 when every target looked at has a keyframe of the container's index as its exact frame, else 0:
+        the keyframe path is taken without a tolerance only when keyframes fall on the targets (a mix of
+        keyframes and decoded intervals is what the tolerance setting is for)."""
+        self.probe()
+        return 1.0 if exact_key_cover(targets_ms, self._key_pts, self._frame_ms) >= 1.0 else 0.0
 
     def frames(
         self,
@@ -412,7 +432,8 @@ class _Run:
         self.plan = plan
         self.info = info
         self.tol = plan.tolerance_ms if plan.strategy is Strategy.KEYFRAMES else 0
-        self.key_mode = self.tol > 0
+        self.key_mode = plan.strategy is Strategy.KEYFRAMES  # a tolerance, or keyframes that are exact frames
+        self.half = reader._frame_ms / 2  # a keyframe in [t - 1, t - 1 + half) is the target's exact frame
         self.lazy = plan.strategy is not Strategy.SEQUENTIAL
         self.head = 0  # first target not served
         self.decided = 0 if self.key_mode else self.n  # first target not decided
@@ -486,9 +507,9 @@ class _Run:
             if key_ms is not None and key_ms < t - 1:
                 break  # this keyframe comes before the target: wait for the one after it
             options: list[tuple[float, int, float]] = []
-            if p is not None and abs(t - p) <= self.tol:
+            if p is not None and (abs(t - p) <= self.tol or self._exact(t, p)):
                 options.append((abs(t - p), 1, p))
-            if key_ms is not None and (key_ms - t <= self.tol or r._gop_max_ms < t - 1):
+            if key_ms is not None and (key_ms - t <= self.tol or self._exact(t, key_ms) or r._gop_max_ms < t - 1):
                 options.append((key_ms - t, 0, key_ms))  # within tolerance, or the exact frame itself
             choice: float | None = None
             if options:
@@ -508,13 +529,16 @@ class _Run:
             self.decided += 1
         return chose_next
 
+    def _exact(self, t: int, key_ms: float) -> bool:
+        return t - 1 <= key_ms < t - 1 + self.half
+
     def _decide_greedy(self, upto_ms: float) -> None:
         """An interval too long to buffer: targets it has reached take its keyframe or their exact frame."""
         r = self.r
         p = r._gop_key_ms
         while self.decided < self.n and self.targets[self.decided] - 1 <= upto_ms:
             t = self.targets[self.decided]
-            self.keys.append(p if p is not None and abs(t - p) <= self.tol else None)
+            self.keys.append(p if p is not None and (abs(t - p) <= self.tol or self._exact(t, p)) else None)
             self.decided += 1
 
     # -- the loop -----------------------------------------------------------------------------
