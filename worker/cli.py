@@ -8,18 +8,20 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from worker.config import Settings, load_settings
 from worker.core.exports import renderer
 from worker.core.timecode import span
 from worker.errors import FramescribeError, InputError
-from worker.options import JobOptions
+
+if TYPE_CHECKING:  # settings and options (pydantic-settings) load in the commands that use them: --help is quick
+    from worker.config import Settings
+    from worker.options import JobOptions
 
 app = typer.Typer(
     name="framescribe",
@@ -69,6 +71,8 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
         overrides["data_dir"] = data_dir
     if database_url is not None:
         overrides["database_url"] = database_url
+    from worker.config import load_settings
+
     settings = load_settings(**overrides)
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
@@ -81,6 +85,8 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
 
 
 def job_options(**given: Any) -> JobOptions:
+    from worker.options import JobOptions
+
     return JobOptions.parse({k: v for k, v in given.items() if v is not None})
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,8 +31,10 @@ from worker.cli import (
     out,
     settings_from,
 )
-from worker.config import Settings
 from worker.errors import InputError
+
+if TYPE_CHECKING:
+    from worker.config import Settings
 
 TERMINAL = ("done", "partial", "failed", "cancelled")
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import ffmpeg_video
 from tests.integration.test_reader_contract import keyframe_times
+from worker.adapters.frames.sampler import CSV_NAME, run_sample, tolerance_fraction
 from worker.adapters.video.opencv import OpenCVReader
-from worker.cli_sample import CSV_NAME, run_sample, tolerance_fraction
 from worker.core.sampling import sample_times
 from worker.errors import PlanError, VideoOpenError
 
