@@ -101,11 +101,9 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         problem = self._refuse(scope, headers)
         if problem is not None:
-            status, code, message = problem
-            extra = {"Connection": "close"} if scope.get("method") in WRITE_METHODS else {}
-            response = errors.error_response(status, code, message)
-            response.headers.update(extra)
-            await response(scope, receive, send)
+            await errors.error_response(problem.status, problem.code, problem.message, None, problem.headers)(
+                scope, receive, send
+            )
             return
         limit = body_cap(scope, headers, s)
         started, seen = time.monotonic(), 0
@@ -126,23 +124,23 @@ class RequestGuard:
 
         await self.app(scope, guarded, send)
 
-    def _refuse(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
+    def _refuse(self, scope: Scope, headers: dict[str, str]) -> ApiError | None:
         s = self.settings
         name = host_name(headers.get("host", ""))
         if not name or not allowed_host(name, s):
-            return 421, "wrong_host", "this service does not answer to that host name (set security.allowed_hosts)"
+            return ApiError(421, "wrong_host", "this service does not answer to that host name")
         method = scope.get("method", "GET")
         if method in WRITE_METHODS and cross_origin(headers):
-            return 403, "cross_origin", "writes from pages of another origin are refused"
+            return ApiError(403, "cross_origin", "writes from pages of another origin are refused")
         declared = headers.get("content-length", "")
         has_body = method in WRITE_METHODS or bool(declared and declared != "0") or "transfer-encoding" in headers
         if has_body and scope.get("path", "") not in PUBLIC_PATHS:
             try:
                 authenticate(Request(scope), s)
             except ApiError as exc:
-                return exc.status, exc.code, exc.message
+                return exc
         if declared.isdigit() and int(declared) > body_cap(scope, headers, s):
-            return 413, "too_large", f"the body is larger than {body_cap(scope, headers, s)} bytes"
+            return ApiError(413, "too_large", f"the body is larger than {body_cap(scope, headers, s)} bytes")
         return None
 
 
