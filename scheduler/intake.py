@@ -134,7 +134,7 @@ def preflight_url(url: str, settings: Settings) -> str:
 def _preflight(url: str, settings: Settings, deadline: float) -> str:
     allow = url_allow(settings)
     current = url
-    read_s = max(0.2, min(PREFLIGHT_TIMEOUT_S, settings.security.url_check_timeout_s / 4))
+    read_s = max(0.2, min(PREFLIGHT_TIMEOUT_S, settings.security.url_check_timeout_s / 2))
     late = SourceError("the URL did not answer in time", field="url")
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
