@@ -6,6 +6,7 @@ srt and ffmpeg, which are the referees.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,11 +18,15 @@ _CONTROL = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], " ")
 _SRT_MARKUP = str.maketrans({"<": "‹", ">": "›", "{": "｛", "}": "｝"})
 
 
+_ARROW = re.compile(r"-[\s-]*>")  # "-->" and the spaced forms lenient parsers accept ("- >", "-- >")
+
+
 def cue_lines(text: str, fmt: str) -> list[str]:
     """The one subtitle text sanitiser (SRT, VTT, chapters): model text becomes plain cue lines.
 
     * no blank line (it would end the cue) and no control characters;
-    * ``-->`` never survives (a timing line would forge a new cue);
+    * no arrow (``-->``, ``- >``) survives and no line is a bare number (a cue index): a timing line
+      would forge a new cue, and lenient parsers start one at "<number> newline <timestamp>";
     * markup is inert: VTT gets ``&amp; &lt; &gt;``; SRT, which has no escapes, gets look-alike
       characters for ``< > { }`` (HTML tags and ASS override blocks)."""
     out = []
@@ -29,12 +34,15 @@ def cue_lines(text: str, fmt: str) -> list[str]:
         flat = " ".join(line.translate(_CONTROL).split())
         if not flat:
             continue
-        flat = flat.replace("-->", "→")
+        flat = _ARROW.sub("→", flat)
         if fmt == "srt":
             flat = flat.translate(_SRT_MARKUP)
         else:
             flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        out.append(flat)
+        if out and (flat.isdigit() or out[-1].isdigit()):  # never a line of digits alone
+            out[-1] = f"{out[-1]} {flat}"
+        else:
+            out.append(flat)
     return out
 
 
