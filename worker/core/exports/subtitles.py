@@ -29,7 +29,7 @@ def cue_lines(text: str, fmt: str) -> list[str]:
       would forge a new cue, and lenient parsers start one at "<number> newline <timestamp>";
     * markup is inert: VTT gets ``&amp; &lt; &gt;``; SRT, which has no escapes, gets look-alike
       characters for ``< > { }`` (HTML tags and ASS override blocks)."""
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         flat = " ".join(line.translate(_CONTROL).split())
         if not flat:
