@@ -28,7 +28,7 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
-from worker.sources import MAX_REDIRECTS, check_url, resolve_local
+from worker.sources import MAX_REDIRECTS, check_url, pinned, resolve_local
 
 HEAD_BYTES = 64 * 1024
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -138,11 +138,12 @@ def _preflight(url: str, settings: Settings, deadline: float) -> str:
     late = SourceError("the URL did not answer in time", field="url")
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
+            pin = pinned(current, allow)  # connect only to the address just checked (no DNS rebinding)
             if time.monotonic() > deadline:
                 raise late
+            headers = {**pin.headers, "Range": f"bytes=0-{HEAD_BYTES - 1}"}
             try:
-                with client.stream("GET", current, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"}) as resp:
+                with client.stream("GET", pin.url, headers=headers, extensions=pin.extensions) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:

@@ -12,15 +12,17 @@ import stat
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from worker.core.redact import redact_url
 from worker.errors import SourceError
 
-__all__ = ["check_url", "checked_source", "download", "redact_url", "resolve_local"]
+__all__ = ["check_url", "checked_source", "download", "pinned", "redact_url", "resolve_local"]
 
 MAX_PATH_CHARS = 4096
 MAX_REDIRECTS = 5
@@ -120,8 +122,9 @@ def resolve_host(host: str, port: int) -> list[IpAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-def check_url(url: str, allow: Sequence[str] = ()) -> None:
-    """Refuse anything but http(s) to public addresses (checked after DNS resolution)."""
+def check_url(url: str, allow: Sequence[str] = ()) -> list[IpAddress]:
+    """Refuse anything but http(s) to public addresses (checked after DNS resolution); returns the
+    checked addresses (connect only to these: ``pinned``)."""
     if len(url) > 8192 or any(c in url for c in "\x00\r\n"):
         raise SourceError("the URL is malformed", field="url")
     parts = urlsplit(url)
@@ -138,10 +141,38 @@ def check_url(url: str, allow: Sequence[str] = ()) -> None:
         raise SourceError("the URL's port is invalid", field="url") from None
     if host.lower() in METADATA_HOSTS:
         raise SourceError(f"host '{host}' is a cloud metadata service", field="url")
-    for ip in resolve_host(host, port):
+    ips = resolve_host(host, port)
+    for ip in ips:
         reason = forbidden_address(ip)
         if reason and not _allowed(ip, host, allow):
             raise SourceError(f"host '{host}' resolves to a {reason} address ({ip}), which is refused", field="url")
+    if not ips:
+        raise SourceError(f"cannot resolve host '{host}'", field="url")
+    return ips
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A request to the address ``check_url`` approved: the URL names the IP, ``Host`` and TLS SNI /
+    certificate check keep the host name. A DNS answer that changes after the check (rebinding) is
+    never asked for."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+def pinned(url: str, allow: Sequence[str] = ()) -> Pinned:
+    """``check_url`` and the request to send to the checked address."""
+    ip = check_url(url, allow)[0]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    named = f"[{host}]" if ":" in host else host
+    target = urlunsplit((parts.scheme, literal + port, parts.path or "/", parts.query, ""))
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return Pinned(target, {"Host": named + port}, extensions)
 
 
 def _filename(url: str) -> str:
@@ -161,11 +192,11 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allo
     read_s = max(0.5, min(READ_TIMEOUT_S, timeout_s / 4))
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
+            pin = pinned(current, allow)
             if time.monotonic() > deadline:
                 raise SourceError("the download took longer than its time limit", field="url")
             try:
-                with client.stream("GET", current) as resp:
+                with client.stream("GET", pin.url, headers=pin.headers, extensions=pin.extensions) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:

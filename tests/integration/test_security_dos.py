@@ -21,7 +21,17 @@ import httpx
 import pytest
 
 from scheduler.main import create_app
-from tests.integration.api_fixtures import RecordingEnqueuer, api_settings, client, error_of, running_api, serve
+from tests.integration.api_fixtures import (
+    RecordingEnqueuer,
+    api_settings,
+    client,
+    error_of,
+    file_server,
+    running_api,
+    serve,
+)
+
+pytestmark = pytest.mark.security
 
 KEY = "dos-test-key"
 
@@ -245,6 +255,8 @@ class SlowServer:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed
+                return
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
@@ -327,3 +339,23 @@ def test_url_checks_are_bounded_and_the_api_stays_up(url_api: str) -> None:
 def test_healthz_is_not_behind_the_thread_pool(url_api: str) -> None:
     with httpx.Client(base_url=url_api, timeout=2) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_url_fetches_go_to_the_checked_address(url_api: str, clip_12s: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name is resolved once, checked, and the connection goes to that address (the
+    HTTP client never resolves it again; this name does not resolve at all outside the check)."""
+    import ipaddress
+
+    import worker.sources
+
+    real = worker.sources.resolve_host
+
+    def resolve(host: str, port: int) -> list[worker.sources.IpAddress]:
+        return [ipaddress.ip_address("127.0.0.1")] if host == "rebind.invalid" else real(host, port)
+
+    monkeypatch.setattr(worker.sources, "resolve_host", resolve)
+    with file_server(clip_12s) as server:
+        with client(url_api, timeout=30) as http:
+            resp = http.post("/v1/jobs", json={"url": f"http://rebind.invalid:{server.port}/v.mp4", "dry_run": True})
+        assert resp.status_code == 200, resp.text
+        assert server.hits and {h.headers.get("Host") for h in server.hits} == {f"rebind.invalid:{server.port}"}

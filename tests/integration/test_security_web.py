@@ -27,6 +27,8 @@ from tests.integration.api_fixtures import Api, client, error_of, running_api
 from worker.core.models import Description, FrameRef, SegmentPlan, VideoInfo
 from worker.errors import FramescribeError
 
+pytestmark = pytest.mark.security
+
 KEY = "web-test-key"
 
 
