@@ -128,7 +128,8 @@ class RequestGuard:
         s = self.settings
         name = host_name(headers.get("host", ""))
         if not name or not allowed_host(name, s):
-            return ApiError(421, "wrong_host", "this service does not answer to that host name")
+            message = "this service does not answer to that host name (add it to security.allowed_hosts)"
+            return ApiError(421, "wrong_host", message)
         method = scope.get("method", "GET")
         if method in WRITE_METHODS and cross_origin(headers):
             return ApiError(403, "cross_origin", "writes from pages of another origin are refused")
