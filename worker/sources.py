@@ -66,8 +66,11 @@ def resolve_local(path: str, allowed_roots: Sequence[Path]) -> Path:
 def checked_source(source: str, allowed_roots: Sequence[Path], data_dir: Path) -> str:
     """Where a worker opens a job's local source: resolved and checked again *now* (a symlink swapped in
     after the submit check is caught). Files the service keeps itself (uploads, downloads) must stay
-    inside ``data_dir``; anything else inside ``allowed_roots``. Returns the real path to open."""
-    if source.lower().startswith(("http://", "https://")):
+    inside ``data_dir``; anything else inside ``allowed_roots``. Returns the real path to open.
+
+    With no roots configured no path can be submitted (API, ``framescribe queue``), so a path job can only
+    come from the operator's own store: it is opened as stored."""
+    if source.lower().startswith(("http://", "https://")) or not allowed_roots:
         return source
     own = data_dir.resolve()
     try:
