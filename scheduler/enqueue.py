@@ -122,7 +122,7 @@ class InlineEnqueuer:
         from worker.wiring import build_ports
 
         try:
-            pipeline.run_inline(build_ports(self.settings), job_id)
+            pipeline.run_inline(build_ports(self.settings, check_sources=True), job_id)
         except FramescribeError as exc:
             log.warning("job %s: %s", job_id, exc.message)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,13 +28,14 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
-from worker.sources import MAX_REDIRECTS, check_url, resolve_local
+from worker.sources import MAX_REDIRECTS, check_url, pinned, resolve_local
 
 HEAD_BYTES = 64 * 1024
 PREFLIGHT_TIMEOUT_S = 10.0
 OPTIONS_MAX_BYTES = 64 * 1024
 DRAIN_MAX_BYTES = 64 * 1024 * 1024  # read (and drop) this much past the cap so the client sees the 413
 FORM_OVERHEAD = 64 * 1024
+UPLOAD_FILE = "source.video"  # the fixed name every upload is stored under; the client's name is display only
 
 
 def sniff(head: bytes) -> str | None:
@@ -120,14 +122,28 @@ def url_allow(settings: Settings) -> list[str]:
 def preflight_url(url: str, settings: Settings) -> str:
     """Fetch the first bytes of ``url`` (SSRF rules re-checked on every redirect) and sniff them.
 
-    Returns the container kind. Raises SourceError (field ``url``) or ApiError 422 ``not_a_video``."""
+    At most ``security.max_url_checks`` run at once (more: 503), each within the wall-clock
+    ``security.url_check_timeout_s``. Returns the container kind. Raises SourceError (field ``url``)
+    or ApiError 422 ``not_a_video``."""
+    from scheduler.api.guards import url_check_slot
+
+    with url_check_slot(settings.security.max_url_checks):
+        return _preflight(url, settings, time.monotonic() + settings.security.url_check_timeout_s)
+
+
+def _preflight(url: str, settings: Settings, deadline: float) -> str:
     allow = url_allow(settings)
     current = url
-    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(PREFLIGHT_TIMEOUT_S), trust_env=False) as client:
+    read_s = max(0.2, min(PREFLIGHT_TIMEOUT_S, settings.security.url_check_timeout_s / 2))
+    late = SourceError("the URL did not answer in time", field="url")
+    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
+            pin = pinned(current, allow)  # connect only to the address just checked (no DNS rebinding)
+            if time.monotonic() > deadline:
+                raise late
+            headers = {**pin.headers, "Range": f"bytes=0-{HEAD_BYTES - 1}"}
             try:
-                with client.stream("GET", current, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"}) as resp:
+                with client.stream("GET", pin.url, headers=headers, extensions=pin.extensions) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:
@@ -137,10 +153,12 @@ def preflight_url(url: str, settings: Settings) -> str:
                     if resp.status_code not in (200, 206):
                         raise SourceError(f"the server answered HTTP {resp.status_code} for the URL", field="url")
                     head = b""
-                    for chunk in resp.iter_bytes(16 * 1024):
+                    for chunk in resp.iter_bytes():  # every network read: the deadline holds for drips
                         head += chunk
                         if len(head) >= HEAD_BYTES:
                             break
+                        if time.monotonic() > deadline:
+                            raise late
             except httpx.TimeoutException:
                 raise SourceError("the URL did not answer in time", field="url") from None
             except httpx.HTTPError as exc:
@@ -232,7 +250,7 @@ def _callbacks(up: Upload, max_bytes: int) -> dict[str, Callable[..., None]]:
                 return
             up.filename = safe_filename(params.get(b"filename", b"upload.bin").decode("utf-8", "replace"))
             up.folder.mkdir(parents=True, exist_ok=True)
-            up.path = up.folder / up.filename
+            up.path = up.folder / UPLOAD_FILE  # never the client's extension (.html would be served as HTML)
             up._fh = up.path.open("wb")
         elif name != "options" and up.problem is None:
             up.problem, up.problem_field = f"unknown form field '{name[:50]}' (use 'file' and 'options')", name[:50]

@@ -14,15 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api import errors
+from scheduler.api.guards import RequestGuard
 from scheduler.api.models import JobCreate
 from scheduler.api.routes import health, jobs, schedules
 from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
-from scheduler.metrics import build_registry
+from scheduler.metrics import build_registry, http_labels
 from scheduler.schedules import ScheduleMirror, configure_redbeat
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
@@ -31,41 +31,6 @@ from worker.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 OPTIONAL_ROUTERS = ("scheduler.api.routes.exports", "scheduler.api.routes.search", "scheduler.web.routes")
-BODY_LIMIT = 1024 * 1024  # JSON bodies; uploads have their own cap (scheduler.max_upload_bytes)
-
-
-class BodyLimit:
-    """Refuses non-multipart bodies over ``limit`` bytes with 413, by header or while reading."""
-
-    def __init__(self, app: ASGIApp, limit: int = BODY_LIMIT) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if headers.get("content-type", "").lower().startswith("multipart/"):
-            await self.app(scope, receive, send)
-            return
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            response = errors.error_response(413, "too_large", f"the body is larger than {self.limit} bytes")
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:  # FastAPI re-raises HTTPException from body parsing (others become 400)
-                    raise HTTPException(413, f"the body is larger than {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
 
 
 def include_optional_routers(app: FastAPI) -> list[str]:
@@ -150,18 +115,17 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestGuard, settings=settings)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
         hist = getattr(request.app.state, "http_latency", None)
         if hist is not None:
-            hist.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - started)
+            labels = http_labels(request.method, request.scope.get("route"), response.status_code)
+            hist.labels(*labels).observe(time.perf_counter() - started)
         return response
 
     app.include_router(health.router)

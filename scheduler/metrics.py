@@ -115,6 +115,20 @@ class StoreCollector(Collector):
         return hist
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def http_labels(method: str, route: Any, status: int) -> tuple[str, str, str]:
+    """Bounded label values: a known method or ``other``, the route template (never the raw path) or
+    ``unmatched``, the status class for anything outside 100-599."""
+    path = getattr(route, "path", None)
+    return (
+        method if method in HTTP_METHODS else "other",
+        path if isinstance(path, str) else "unmatched",
+        str(status) if 100 <= status <= 599 else "other",
+    )
+
+
 def build_registry(store: SqlResultStore, queue_depth: Callable[[], int | None]) -> tuple[CollectorRegistry, Histogram]:
     """A registry per app (tests run several apps in one process) and the API latency histogram."""
     registry = CollectorRegistry()

@@ -74,7 +74,8 @@ class LimitSettings(Section):
     max_input_bytes: int = Field(20 * 1024**3, description="Largest source file accepted.")
     max_duration_s: float = Field(24 * 3600, description="Longest video accepted.")
     max_source_pixels: int = Field(8192 * 8192, description="Largest frame (w*h) accepted.")
-    max_frames_per_job: int = Field(200_000, description="Most sampled frames in one job.")
+    max_frames_per_job: int = Field(200_000, ge=1, description="Most sampled frames in one job (overlaps counted).")
+    max_segments_per_job: int = Field(20_000, ge=1, description="Most segments (model calls) in one job.")
     decode_timeout_s: float = Field(1800, description="Wall-clock cap on decoding one segment.")
     max_job_disk_bytes: int = Field(20 * 1024**3, description="Cap on frame bytes written per job.")
     download_timeout_s: float = Field(300)
@@ -147,6 +148,25 @@ class SchedulerSettings(Section):
     )
 
 
+class SecuritySettings(Section):
+    """Hardening knobs of the REST service (issue 14); the defaults are the safe choice."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names served besides loopback names and the bound address (DNS rebinding guard).",
+    )
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Time a request body may take (plus upload time).")
+    min_upload_bytes_per_s: int = Field(64 * 1024, ge=1, description="Slowest upload accepted after body_timeout_s.")
+    source_link_secret: SecretStr | None = Field(
+        None, description="Signs /source links; unset: a random secret per process (links end at restart)."
+    )
+    url_check_timeout_s: float = Field(10.0, gt=0, le=600, description="Wall-clock cap on one URL preflight.")
+    max_url_checks: int = Field(4, ge=1, le=64, description="URL preflights in flight at once (more: 503).")
+    max_event_streams_per_client: int = Field(8, ge=1, le=1000, description="Open /events streams per key or client.")
+    readiness_cache_s: float = Field(3.0, ge=0, le=300, description="How long a /readyz answer is reused.")
+    readiness_timeout_s: float = Field(3.0, gt=0, le=60, description="Deadline of one readiness probe.")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Top-level names are stable operator contracts."""
 
@@ -173,6 +193,7 @@ class Settings(BaseSettings):
     dashscope: DashScopeSettings = DashScopeSettings()
     worker: WorkerSettings = WorkerSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("allowed_roots", "api_keys", "read_only_api_keys", mode="before")
     @classmethod
@@ -185,6 +206,15 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError("not a valid JSON list") from None
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("api_keys", "read_only_api_keys", mode="after")
+    @classmethod
+    def _no_empty_keys(cls, value: list[str]) -> list[str]:
+        """An empty key (``'[""]'``) would count as "keys configured" and match nothing sensible."""
+        for key in value:
+            if not key.strip() or (key.startswith("sha256:") and len(key[7:].strip()) != 64):
+                raise ValueError("API keys may not be empty (and sha256: entries need 64 hex digits)")
         return value
 
     @property

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.config import Settings
 from worker.core.budget import limits_for
-from worker.core.segments import PlanParams
+from worker.core.segments import PlanParams, step_ms
 from worker.errors import PlanError
 
 
@@ -37,6 +37,16 @@ class JobOptions(BaseModel):
     vl_high_resolution_images: bool | None = None
     max_pixels: int | None = Field(None, ge=3136, description="Per-frame pixel cap DashScope applies.")
     stream: bool | None = None
+
+    @model_validator(mode="after")
+    def _step(self) -> JobOptions:
+        """overlap vs segment length, in the integer milliseconds the planner uses (both given here)."""
+        if self.segment_seconds is not None and self.overlap_seconds is not None:
+            try:
+                step_ms(self.segment_seconds, self.overlap_seconds)
+            except PlanError as exc:
+                raise ValueError(exc.message) from None
+        return self
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> JobOptions:
@@ -87,4 +97,5 @@ def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | Non
         start_s=opts.start_s,
         end_s=opts.end_s,
         max_frames_per_job=settings.limits.max_frames_per_job,
+        max_segments_per_job=settings.limits.max_segments_per_job,
     )

@@ -30,7 +30,7 @@ from worker.core import signing
 from worker.core.newfiles import FileFacts, check_glob, new_files
 from worker.errors import FramescribeError, NotFound, SourceError
 from worker.options import JobOptions
-from worker.sources import check_url, resolve_local
+from worker.sources import check_url, pinned, resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +241,12 @@ def post_webhook(url: str, body: bytes, headers: dict[str, str], allow: list[str
         return round((time.monotonic() - started) * 1000)
 
     try:
-        check_url(url, allow)
+        pin = pinned(url, allow)  # sent to the checked address only (no DNS rebinding)
     except SourceError as exc:
         return Attempt(None, f"refused: {exc.message}", took(), retryable=False)
     try:
         with httpx.Client(follow_redirects=False, timeout=WEBHOOK_TIMEOUT_S, trust_env=False) as client:
-            resp = client.post(url, content=body, headers=headers)
+            resp = client.post(pin.url, content=body, headers={**headers, **pin.headers}, extensions=pin.extensions)
     except httpx.HTTPError as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], took(), retryable=True)
     if 200 <= resp.status_code < 300:

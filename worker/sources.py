@@ -12,15 +12,21 @@ import stat
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from worker.core.redact import redact_url
 from worker.errors import SourceError
+
+__all__ = ["check_url", "checked_source", "download", "pinned", "redact_url", "resolve_local"]
 
 MAX_PATH_CHARS = 4096
 MAX_REDIRECTS = 5
+READ_TIMEOUT_S = 30.0
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -38,19 +44,47 @@ def resolve_local(path: str, allowed_roots: Sequence[Path]) -> Path:
         raise SourceError(f"the path must be 1 to {MAX_PATH_CHARS} characters long", field="path")
     if ".." in PurePosixPath(path).parts:
         raise SourceError("the path may not contain '..'", field="path")
-    try:
-        real = Path(path).resolve(strict=True)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file", field="path") from None
-    except (OSError, RuntimeError) as exc:  # name too long, symlink loop
-        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field="path") from None
+    outside = SourceError(f"{path}: outside the allowed folders", field="path")
+    try:  # non-strict: a missing path and an existing one outside the roots get the same answer
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # name too long, symlink loop, unreadable parent
+        raise SourceError(f"{path[:200]}: cannot be resolved", field="path") from None
     roots = [r.resolve() for r in allowed_roots]
     if not any(real == r or real.is_relative_to(r) for r in roots):
-        raise SourceError(f"{path}: outside the allowed folders", field="path")
-    mode = real.stat().st_mode
+        raise outside
+    try:
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file", field="path") from None
+    except OSError as exc:
+        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field="path") from None
     if not stat.S_ISREG(mode):
         raise SourceError(f"{path}: not a regular file", field="path")
     return real
+
+
+def checked_source(source: str, allowed_roots: Sequence[Path], data_dir: Path) -> str:
+    """Where a worker opens a job's local source: resolved and checked again *now* (a symlink swapped in
+    after the submit check is caught). Files the service keeps itself (uploads, downloads) must stay
+    inside ``data_dir``; anything else inside ``allowed_roots``. Returns the real path to open.
+
+    With no roots configured no path can be submitted (API, ``framescribe queue``), so a path job can only
+    come from the operator's own store: it is opened as stored."""
+    if source.lower().startswith(("http://", "https://")) or not allowed_roots:
+        return source
+    own = data_dir.resolve()
+    try:
+        real = Path(source).resolve()
+    except (OSError, RuntimeError):
+        raise SourceError("the job's source cannot be resolved any more", field="path") from None
+    lexical = Path(os.path.abspath(source))
+    if lexical.is_relative_to(own) and lexical.parent.parent.name in ("uploads", "sources"):
+        if not real.is_relative_to(own):
+            raise SourceError("the job's stored source now points outside the data folder", field="path")
+        if not real.is_file():
+            raise SourceError("the job's stored source is no longer on the server", field="path")
+        return str(real)
+    return str(resolve_local(source, allowed_roots))
 
 
 # -- URLs --------------------------------------------------------------------------------------
@@ -91,8 +125,9 @@ def resolve_host(host: str, port: int) -> list[IpAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-def check_url(url: str, allow: Sequence[str] = ()) -> None:
-    """Refuse anything but http(s) to public addresses (checked after DNS resolution)."""
+def check_url(url: str, allow: Sequence[str] = ()) -> list[IpAddress]:
+    """Refuse anything but http(s) to public addresses (checked after DNS resolution); returns the
+    checked addresses (connect only to these: ``pinned``)."""
     if len(url) > 8192 or any(c in url for c in "\x00\r\n"):
         raise SourceError("the URL is malformed", field="url")
     parts = urlsplit(url)
@@ -109,10 +144,38 @@ def check_url(url: str, allow: Sequence[str] = ()) -> None:
         raise SourceError("the URL's port is invalid", field="url") from None
     if host.lower() in METADATA_HOSTS:
         raise SourceError(f"host '{host}' is a cloud metadata service", field="url")
-    for ip in resolve_host(host, port):
+    ips = resolve_host(host, port)
+    for ip in ips:
         reason = forbidden_address(ip)
         if reason and not _allowed(ip, host, allow):
             raise SourceError(f"host '{host}' resolves to a {reason} address ({ip}), which is refused", field="url")
+    if not ips:
+        raise SourceError(f"cannot resolve host '{host}'", field="url")
+    return ips
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A request to the address ``check_url`` approved: the URL names the IP, ``Host`` and TLS SNI /
+    certificate check keep the host name. A DNS answer that changes after the check (rebinding) is
+    never asked for."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+def pinned(url: str, allow: Sequence[str] = ()) -> Pinned:
+    """``check_url`` and the request to send to the checked address."""
+    ip = check_url(url, allow)[0]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    named = f"[{host}]" if ":" in host else host
+    target = urlunsplit((parts.scheme, literal + port, parts.path or "/", parts.query, ""))
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return Pinned(target, {"Host": named + port}, extensions)
 
 
 def _filename(url: str) -> str:
@@ -127,11 +190,16 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allo
     The file appears only complete (temp file + rename)."""
     deadline = time.monotonic() + timeout_s
     current = url
-    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(min(30.0, timeout_s))) as client:
+    shown = redact_url(url)
+    # per-read timeout short, wall clock checked after every network read (a 1-byte drip is cut too)
+    read_s = max(0.5, min(READ_TIMEOUT_S, timeout_s / 4))
+    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
+            pin = pinned(current, allow)
+            if time.monotonic() > deadline:
+                raise SourceError("the download took longer than its time limit", field="url")
             try:
-                with client.stream("GET", current) as resp:
+                with client.stream("GET", pin.url, headers=pin.headers, extensions=pin.extensions) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:
@@ -139,15 +207,15 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allo
                         current = urljoin(current, location)
                         continue
                     if resp.status_code != 200:
-                        raise SourceError(f"the server answered HTTP {resp.status_code} for {url}", field="url")
+                        raise SourceError(f"the server answered HTTP {resp.status_code} for {shown}", field="url")
                     declared = resp.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
                         raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
                     return _save(resp, dest_dir, _filename(current), max_bytes, deadline)
             except httpx.TimeoutException:
-                raise SourceError(f"downloading {url} timed out", field="url") from None
+                raise SourceError(f"downloading {shown} timed out", field="url") from None
             except httpx.HTTPError as exc:
-                raise SourceError(f"downloading {url} failed: {exc.__class__.__name__}", field="url") from None
+                raise SourceError(f"downloading {shown} failed: {exc.__class__.__name__}", field="url") from None
     raise SourceError(f"more than {MAX_REDIRECTS} redirects", field="url")
 
 
@@ -157,7 +225,7 @@ def _save(resp: httpx.Response, dest_dir: Path, name: str, max_bytes: int, deadl
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:
-            for chunk in resp.iter_bytes(1 << 16):
+            for chunk in resp.iter_bytes():  # every network read, not 64 KiB batches
                 size += len(chunk)
                 if size > max_bytes:
                     raise SourceError(f"the download exceeded the limit of {max_bytes} bytes", field="url")

@@ -63,7 +63,7 @@ MAX_TRANSIENT_RETRIES = 4  # Celery-level retries of a segment after the describ
 # -- per process ------------------------------------------------------------------------------
 @functools.cache
 def _ports() -> Ports:
-    return build_ports(get_settings(), shared_limits=True)
+    return build_ports(get_settings(), shared_limits=True, check_sources=True)
 
 
 @functools.cache

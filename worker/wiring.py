@@ -21,6 +21,7 @@ from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
 from worker.pipeline import Event, Ports, _quiet, describer_kind
+from worker.sources import checked_source
 
 
 @functools.cache
@@ -28,9 +29,12 @@ def store_for(url: str) -> SqlResultStore:
     return SqlResultStore(url)
 
 
-def build_ports(settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False) -> Ports:
+def build_ports(
+    settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False, check_sources: bool = False
+) -> Ports:
     """Ports for one process. ``shared_limits`` (Celery workers): DashScope calls go through the
-    cross-worker limiter in the broker's Redis (``worker.ratelimit``)."""
+    cross-worker limiter in the broker's Redis (``worker.ratelimit``). ``check_sources`` (service jobs):
+    a local source is resolved and checked against the allowed roots again where it is opened."""
     store = store_for(settings.resolved_database_url)
     cache: dict[str, Describer] = {}
 
@@ -61,7 +65,7 @@ def build_ports(settings: Settings, on_event: Event = _quiet, *, shared_limits: 
         store=store,
         describer_for=describer_for,
         reader_for=lambda path: open_reader(
-            path,
+            checked_source(path, settings.allowed_roots, settings.data_dir) if check_sources else path,
             settings.limits,
             settings.sampling.reader_backend,
             keyframe_tolerance=settings.sampling.keyframe_tolerance,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from scheduler.api.deps import authenticate
 from scheduler.api.errors import ApiError
-from tests.integration.api_fixtures import Api, error_of, running_api
+from tests.integration.api_fixtures import Api, error_of, running_api, wait_for
 from worker.config import load_settings
 from worker.errors import ConfigError
 
@@ -81,8 +81,8 @@ def test_other_schemes_and_empty_bearer_are_refused(api: Api) -> None:
 def test_readyz_reports_a_dead_queue(api: Api) -> None:
     api.enqueuer.down = True
     try:
-        with api.http() as http:
-            resp = http.get("/readyz")
+        with api.http() as http:  # a /readyz answer is reused for security.readiness_cache_s (3 s)
+            resp = wait_for(lambda: (r := http.get("/readyz")).status_code == 503 and r, 10, "/readyz to see it")
         assert resp.status_code == 503
         assert resp.json() == {"status": "not ready", "checks": {"store": True, "broker": False, "workers": 0}}
     finally:

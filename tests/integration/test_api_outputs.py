@@ -32,6 +32,7 @@ def app_settings(tmp_path: Path) -> Settings:
         allowed_roots=[str(EXAMPLE.parent)],
         api_keys=[KEY],
         read_only_api_keys=["reader"],
+        security={"allowed_hosts": ["testserver"]},  # TestClient's Host header
     )
 
 

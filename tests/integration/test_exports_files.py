@@ -78,7 +78,8 @@ def test_every_format_exports_through_the_cli(
         assert out.stat().st_size > 0
     assert len(json.loads((tmp_path / "export.json").read_text())["segments"]) == 3
     subs = list(srt.parse((tmp_path / "export.srt").read_text()))
-    assert [s.content for s in subs] == [t.replace("\n\n", "\n") for t in TEXTS]
+    # SRT has no escapes: markup characters become look-alikes (the one subtitle sanitiser)
+    assert [s.content for s in subs] == [t.replace("\n\n", "\n").replace("<", "‹").replace(">", "›") for t in TEXTS]
     cues = webvtt.read(str(tmp_path / "export.vtt"))
     assert [c.start for c in cues] == ["00:00:00.000", "00:00:10.000", "00:00:20.000"]
     res = export(data, job_id, "edl", tmp_path / "hi.edl", "--min-score", "0.6")

@@ -103,7 +103,8 @@ def test_srt_parses_back_with_srt() -> None:
     subs = list(srt.parse(render("srt")))
     assert [s.index for s in subs] == [1, 2, 3]
     assert [(s.start.total_seconds(), s.end.total_seconds()) for s in subs] == [(0, 10), (20, 30), (30, 40)]
-    assert subs[0].content == "A red car parks.\nA man gets out & waves --> at the <camera>."
+    # one sanitiser for SRT and VTT: no timing arrow survives, tags are shown as look-alikes, never markup
+    assert subs[0].content == "A red car parks.\nA man gets out & waves → at the ‹camera›."
     assert subs[1].content == "=SUM(A1) The man walks off."
 
 

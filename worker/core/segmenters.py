@@ -17,7 +17,7 @@ from fractions import Fraction
 
 from worker.core.models import SegmentPlan
 from worker.core.sampling import as_fraction, sample_times, spread
-from worker.core.segments import PlanParams, clip_range, plan_segments
+from worker.core.segments import PlanParams, bounded, clip_range, plan_segments
 from worker.errors import PlanError
 
 Span = tuple[int, int]
@@ -198,16 +198,8 @@ def _job_range(duration_ms: int, source_fps: float, p: PlanParams) -> tuple[int,
 
 
 def _budgeted(plans: Iterable[SegmentPlan], p: PlanParams) -> Iterator[SegmentPlan]:
-    total = 0
-    for plan in plans:
-        total += plan.frame_count
-        if total > p.max_frames_per_job:
-            raise PlanError(
-                f"the job would sample more than {p.max_frames_per_job} frames: lower fps, raise "
-                "hybrid min_seconds or choose a shorter range",
-                field="fps",
-            )
-        yield plan
+    """Every planner stops at the job's frame and segment caps (``segments.bounded``)."""
+    return bounded(iter(plans), p)
 
 
 def _described(spans: Iterable[Span], fps: Fraction, p: PlanParams, frame_ms: float, max_ms: float | None,

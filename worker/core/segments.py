@@ -22,6 +22,30 @@ class PlanParams:
     start_s: float | None = None
     end_s: float | None = None
     max_frames_per_job: int = 200_000
+    max_segments_per_job: int = 20_000
+
+
+MIN_STEP_MS = 100  # segments must advance at least this much: overlap may not approach the segment length
+
+
+def step_ms(segment_seconds: float, overlap_seconds: float) -> int:
+    """The distance between segment starts in whole milliseconds; PlanError unless >= ``MIN_STEP_MS``.
+
+    Checked on the integer values the planner really uses, so a float overlap a hair below the
+    segment length (1 s - 0.9996 s) cannot round to a step of 0 and plan forever."""
+    for name, value in (("segment_seconds", segment_seconds), ("overlap_seconds", overlap_seconds)):
+        if not math.isfinite(value) or value < 0 or value > 10**7:
+            raise PlanError(f"{name} must be a finite number of seconds, got {value}", field=name)
+    seg_ms, overlap_ms = round(segment_seconds * 1000), round(overlap_seconds * 1000)
+    if seg_ms < MIN_STEP_MS:
+        raise PlanError(f"segment_seconds must be at least {MIN_STEP_MS / 1000:g}", field="segment_seconds")
+    if seg_ms - overlap_ms < MIN_STEP_MS:
+        raise PlanError(
+            f"overlap_seconds ({overlap_seconds:g}) must leave segments advancing by at least "
+            f"{MIN_STEP_MS / 1000:g}s (segment_seconds is {segment_seconds:g}): lower the overlap",
+            field="overlap_seconds",
+        )
+    return seg_ms - overlap_ms
 
 
 def clip_range(duration_ms: int, start_s: float | None, end_s: float | None) -> tuple[int, int]:
@@ -51,6 +75,7 @@ def check_params(p: PlanParams) -> Fraction:
             f"overlap_seconds ({p.overlap_seconds}) must be ≥ 0 and shorter than segment_seconds ({p.segment_seconds})",
             field="overlap_seconds",
         )
+    step_ms(p.segment_seconds, p.overlap_seconds)
     per_segment = math.floor(p.segment_seconds * fps)
     if per_segment > p.max_frames:
         raise PlanError(
@@ -82,16 +107,53 @@ def plan_segments(duration_ms: int, source_fps: float, p: PlanParams, *, first_i
         raise PlanError(
             f"the selected range holds only {source_frames} video frame(s); at least {p.min_frames} are needed"
         )
-    total = math.ceil((end - start) * fps / 1000)
-    if total > p.max_frames_per_job:
+    seg_ms, step = round(p.segment_seconds * 1000), step_ms(p.segment_seconds, p.overlap_seconds)
+    check_totals(end - start, seg_ms, step, fps, p)
+
+    yield from bounded(_fixed(start, end, seg_ms, step, fps, frame_ms, p, first_index), p)
+
+
+def check_totals(span_ms: int, seg_ms: int, step: int, fps: Fraction, p: PlanParams) -> None:
+    """Refuse before planning when the segments and frames the plan would really make (overlap counted:
+    every frame of an overlap is sampled and paid again) exceed the job caps."""
+    segments = 1 if span_ms <= seg_ms else 1 + math.ceil((span_ms - seg_ms) / step)
+    if segments > p.max_segments_per_job:
         raise PlanError(
-            f"the job would sample {total} frames, above the limit of {p.max_frames_per_job}: "
-            "lower fps or choose a shorter range",
+            f"the job would make {segments} segments, above the limit of {p.max_segments_per_job}: "
+            "lengthen segment_seconds, lower overlap_seconds or choose a shorter range",
+            field="segment_seconds",
+        )
+    frames = math.ceil(min(span_ms, seg_ms) * fps / 1000) * segments
+    if frames > p.max_frames_per_job:
+        raise PlanError(
+            f"the job would sample {frames} frames (overlaps counted), above the limit of "
+            f"{p.max_frames_per_job}: lower fps or overlap_seconds, or choose a shorter range",
             field="fps",
         )
-    seg_ms = round(p.segment_seconds * 1000)
-    step_ms = seg_ms - round(p.overlap_seconds * 1000)
 
+
+def bounded(plans: Iterator[SegmentPlan], p: PlanParams) -> Iterator[SegmentPlan]:
+    """Stop any planner at the job caps: counts the segments and sampled frames it really yields."""
+    frames = 0
+    for segments, plan in enumerate(plans, start=1):
+        frames += plan.frame_count
+        if segments > p.max_segments_per_job:
+            raise PlanError(
+                f"the job would make more than {p.max_segments_per_job} segments: lengthen segment_seconds "
+                "or choose a shorter range",
+                field="segment_seconds",
+            )
+        if frames > p.max_frames_per_job:
+            raise PlanError(
+                f"the job would sample more than {p.max_frames_per_job} frames: lower fps or choose a shorter range",
+                field="fps",
+            )
+        yield plan
+
+
+def _fixed(
+    start: int, end: int, seg_ms: int, step: int, fps: Fraction, frame_ms: float, p: PlanParams, first_index: int
+) -> Iterator[SegmentPlan]:
     pending: SegmentPlan | None = None
     index = first_index
     s = start
@@ -107,7 +169,7 @@ def plan_segments(duration_ms: int, source_fps: float, p: PlanParams, *, first_i
         index += 1
         if e >= end:
             break
-        s += step_ms
+        s += step
     if pending is not None:
         yield pending
 

@@ -1,17 +1,18 @@
 """``/v1/jobs/{id}/export`` (every format, streamed) and ``/v1/jobs/{id}/source`` (the video, with Range).
 
 The review page's ``<video>`` cannot send an Authorization header, so ``/source-url`` hands an
-authenticated caller a short-lived signed link (HMAC of job id and expiry, keyed by the configured API
-keys); ``/source`` accepts that signature or the usual Bearer key. Only sources the server may read are
-served: a path inside the allowed roots (checked again now) or the job's own upload.
+authenticated caller a short-lived signed link (HMAC of job id and expiry, keyed by
+``security.source_link_secret`` or a random per-process secret); ``/source`` accepts that signature
+or the usual Bearer key. Only sources the server may read are served, only as the video type their
+bytes name: a path inside the allowed roots (checked again now) or the job's own upload.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import mimetypes
 import re
+import secrets
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from scheduler.api.errors import ApiError
 from scheduler.api.models import ErrorBody
 from worker.adapters.stores.sql import Job
 from worker.config import Settings
-from worker.core.exports import renderer
+from worker.core.exports import public_input, renderer
 from worker.errors import FramescribeError
 from worker.sources import resolve_local
 
@@ -77,7 +78,10 @@ async def export(
 
     render, media_type, ext = renderer(format)
     job = await run_in_threadpool(store.get_job, job_id)
-    data = await run_in_threadpool(export_input, store, job_id)
+    data = public_input(
+        await run_in_threadpool(export_input, store, job_id),
+        lambda seg, n: f"/v1/jobs/{job_id}/frames/{seg}/{n}.jpg",
+    )
     if min_score is not None:
         data = replace(data, options={"min_score": min_score})
     chunks = render(data)
@@ -100,12 +104,18 @@ class SourceLink(BaseModel):
     expires_at: int | None
 
 
+_PROCESS_SECRET = secrets.token_bytes(32)  # used when security.source_link_secret is unset
+
+
 def _secret(settings: Settings) -> bytes | None:
-    """Signing key derived from the configured API keys; None when no key is configured (loopback only)."""
-    keys = [*settings.api_keys, *settings.read_only_api_keys]
-    if not keys:
+    """Signing key: ``security.source_link_secret`` or a random per-process secret (never derived from
+    the API keys); None when no key is configured (loopback only, links need no signature)."""
+    if not (settings.api_keys or settings.read_only_api_keys):
         return None
-    return hashlib.sha256(("framescribe-source-url\x00" + "\x00".join(sorted(keys))).encode()).digest()
+    configured = settings.security.source_link_secret
+    if configured is not None and configured.get_secret_value():
+        return hashlib.sha256(b"framescribe-source-url\x00" + configured.get_secret_value().encode()).digest()
+    return _PROCESS_SECRET
 
 
 def sign(secret: bytes, job_id: str, exp: int) -> str:
@@ -127,8 +137,31 @@ def playable(job: Job, settings: Settings) -> Path:
         raise ApiError(404, "source_not_served", "the job's source is not inside the allowed folders now") from None
 
 
+VIDEO_TYPES = {
+    "mp4/mov": "video/mp4",
+    "matroska/webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "flv": "video/x-flv",
+    "asf/wmv": "video/x-ms-asf",
+    "ogg": "video/ogg",
+    "mpeg-ps": "video/mpeg",
+    "mpeg-ts": "video/mp2t",
+}
+SOURCE_HEADERS = {  # a source is data to play, never a document: no sniffing, no scripts, no framing
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "private, max-age=3600",
+}
+
+
 def media_type_of(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    """The video type the file's own bytes name (never its extension); ApiError 415 when it is not a video."""
+    with path.open("rb") as fh:
+        kind = intake.sniff(fh.read(intake.HEAD_BYTES))
+    if kind is None:
+        raise ApiError(415, "not_a_video", "the job's source is not a video container; it is not served")
+    return VIDEO_TYPES[kind]
 
 
 @router.get("/{job_id}/source-url", response_model=SourceLink, responses=ERRORS, summary="A link to play the source")
@@ -167,4 +200,7 @@ def source(
     if not signed:
         authenticate(request, settings)
     path = playable(store.get_job(job_id), settings)
-    return FileResponse(path, media_type=media_type_of(path), headers={"Cache-Control": "private, max-age=3600"})
+    media_type = media_type_of(path)
+    ext = media_type.rsplit("/", 1)[-1].replace("x-", "")
+    headers = {**SOURCE_HEADERS, "Content-Disposition": f'attachment; filename="source-{job_id[:8]}.{ext}"'}
+    return FileResponse(path, media_type=media_type, headers=headers)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.api.deps import EnqueuerDep, ReadAccess, StoreDep
+from scheduler.api.readiness import Readiness
 from scheduler.enqueue import Enqueuer
 from worker.adapters.stores.sql import SqlResultStore
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is up (no key needed)")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:  # async: answers even when every worker thread is busy
     return {"status": "ok"}
 
 
@@ -36,9 +37,13 @@ def _checks(store: SqlResultStore, enqueuer: Enqueuer) -> dict[str, Any]:
     summary="Ready: the store answers, the broker answers, at least one worker answers a ping (no key needed)",
     responses={503: {"description": "not ready; the body says which check failed"}},
 )
-async def readyz(store: StoreDep, enqueuer: EnqueuerDep) -> JSONResponse:
-    checks = await run_in_threadpool(_checks, store, enqueuer)
-    ready = checks["store"] and checks["broker"] and checks["workers"] > 0
+async def readyz(request: Request, store: StoreDep, enqueuer: EnqueuerDep) -> JSONResponse:
+    probe = getattr(request.app.state, "readiness", None)
+    if probe is None:
+        security = request.app.state.settings.security
+        probe = request.app.state.readiness = Readiness(security.readiness_cache_s, security.readiness_timeout_s)
+    checks = await probe.checks(lambda: _checks(store, enqueuer))
+    ready = checks.get("store") and checks.get("broker") and checks.get("workers", 0) > 0
     body = {"status": "ready" if ready else "not ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from scheduler import intake
 from scheduler.api.deps import EnqueuerDep, Principal, ReadAccess, SchedulesDep, SettingsDep, StoreDep, WriteAccess
 from scheduler.api.errors import ApiError, validation_message
+from scheduler.api.guards import StreamSlots
 from scheduler.api.models import (
     DryRunPublic,
     ErrorBody,
@@ -42,6 +43,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JOB_ID = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A job id (32 hex characters).")]
 JSON_MAX_BYTES = 1024 * 1024
 SSE_POLL_S = 0.5
+SSE_MAX_POLL_S = 2.0
 SSE_HEARTBEAT_S = 15.0
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 503)
@@ -248,7 +250,7 @@ async def _submit_upload(
             intake.check_webhook(body.webhook_url, settings)
         assert up.path is not None
         info = await run_in_threadpool(intake.probe_local, up.path, settings, f"the upload '{up.filename}'", "file")
-        estimate = plan_estimate(info, body, settings)
+        estimate = await run_in_threadpool(plan_estimate, info, body, settings)  # never plan on the event loop
         if body.dry_run:
             up.discard()
             return JSONResponse(estimate, status_code=200)
@@ -375,6 +377,13 @@ def frame(
 
 
 # -- events -----------------------------------------------------------------------------------
+def stream_slots(request: Request) -> StreamSlots:
+    slots: StreamSlots | None = getattr(request.app.state, "event_streams", None)
+    if slots is None:
+        slots = request.app.state.event_streams = StreamSlots()
+    return slots
+
+
 def _sse(event: str, data: dict[str, Any], seq: int) -> bytes:
     return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -394,15 +403,35 @@ def _snapshot(store: SqlResultStore, job_id: str, want_rows: bool) -> tuple[Job 
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     summary="Server-sent events: segment done/failed, progress, job state; ends when the job ends",
 )
-async def events(job_id: JOB_ID, request: Request, store: StoreDep, _: ReadAccess) -> StreamingResponse:
+async def events(
+    job_id: JOB_ID, request: Request, store: StoreDep, settings: SettingsDep, principal: ReadAccess
+) -> StreamingResponse:
     await run_in_threadpool(store.get_job, job_id)
+    who = principal.id if principal.id != "local" else f"local:{request.client.host if request.client else ''}"
+    slots = stream_slots(request)
+    token = slots.take(who, settings.security.max_event_streams_per_client)
+    if token is None:
+        cap = settings.security.max_event_streams_per_client
+        message = f"at most {cap} event streams per client may be open at once; close one first"
+        raise ApiError(429, "too_many_streams", message, headers={"Retry-After": "5"})
 
     async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in _changes():
+                yield chunk
+        finally:
+            slots.give(who, token)
+
+    async def _changes() -> AsyncIterator[bytes]:
         seq, last_state, last_counts = 0, None, None
         seen: dict[int, str] = {}
-        quiet = 0.0
+        quiet, wait = 0.0, SSE_POLL_S
         while not await request.is_disconnected():
-            job, counts, rows = await run_in_threadpool(_snapshot, store, job_id, True)
+            slots.touch(who, token)
+            # cheap aggregate every poll; the segment rows only when the counts moved
+            job, counts, rows = await run_in_threadpool(_snapshot, store, job_id, False)
+            if job is not None and counts != last_counts:
+                job, counts, rows = await run_in_threadpool(_snapshot, store, job_id, True)
             if job is None:
                 seq += 1
                 yield _sse("end", {"job_id": job_id, "state": "deleted"}, seq)
@@ -430,11 +459,12 @@ async def events(job_id: JOB_ID, request: Request, store: StoreDep, _: ReadAcces
                 seq += 1
                 yield _sse("end", {"job_id": job_id, "state": job.state}, seq)
                 return
-            quiet = 0.0 if changed else quiet + SSE_POLL_S
+            wait = SSE_POLL_S if changed else min(SSE_MAX_POLL_S, wait * 1.5)  # idle streams poll less
+            quiet = 0.0 if changed else quiet + wait
             if quiet >= SSE_HEARTBEAT_S:
                 quiet = 0.0
                 yield b": keep-alive\n\n"
-            await asyncio.sleep(SSE_POLL_S)
+            await asyncio.sleep(wait)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

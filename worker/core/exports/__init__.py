@@ -18,6 +18,28 @@ class ExportInput:
     options: dict[str, str] = field(default_factory=dict)  # per-format knobs, e.g. edl/otio ``min_score``
 
 
+def public_input(data: ExportInput, frame_url: Callable[[int, int], str]) -> ExportInput:
+    """The export as the API serves it: no absolute server paths (frames become API links, the source its
+    file name) and no URL credentials or query strings (signed URLs)."""
+    from worker.core.redact import public_job, redact_text
+
+    def segments() -> Iterator[dict[str, Any]]:
+        for seg in data.segments:
+            seg = dict(seg)
+            if isinstance(seg.get("error"), str):
+                seg["error"] = redact_text(seg["error"])
+            frames = seg.get("frames")
+            if isinstance(frames, list):
+                seg["frames"] = [
+                    {k: v for k, v in f.items() if k != "path"} | {"url": frame_url(int(seg["index"]), int(f["n"]))}
+                    for f in frames
+                    if isinstance(f, dict)
+                ]
+            yield seg
+
+    return ExportInput(job=public_job(data.job), segments=segments(), options=data.options)
+
+
 Renderer = Callable[[ExportInput], Iterator[str]]
 FORMATS: dict[str, tuple[Renderer, str, str]] = {}  # name -> (render, media type, file extension)
 

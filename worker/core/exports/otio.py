@@ -27,6 +27,8 @@ def _range(start: float, duration: float, rate: float) -> dict[str, Any]:
 def target_url(source: str) -> str:
     if source.startswith(("http://", "https://", "file://")):
         return source
+    if not source.startswith("/"):  # a bare file name (API exports carry no server path): relative reference
+        return quote(source)
     return "file://" + quote(source)
 
 

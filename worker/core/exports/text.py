@@ -69,17 +69,23 @@ def score_of(structured: dict[str, Any] | None) -> float | None:
     return None if best is None else min(1.0, max(0.0, best))
 
 
+MAX_TIME_MS = 10**11  # ~3 years: any time beyond is an input error, not an overflow deeper down
+
+
 def to_ms(value: Any) -> int | None:
-    """A time the describer reported: seconds (number), ``MM:SS[.mmm]`` / ``HH:MM:SS[.mmm]``; None if unreadable."""
+    """A time the describer or a query gave: seconds (number), ``MM:SS[.mmm]`` / ``HH:MM:SS[.mmm]``; None if
+    unreadable or beyond ``MAX_TIME_MS`` either way."""
+    ms: int | None = None
     num = _number(value) if not isinstance(value, str) or ":" not in value else None
     if num is not None:
-        return round(num * 1000)
-    if isinstance(value, str):
+        ms = round(num * 1000) if abs(num) <= MAX_TIME_MS / 1000 else None
+    elif isinstance(value, str):
         m = _TIME.match(value.strip())
         if m:
             h, mm, ss = m.groups()
-            return round(((int(h or 0) * 60 + int(mm)) * 60 + float(ss)) * 1000)
-    return None
+            total = (int(h or 0) * 60 + int(mm)) * 60 + float(ss)
+            ms = round(total * 1000) if total <= MAX_TIME_MS / 1000 else None
+    return ms
 
 
 @dataclass(frozen=True, slots=True)
