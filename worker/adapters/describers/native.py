@@ -60,12 +60,19 @@ class NativeTransport:
     ) -> Reply:
         att = wire.current()
         base = str(dashscope.base_http_api_url or "https://dashscope.aliyuncs.com/api/v1")
-        urls, _ = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s)
-        item: dict[str, Any] = {"video": urls, "fps": fps}
-        if params.max_pixels:
-            item["max_pixels"] = params.max_pixels
-        user = {"role": "user", "content": [item, {"text": prompt}]}
-        return self._call([{"role": "system", "content": [{"text": system}]}, user], params, on_text)
+        for fresh in (False, True):
+            urls, reused = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s, fresh=fresh)
+            item: dict[str, Any] = {"video": urls, "fps": fps}
+            if params.max_pixels:
+                item["max_pixels"] = params.max_pixels
+            user = {"role": "user", "content": [item, {"text": prompt}]}
+            try:
+                return self._call([{"role": "system", "content": [{"text": system}]}, user], params, on_text)
+            except DescriberRejected as exc:
+                if fresh or not reused or "URL" not in exc.message:
+                    raise
+                # a re-used oss:// URL the service no longer knows (a 400, not billed): upload those frames again
+        raise AssertionError("unreachable")
 
     def text(self, system: str, prompt: str, params: CallParams) -> Reply:
         if is_text_model(params.model):

@@ -74,11 +74,21 @@ class UploadLedger:
 
 
 def upload_frames(
-    frames: Sequence[str], model: str, api_key: str, base_url: str, att: Attempt, reuse_s: float = REUSE_DEFAULT_S
+    frames: Sequence[str],
+    model: str,
+    api_key: str,
+    base_url: str,
+    att: Attempt,
+    reuse_s: float = REUSE_DEFAULT_S,
+    *,
+    fresh: bool = False,
 ) -> tuple[list[str], int]:
-    """``oss://`` URLs for ``frames`` (paths), uploading only those without a valid one. Returns the
-    URLs and how many were re-used. Raises a DescriberError (transient for network/5xx/timeouts)."""
+    """``oss://`` URLs for ``frames`` (paths), uploading only those without a valid one (all of them if
+    ``fresh``). Returns the URLs and how many were re-used. Raises a DescriberError (transient for
+    network/5xx/timeouts)."""
     ledger = UploadLedger(frames, reuse_s)
+    if fresh:
+        ledger.entries.clear()
     keys = [f"{model}:{_digest(p)}" for p in frames]
     urls: list[str | None] = [ledger.get(k) for k in keys]
     reused = sum(u is not None for u in urls)

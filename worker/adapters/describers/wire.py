@@ -118,7 +118,8 @@ class CountingSession(requests.Session):
         self._sent = True
         att.generation += 1
         try:
-            return super().request(method, url if isinstance(url, str) else url.decode(), *args, **kwargs)
+            verb = method if isinstance(method, str) else method.decode()
+            return super().request(verb, url if isinstance(url, str) else url.decode(), *args, **kwargs)
         except requests.RequestException as exc:
             att.errors.append(f"{type(exc).__name__}")
             att.lost = att.lost or was_sent(exc)
