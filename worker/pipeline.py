@@ -76,6 +76,7 @@ class Estimate:
     frame_width: int
     frame_height: int
     model: str | None
+    extras: dict[str, Any] = field(default_factory=dict)  # summary calls, input/output tokens, cost, segmentation
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class Estimate:
             "calls": self.calls,
             "frame_size": [self.frame_width, self.frame_height],
             "model": self.model,
+            **self.extras,
         }
 
 
@@ -134,7 +136,11 @@ def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Fi
                     field="segment_seconds",
                 )
             tokens += need
-    return Estimate(segments, frames, tokens, calls, w, h, model)
+    extras = spend.estimate_extras(calls, tokens, opts, settings)
+    segmenter = opts.segmenter or settings.sampling.segmenter
+    analysed = "analysed" if findings is not None else "estimated as fixed (no analysis pass)"
+    extras["segmentation"] = "fixed" if segmenter == "fixed" else analysed
+    return Estimate(segments, frames, tokens, calls, w, h, model, extras)
 
 
 PROMPT_HEADROOM_TOKENS = 4000  # system + segment prompt + previous description

@@ -14,6 +14,7 @@ from typing import Any
 from worker.config import Settings
 from worker.core import budget, money
 from worker.core.models import JobSummary
+from worker.errors import FramescribeError
 from worker.options import JobOptions
 
 
@@ -113,3 +114,42 @@ def usage_line(usage: dict[str, Any], calls: int, opts: JobOptions, settings: Se
         f"Usage: {usage['input_tokens']} input / {usage['output_tokens']} output / {usage['video_tokens']} video "
         f"tokens in {calls} call(s), {usage.get('http_attempts', 0)} HTTP request(s){summ}{money_}"
     )
+
+
+PROMPT_TOKENS = 300  # system + segment prompt + the previous description, per call (an estimate)
+
+
+def estimate_extras(calls: int, video_tokens: int, opts: JobOptions, settings: Settings) -> dict[str, Any]:
+    """What a dry run adds to the segments' video tokens: the summary's calls, input and output tokens
+    (outputs at ``max_tokens``: an upper bound) and the cost at the configured prices."""
+    model = model_of(opts, settings)
+    if model is None or calls == 0:
+        return {"summary_calls": 0, "input_tokens": 0, "output_tokens_max": 0, "cost": {}}
+    max_out = opts.max_tokens or settings.dashscope.max_tokens
+    s_calls, s_in, s_out = summary_estimate(calls, settings)
+    seg_in = video_tokens + calls * PROMPT_TOKENS
+    usage = {
+        "input_tokens": seg_in + s_in,
+        "output_tokens": calls * max_out + s_out,
+        "summary_input_tokens": s_in,
+        "summary_output_tokens": s_out,
+    }
+    cost = job_cost(usage, opts, settings)
+    if cost.get("amount") is not None:
+        cost["note"] = "upper bound: every reply at max_tokens"
+    return {
+        "summary_calls": s_calls,
+        "input_tokens": usage["input_tokens"],
+        "output_tokens_max": usage["output_tokens"],
+        "cost": cost,
+    }
+
+
+def usage_with_cost(usage: dict[str, int], options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A job's usage (``store.usage``) with ``cost`` and ``currency`` (None when its model has no price)."""
+    try:
+        opts = JobOptions.parse(options)
+    except FramescribeError:
+        opts = JobOptions()
+    cost = job_cost(usage, opts, settings)
+    return {**usage, "cost": cost.get("amount"), "currency": cost.get("currency")}

@@ -86,7 +86,9 @@ class JobPublic(BaseModel):
     video: dict[str, Any] | None
     segment_count: int
     progress: dict[str, int] = Field(description="Segments per state (pending, running, done, failed, ...).")
-    usage: dict[str, int] = Field(description="Token and attempt totals over the job's segments.")
+    usage: dict[str, int | float | str | None] = Field(
+        description="Token and request totals (segments, repairs and the summary) and the cost at the price table."
+    )
     error: str | None
     schedule_id: str | None
     created_at: datetime

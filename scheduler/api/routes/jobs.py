@@ -30,7 +30,7 @@ from scheduler.api.models import (
     SummaryPublic,
 )
 from scheduler.enqueue import Enqueuer, QueueUnavailable
-from worker import pipeline
+from worker import pipeline, spend
 from worker.adapters.frames.local import job_dir, remove_tree
 from worker.adapters.stores.sql import TERMINAL_JOB, Job, SqlResultStore
 from worker.config import Settings
@@ -78,7 +78,7 @@ def public(job: Job, store: SqlResultStore, settings: Settings) -> dict[str, Any
         video=job.video,
         segment_count=job.segment_count,
         progress=store.counts(job.id),
-        usage=store.usage(job.id),
+        usage=spend.usage_with_cost(store.usage(job.id), job.options, settings),
         error=job.error or None,
         schedule_id=job.schedule_id,
         created_at=job.created_at,
