@@ -79,7 +79,7 @@ def test_max_frames_follows_the_model_and_errors_name_the_right_limit() -> None:
     own = load_settings(
         describer={"kind": "dashscope"}, dashscope={"model": "qwen3-vl-plus"}, sampling={"max_frames": 600}
     )
-    with pytest.raises(PlanError, match="sampling.max_frames of 600"):
+    with pytest.raises(PlanError, match=r"sampling\.max_frames of 600"):
         list(plan_segments(60_000, 30.0, plan_params(JobOptions(fps=30, segment_seconds=60), own)))
 
 
