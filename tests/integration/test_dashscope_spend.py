@@ -283,3 +283,33 @@ def test_the_summary_counts_against_max_calls(
     assert (summary.source == "dashscope") is model_summary
     assert summary.calls == (4 if model_summary else 3)
     assert_stored_equals_billed(ports, job_id, fake)
+
+
+@pytest.mark.parametrize("segmenter", ["fixed", "scene", "hybrid"])
+def test_dry_run_runs_the_analysis_pass_and_prints_cost(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, segmenter: str
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from worker import cli_estimate
+
+    settings = make_settings(tmp_path, fake)
+    opts = JobOptions(segmenter=segmenter)  # type: ignore[arg-type]
+    data = cli_estimate.report(clip_12s, opts, settings)
+    est = data["estimate"]
+    assert est["segmentation"] == ("fixed" if segmenter == "fixed" else "analysed")
+    assert est["summary_calls"] == 1 and est["cost"]["amount"] > 0 and est["cost"]["currency"] == "CNY"
+    # the job then plans exactly the segments and video tokens the dry run said
+    ports, job_id, _ = run(settings, clip_12s, segmenter=segmenter)
+    assert len(rows(ports, job_id)) == est["segments"]
+    assert fake.billed_totals()["video_tokens"] == est["video_tokens"]
+    assert fake.billed_totals()["calls"] == est["calls"] + est["summary_calls"]
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    cli_estimate.show(data, terminal, as_json=False)
+    text = terminal.file.getvalue()  # type: ignore[attr-defined]
+    assert "cost (at most)" in text and "video tokens" in text and "{" not in text
+    piped = Console(file=io.StringIO(), width=100)
+    cli_estimate.show(data, piped, as_json=True)
+    assert json.loads(piped.file.getvalue())["estimate"]["segments"] == est["segments"]  # type: ignore[attr-defined]
