@@ -313,3 +313,16 @@ def test_dry_run_runs_the_analysis_pass_and_prints_cost(
     piped = Console(file=io.StringIO(), width=100)
     cli_estimate.show(data, piped, as_json=True)
     assert json.loads(piped.file.getvalue())["estimate"]["segments"] == est["segments"]  # type: ignore[attr-defined]
+
+
+def test_an_sdk_failure_is_one_log_line_not_a_traceback(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    req = request_for(tmp_path, settings, clip_12s)
+    fake.enqueue(Behavior(reset=True))
+    with caplog.at_level("DEBUG"):
+        build(settings).describe(req)
+    assert not [r for r in caplog.records if r.exc_info]  # the SDK's "Request failed" traceback is dropped
+    retries = [r for r in caplog.records if "attempt 2 of" in r.getMessage()]
+    assert len(retries) == 1 and "DashScope unreachable" in retries[0].getMessage()

@@ -5,8 +5,8 @@ getPolicy/upload); a 429 or a refused request is not an outage and a success clo
 open, ``check`` raises DescriberUnavailable at once, without a request: the pipeline stops the job
 ``partial`` and ``framescribe retry JOB`` resumes it. In one process the state is shared by every job
 and thread; under Celery it is also shared by every worker through Redis (``use_redis``), so an outage
-costs about N requests in all, not N per worker. After ``cooldown_s`` one probe is let through; its
-failure re-opens the circuit at once.
+costs about N requests in all, not N per worker. After ``cooldown_s`` calls are let through again
+(one per caller in flight); the first failure re-opens the circuit at once, a success closes it.
 """
 
 from __future__ import annotations

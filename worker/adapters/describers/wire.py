@@ -85,10 +85,7 @@ def attempt(timeout_s: float) -> Iterator[Attempt]:
 def current() -> Attempt:
     """The attempt in progress, or a fresh one (a transport used on its own) with a generous deadline."""
     att = _current.get()
-    if att is None:
-        att = Attempt(time.monotonic() + 300.0, 300.0)
-        _current.set(att)
-    return att
+    return att if att is not None else Attempt(time.monotonic() + 300.0, 300.0)
 
 
 def was_sent(exc: BaseException) -> bool:
