@@ -126,6 +126,7 @@ class SegmentPublic(BaseModel):
     describer: str | None
     model: str | None
     attempts: int
+    http_attempts: int = Field(0, description="Model requests really sent for this segment (retries included).")
     latency_ms: int
     error: str | None
     reused_from: int | None = Field(None, description="Segment whose description was reused (no model call).")
