@@ -394,6 +394,20 @@ class SqlResultStore:
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    def add_spent(self, job_id: str, index: int, spent: Usage) -> None:
+        """Add what failed requests cost to a segment that will be tried again (a Celery retry)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(SegmentDbRow)
+                .where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
+                .values(
+                    input_tokens=SegmentDbRow.input_tokens + spent.input_tokens,
+                    output_tokens=SegmentDbRow.output_tokens + spent.output_tokens,
+                    video_tokens=SegmentDbRow.video_tokens + spent.video_tokens,
+                    http_attempts=SegmentDbRow.http_attempts + spent.http_attempts,
+                )
+            )
+
     def segment_state(self, job_id: str, index: int) -> str | None:
         with self.session() as s:
             return s.scalar(
