@@ -203,11 +203,18 @@ def test_one_deadline_covers_policy_uploads_and_generation(
         fake.release()
     assert time.monotonic() - started < 6  # two attempts of at most 1 s each (plus SDK overhead)
     assert len(fake.requests_of(where)) == 2
+    # the released requests finish (and a generation is billed) now: let them, before the next test
+    deadline = time.monotonic() + 10
+    while any(r.response_status is None for r in fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _outage_after_first_segment(fake: FakeDashScope, kind: str) -> None:
+    first: list[bool] = []
+
     def reply(rec: RecordedRequest) -> str:
-        if rec.videos and not fake.billed:  # the first segment is described, then DashScope goes down
+        if rec.videos and not first:  # the first segment is described, then DashScope goes down
+            first.append(True)
             if kind == "everything":
                 fake.outage(3600)
             else:
