@@ -289,7 +289,16 @@ def test_the_summary_counts_against_max_calls(
     assert summary.segments_done == 3 and fake.billed_totals()["calls"] <= cap
     assert (summary.source == "dashscope") is model_summary
     assert summary.calls == (4 if model_summary else 3)
-    assert_stored_equals_billed(ports, job_id, fake)
+    usage = assert_stored_equals_billed(ports, job_id, fake)
+    # the summary's usage is in the exports and the API's usage, with the cost
+    from worker.spend import usage_with_cost
+    from worker.wiring import export_input
+
+    head = export_input(ports.store, job_id).job
+    assert head["usage"] == usage and head["summary"]["usage"]["summary"].get("calls", 0) == int(model_summary)
+    api = usage_with_cost(usage, ports.store.get_job(job_id).options, ports.settings)
+    assert api["cost"] is not None and api["cost"] > 0 and api["currency"] == "CNY"
+    assert head["summary"]["usage"]["cost"]["amount"] == pytest.approx(api["cost"])
 
 
 @pytest.mark.parametrize("segmenter", ["fixed", "scene", "hybrid"])
