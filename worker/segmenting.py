@@ -197,7 +197,8 @@ def tokens_saved(
     video = video or {}
     if not video.get("width") or not video.get("height"):
         return 0
-    w, h = budget.frame_size(int(video["width"]), int(video["height"]), settings.sampling.max_pixels, limits.factor)
+    px = min(settings.sampling.max_pixels, limits.video_max_pixels)  # the size frames are written at (spend.py)
+    w, h = budget.frame_size(int(video["width"]), int(video["height"]), px, limits.factor)
     saved = 0
     for row in rows:
         if row.state not in DONE_STATES:
