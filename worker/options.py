@@ -95,4 +95,4 @@ def _frames_source(setting: int | None, model_limit: int | None) -> str:
     """What the per-segment frame limit comes from, for error messages."""
     if model_limit is not None and (setting is None or setting >= model_limit):
         return "the model's limit"
-    return "sampling.max_frames" if setting is not None else "the default limit"
+    return "sampling.max_frames" if setting is not None else "the frame limit (sampling.max_frames default)"
