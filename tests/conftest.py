@@ -18,6 +18,16 @@ EXAMPLE = REPO / "examples" / "street.mp4"
 
 
 @pytest.fixture(autouse=True)
+def _fresh_breaker() -> Iterator[None]:
+    """The DashScope circuit breaker is process-wide: one test's outage must not stop the next test."""
+    from worker.adapters.describers.dashscope import shared_breaker
+
+    shared_breaker.cache_clear()
+    yield
+    shared_breaker.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """A test that logs an ERROR fails: errors must be handled, not just printed."""
     yield

@@ -110,7 +110,8 @@ def run(
     segmenter: SegmenterOpt = None,
     max_video_tokens: MaxVideoTokensOpt = None,
     max_calls: MaxCallsOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens only.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens/cost only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Dry run: print JSON (default on a pipe).")] = False,
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -118,7 +119,6 @@ def run(
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
     from worker import pipeline
-    from worker.adapters.video import open_reader
     from worker.adapters.video.opencv import check_file
     from worker.wiring import build_ports
 
@@ -126,11 +126,9 @@ def run(
     opts = job_options_from(locals())
     check_file(video, settings.limits)
     if dry_run:
-        with open_reader(video, settings.limits, settings.sampling.reader_backend) as reader:
-            info = reader.probe()
-        est = pipeline.estimate(info, opts, settings)
-        pipeline.check_budget(est, opts, settings)
-        out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
+        from worker import cli_estimate
+
+        cli_estimate.show(cli_estimate.report(video, opts, settings), out, as_json)
         return
     reporter = _Reporter(sys.stderr.isatty())
     ports = build_ports(settings, on_event=reporter)
@@ -153,10 +151,9 @@ def run(
     out.print(f"\nSummary ({summary.state}): {summary.text}", markup=False)
     usage = ports.store.usage(job.id)
     if usage["video_tokens"] or usage["input_tokens"]:
-        out.print(
-            f"Usage: {usage['input_tokens']} input / {usage['output_tokens']} output / "
-            f"{usage['video_tokens']} video tokens in {summary.calls} call(s)"
-        )
+        from worker.spend import usage_line
+
+        out.print(usage_line(usage, summary.calls, opts, settings), markup=False)
     if summary.calls_saved or summary.video_tokens_saved:
         tokens = f", ~{summary.video_tokens_saved} video tokens" if summary.video_tokens_saved else ""
         out.print(f"Saved: {summary.calls_saved} call(s) (static, reused or cached segments){tokens}")

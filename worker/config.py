@@ -32,7 +32,9 @@ class SamplingSettings(Section):
     segment_seconds: float = Field(10.0, gt=0, le=3600, description="Length of one segment.")
     overlap_seconds: float = Field(0.0, ge=0, description="Overlap between consecutive segments.")
     min_frames: int = Field(4, ge=1, description="Fewest frames in one segment (DashScope needs 4).")
-    max_frames: int = Field(512, ge=4, description="Most frames in one segment (model limit).")
+    max_frames: int | None = Field(
+        None, ge=4, description="Most frames in one segment (default: the model's own limit, 512 without one)."
+    )
     max_pixels: int = Field(401_408, ge=1024, description="Pixel budget per written frame; sides are multiples of 32.")
     jpeg_quality: int = Field(90, ge=30, le=100)
     segmenter: Literal["fixed", "scene", "motion", "hybrid"] = "fixed"
@@ -96,13 +98,33 @@ class DescriberSettings(Section):
     )
 
 
+class ModelPrice(Section):
+    input: float = Field(ge=0, description="Per million input tokens (text + visual).")
+    output: float = Field(ge=0, description="Per million output tokens.")
+    cached: float = Field(0.0, ge=0, description="Per million cached input tokens.")
+
+
+# CNY per million tokens, Beijing list prices (2025; check the Model Studio console for yours).
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "qwen-vl-max": {"input": 1.6, "output": 4.0, "cached": 0.32},
+    "qwen-vl-plus": {"input": 0.8, "output": 2.0, "cached": 0.16},
+    "qwen3-vl-plus": {"input": 1.0, "output": 10.0, "cached": 0.2},
+    "qwen3-vl-flash": {"input": 0.15, "output": 1.5, "cached": 0.03},
+    "qwen-plus": {"input": 0.8, "output": 2.0, "cached": 0.16},
+    "qwen-flash": {"input": 0.15, "output": 1.5, "cached": 0.03},
+    "qwen-turbo": {"input": 0.3, "output": 0.6, "cached": 0.06},
+}
+
+
 class DashScopeSettings(Section):
     api_key: SecretStr | None = Field(None, description="Falls back to DASHSCOPE_API_KEY.")
     base_url: str | None = Field(None, description="Native API base, e.g. https://dashscope-intl.aliyuncs.com/api/v1")
     compatible_base_url: str | None = Field(None, description="OpenAI-compatible base URL.")
     transport: Literal["native", "openai"] = "native"
     model: str = "qwen-vl-max-latest"
-    summary_model: str | None = Field(None, description="Text model for job summaries (default: model).")
+    summary_model: str | None = Field(
+        "qwen-plus", description="Text model for job summaries (they see only text); null = the VL model."
+    )
     vl_high_resolution_images: bool = False
     max_pixels: int | None = Field(
         None, ge=3136, description="Per-frame pixel cap DashScope applies to the frame list (video item key)."
@@ -123,6 +145,18 @@ class DashScopeSettings(Section):
     max_calls: int | None = Field(None, ge=1, description="Per-job cap on model calls.")
     summary_batch_tokens: int = Field(
         24_000, ge=500, description="Most input tokens in one summary call; longer jobs are summarised in batches."
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive transient failures after which calls stop (circuit breaker)."
+    )
+    breaker_cooldown_s: float = Field(120.0, gt=0, description="How long the open circuit refuses calls.")
+    upload_reuse_s: float = Field(
+        47 * 3600, ge=0, le=48 * 3600, description="Re-use an uploaded frame's oss:// URL this long (DashScope: 48 h)."
+    )
+    currency: str = Field("CNY", description="Currency of the price table.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: {k: ModelPrice(**v) for k, v in DEFAULT_PRICES.items()},
+        description="Per model-name prefix: price per million input, output and cached input tokens.",
     )
 
 

@@ -76,6 +76,13 @@ class DescriberAuthError(DescriberError):
     code = "describer_auth"
 
 
+class DescriberUnavailable(DescriberAuthError):
+    """DashScope is down (the circuit breaker is open): stops the job like a refused key, but
+    ``framescribe retry JOB`` resumes it once the service is back."""
+
+    code = "describer_outage"
+
+
 class BudgetExceeded(FramescribeError):
     code = "budget_exceeded"
 

@@ -93,9 +93,17 @@ def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | Non
         segment_seconds=opts.segment_seconds or s.segment_seconds,
         overlap_seconds=s.overlap_seconds if opts.overlap_seconds is None else opts.overlap_seconds,
         min_frames=max(s.min_frames, limits.min_frames) if limits else s.min_frames,
-        max_frames=min(s.max_frames, limits.max_frames) if limits else s.max_frames,
+        max_frames=min(s.max_frames or limits.max_frames, limits.max_frames) if limits else (s.max_frames or 512),
+        max_frames_source=_frames_source(s.max_frames, limits.max_frames if limits else None),
         start_s=opts.start_s,
         end_s=opts.end_s,
         max_frames_per_job=settings.limits.max_frames_per_job,
         max_segments_per_job=settings.limits.max_segments_per_job,
     )
+
+
+def _frames_source(setting: int | None, model_limit: int | None) -> str:
+    """What the per-segment frame limit comes from, for error messages."""
+    if model_limit is not None and (setting is None or setting >= model_limit):
+        return "the model's limit"
+    return "sampling.max_frames" if setting is not None else "the frame limit (sampling.max_frames default)"

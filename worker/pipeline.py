@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worker import segmenting
+from worker import segmenting, spend
 from worker.adapters.frames.local import JpegWriter, remove_tree, segment_dir
 from worker.adapters.stores.sql import Job, SqlResultStore
 from worker.adapters.video import VideoReader
@@ -76,6 +76,7 @@ class Estimate:
     frame_width: int
     frame_height: int
     model: str | None
+    extras: dict[str, Any] = field(default_factory=dict)  # summary calls, input/output tokens, cost, segmentation
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class Estimate:
             "calls": self.calls,
             "frame_size": [self.frame_width, self.frame_height],
             "model": self.model,
+            **self.extras,
         }
 
 
@@ -115,7 +117,7 @@ def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Fi
     """Pre-flight: segments, frames and the video tokens DashScope would bill. No call is made.
 
     Without ``findings`` (no analysis pass yet) every segmenter is estimated as fixed-length."""
-    w, h = budget.frame_size(info.width, info.height, settings.sampling.max_pixels)
+    w, h = spend.frame_size(info.width, info.height, opts, settings)  # the size frames are written at
     kind = describer_kind(opts, settings)
     model = model_of(opts, settings) if kind == "dashscope" else None
     limits = request_limits(opts, settings)
@@ -134,7 +136,11 @@ def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Fi
                     field="segment_seconds",
                 )
             tokens += need
-    return Estimate(segments, frames, tokens, calls, w, h, model)
+    extras = spend.estimate_extras(calls, tokens, opts, settings)
+    segmenter = opts.segmenter or settings.sampling.segmenter
+    analysed = "analysed" if findings is not None else "estimated as fixed (no analysis pass)"
+    extras["segmentation"] = "fixed" if segmenter == "fixed" else analysed
+    return Estimate(segments, frames, tokens, calls, w, h, model, extras)
 
 
 PROMPT_HEADROOM_TOKENS = 4000  # system + segment prompt + previous description
@@ -205,11 +211,14 @@ class Sampled:
     hashes: list[int] = field(default_factory=list)  # pHash of every sampled frame (before dedup)
 
 
-def sample_segment(reader: VideoReader, plan: SegmentPlan, folder: Path, settings: Settings) -> Sampled:
+def sample_segment(
+    reader: VideoReader, plan: SegmentPlan, folder: Path, settings: Settings, opts: JobOptions | None = None
+) -> Sampled:
     """Decode the plan's frames and write them as JPEGs (the folder is emptied first: a redelivery
-    rewrites it). Keeps only small analysis copies in memory."""
+    rewrites it) at the size the job's estimate assumes. Keeps only small analysis copies in memory."""
     remove_tree(folder)
-    writer = JpegWriter(settings.sampling.max_pixels, settings.sampling.jpeg_quality)
+    fb = spend.frame_budget(opts or JobOptions(), settings)
+    writer = JpegWriter(fb.max_pixels, settings.sampling.jpeg_quality, fb.factor)
     frames: list[FrameRef] = []
     thumbs: list[np.ndarray] = []
     try:
@@ -289,7 +298,8 @@ def describe_and_store(
 
 
 def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:
-    ports.store.fail_segment(job_id, index, exc.message)  # decode errors name their time themselves
+    # decode errors name their time themselves; a describer error carries what its requests cost
+    ports.store.fail_segment(job_id, index, exc.message, getattr(exc, "spent", None))
     ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
 
 
@@ -308,7 +318,8 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
         reason = _cap_reason(ports, job, plan_.frame_count, pending_calls=0, pending_tokens=0)
         if reason:  # another segment already spent the budget: stop here, without a call
             raise BudgetExceeded(reason)
-        sampled = sample_segment(rdr, plan_, segment_dir(ports.settings.data_dir, job_id, index), ports.settings)
+        folder = segment_dir(ports.settings.data_dir, job_id, index)
+        sampled = sample_segment(rdr, plan_, folder, ports.settings, options_of(job))
         previous = _stored_description(store, job_id, index - 1)
         desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous)
     except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
@@ -342,6 +353,7 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
         limits = request_limits(opts, ports.settings)
         saved = segmenting.tokens_saved(store.segment_rows(job_id), job.video, limits, ports.settings)
         summary = replace(summary, video_tokens_saved=saved)
+        summary = spend.with_cost(summary, opts, ports.settings)
     error = job.error
     if summary.state == "failed" and not error:
         failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
@@ -376,6 +388,7 @@ def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | 
         source_name=job.source_name,
         batch_tokens=ports.settings.dashscope.summary_batch_tokens,
         job_id=job.id,
+        calls_left=spend.summary_calls_left(ports.store.counts(job.id).get("done", 0), opts, ports.settings),
     )
 
 
@@ -445,7 +458,7 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
                 continue
             try:
                 folder = segment_dir(ports.settings.data_dir, job_id, index)
-                sampled = sample_segment(reader, plan_, folder, ports.settings)
+                sampled = sample_segment(reader, plan_, folder, ports.settings, opts)
             except (InputError, StoreError) as exc:
                 fail(ports, job_id, index, exc, plan_.start_ms)
                 before = None
@@ -503,7 +516,7 @@ def _segment_tokens(ports: Ports, job: Job, frames: int) -> int:
     video = job.video or {}
     if describer_kind(opts, ports.settings) != "dashscope" or not video.get("width"):
         return 0
-    w, h = budget.frame_size(int(video["width"]), int(video["height"]), ports.settings.sampling.max_pixels)
+    w, h = spend.frame_size(int(video["width"]), int(video["height"]), opts, ports.settings)
     return budget.video_tokens(frames, w, h, request_limits(opts, ports.settings))
 
 

@@ -197,7 +197,8 @@ def tokens_saved(
     video = video or {}
     if not video.get("width") or not video.get("height"):
         return 0
-    w, h = budget.frame_size(int(video["width"]), int(video["height"]), settings.sampling.max_pixels)
+    px = min(settings.sampling.max_pixels, limits.video_max_pixels)  # the size frames are written at (spend.py)
+    w, h = budget.frame_size(int(video["width"]), int(video["height"]), px, limits.factor)
     saved = 0
     for row in rows:
         if row.state not in DONE_STATES:
@@ -205,5 +206,6 @@ def tokens_saved(
         copied = row.reused_from is not None or "cached" in row.flags
         if row.state == "done" and row.video_tokens == 0 and not copied:
             continue  # described by a free describer: nothing was at stake
-        saved += max(0, planned_tokens(row, w, h, limits, settings.sampling.max_frames) - row.video_tokens)
+        planned = planned_tokens(row, w, h, limits, settings.sampling.max_frames or limits.max_frames)
+        saved += max(0, planned - row.video_tokens)
     return saved

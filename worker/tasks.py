@@ -333,6 +333,8 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
     try:
         pipeline.run_segment(dataclasses.replace(ports, describer_for=guarded), job_id, index)
     except _RetryLater as exc:
+        if (spent := getattr(exc.cause, "spent", None)) is not None:  # its requests are money even if retried
+            store.add_spent(job_id, index, spent)
         delay = retry_delay(task.request.retries, exc.cause.retry_after_s, settings)
         log.warning("job %s segment %d: %s; retrying in %.1f s", job_id, index, exc.cause.message, delay)
         raise task.retry(countdown=delay, exc=exc.cause) from None

@@ -86,7 +86,9 @@ class JobPublic(BaseModel):
     video: dict[str, Any] | None
     segment_count: int
     progress: dict[str, int] = Field(description="Segments per state (pending, running, done, failed, ...).")
-    usage: dict[str, int] = Field(description="Token and attempt totals over the job's segments.")
+    usage: dict[str, int | float | str | None] = Field(
+        description="Token and request totals (segments, repairs and the summary) and the cost at the price table."
+    )
     error: str | None
     schedule_id: str | None
     created_at: datetime
@@ -124,6 +126,7 @@ class SegmentPublic(BaseModel):
     describer: str | None
     model: str | None
     attempts: int
+    http_attempts: int = Field(0, description="Model requests really sent for this segment (retries included).")
     latency_ms: int
     error: str | None
     reused_from: int | None = Field(None, description="Segment whose description was reused (no model call).")

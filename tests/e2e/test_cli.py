@@ -94,7 +94,7 @@ def test_bad_input_one_line_error(tmp_path: Path, case: str) -> None:
         (["--fps", "0"], "fps"),
         (["--fps", "nan"], "fps"),
         (["--segment-seconds", "-3"], "segment_seconds"),
-        (["--fps", "30", "--segment-seconds", "60"], "above the model's limit"),
+        (["--fps", "30", "--segment-seconds", "60"], "above the frame limit (sampling.max_frames default) of 512"),
         (["--start", "500"], "past the end"),
     ],
 )

@@ -62,7 +62,8 @@ def test_run_prints_per_segment_usage_and_a_summary(tmp_path: Path, clip_12s: Pa
     assert len(usage) == 3 and all("video tokens" in u and "qwen-vl-max-latest" in u for u in usage)
     assert any(ln.startswith("Summary (done): ") for ln in lines)
     total = next(ln for ln in lines if ln.startswith("Usage: "))
-    assert total.endswith("in 3 call(s)")
+    # 3 segment calls + the summary's (on the text model), every HTTP request, and the cost
+    assert "in 4 call(s), 4 HTTP request(s) (summary: " in total and total.endswith(" CNY")
     export = json.loads((tmp_path / "d" / "exports" / f"{job_id}.json").read_text())
     billed = export["usage"]["video_tokens"]
     assert billed == sum(s["video_tokens"] for s in export["segments"]) and f"/ {billed} video tokens" in total

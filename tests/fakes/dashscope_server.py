@@ -22,6 +22,14 @@ Token accounting (``video_tokens``/``image_tokens``) follows section 4.3 of the 
   (4x640x480 -> 602/784, 16x1280x720 -> 4754/5762, 64x1280x720 -> 19010/23042).
 * ``video_tokens = ceil(n / 2) * (h/f) * (w/f) + 2``; text tokens are approximated as ``len(text) // 4 + 1``.
 
+Money and faults (issue 15): every request the fake *processed* is billed in ``billed`` (a reply lost
+to ``reset_after`` is billed too, as the real service would); ``usage_field`` picks how visual tokens
+are reported (``both`` | ``video_tokens`` | ``image_tokens`` | ``details`` | ``none``);
+``video_max_pixels`` = ``ignore`` bills frame lists at their real size whatever ``max_pixels`` says;
+``outage(seconds)`` answers 503 to every request (getPolicy, uploads, model calls) for a while;
+``policy_behavior`` / ``upload_behavior`` may ``hang``. ``/services/aigc/text-generation/generation``
+serves text models (``dashscope.Generation``), recorded as ``generation`` requests.
+
 Limitations: ``video`` given as a single URL/file (not a frame list) is rejected with 400 (the fake only
 understands frame lists); ``http(s)://`` media is served only from ``FakeDashScope.remote_files``.
 
@@ -70,6 +78,7 @@ __all__ = [
 ]
 
 GENERATION_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+TEXT_GENERATION_PATH = "/api/v1/services/aigc/text-generation/generation"
 POLICY_PATH = "/api/v1/uploads"
 OSS_PREFIX = "/__oss__/"
 OSS_BUCKET_PATH = "/__oss__/dashscope-file-mgr"
@@ -253,6 +262,7 @@ class Behavior:
     delay_s: float = 0.0
     hang: bool = False
     reset: bool = False  # close the socket (RST) without any response
+    reset_after: bool = False  # process (and bill) the request, then close the socket without the reply
     garbage: bool = False  # 200 with a non-JSON body
     reply_text: str | None = None
     reply_fn: Callable[[RecordedRequest], str] | None = None
@@ -402,6 +412,10 @@ class FakeDashScope:
         self.upload_behavior: Behavior | None = None  # error/delay for OSS uploads (status only)
         self.reply_fn: Callable[[RecordedRequest], str] | None = None
         self.remote_files: dict[str, bytes] = {}
+        self.usage_field = "both"  # how visual tokens are reported (see the module docstring)
+        self.video_max_pixels = "honour"  # or "ignore": frame lists billed at their real size
+        self.billed: list[dict[str, Any]] = []  # one entry per processed model request
+        self._outage_until = 0.0
         self.arrived = threading.Event()  # set whenever a model request arrives
         self._cond = threading.Condition()
         self._requests: list[RecordedRequest] = []
@@ -508,6 +522,40 @@ class FakeDashScope:
             self.reply_fn = None
             self.remote_files.clear()
             self.arrived.clear()
+            self.billed.clear()
+            self.usage_field = "both"
+            self.video_max_pixels = "honour"
+            self._outage_until = 0.0
+
+    # ---- money and outages
+    def outage(self, seconds: float) -> None:
+        """Answer 503 to every request (policy, upload, model) for ``seconds`` from now."""
+        with self._cond:
+            self._outage_until = time.monotonic() + seconds
+
+    def end_outage(self) -> None:
+        with self._cond:
+            self._outage_until = 0.0
+
+    @property
+    def in_outage(self) -> bool:
+        with self._cond:
+            return time.monotonic() < self._outage_until
+
+    def bill(self, entry: dict[str, Any]) -> None:
+        with self._cond:
+            self.billed.append(entry)
+
+    def billed_totals(self) -> dict[str, int]:
+        """Sum of what was billed: input, output, visual (video + image) tokens and model requests billed."""
+        with self._cond:
+            rows = list(self.billed)
+        return {
+            "input_tokens": sum(r["input_tokens"] for r in rows),
+            "output_tokens": sum(r["output_tokens"] for r in rows),
+            "video_tokens": sum(r["video_tokens"] + r["image_tokens"] for r in rows),
+            "calls": len(rows),
+        }
 
     # ---- scripting
     def enqueue(self, *behaviors: Behavior) -> None:
@@ -807,7 +855,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path.startswith(OSS_PREFIX):
             self._oss_upload()
-        elif path == GENERATION_PATH:
+        elif path in (GENERATION_PATH, TEXT_GENERATION_PATH):
             self._model_call("generation")
         elif path == COMPAT_PATH:
             self._model_call("compatible")
@@ -821,8 +869,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _side_behavior(self, behavior: Behavior | None) -> bool:
         """Apply delay/error of a getPolicy/upload behaviour; True if a response was sent."""
+        if self.fake.in_outage:
+            self._send_json(503, {"request_id": str(uuid.uuid4()), "code": "ServiceUnavailable",
+                                  "message": ERROR_PRESETS["ServiceUnavailable"][1]})  # fmt: skip
+            return True
         if behavior is None:
             return False
+        if behavior.hang:
+            self.fake._gate(True)
         if behavior.delay_s:
             time.sleep(behavior.delay_s)
         if behavior.reset:
@@ -844,7 +898,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake._record(rec)
         rid = str(uuid.uuid4())
         if self._side_behavior(fake.policy_behavior):
-            rec.response_status = fake.policy_behavior.status if fake.policy_behavior else None
+            rec.response_status = 503 if not fake.policy_behavior else fake.policy_behavior.status
             return
         if (query.get("action") or [""])[0] != "getPolicy":
             rec.response_status = 400
@@ -876,7 +930,7 @@ class _Handler(BaseHTTPRequestHandler):
         rec.upload_bytes = data
         fake._record(rec)
         if self._side_behavior(fake.upload_behavior):
-            rec.response_status = fake.upload_behavior.status if fake.upload_behavior else None
+            rec.response_status = 503 if not fake.upload_behavior else fake.upload_behavior.status
             return
         if data is None:
             status, code, message = 400, "InvalidArgument", "No file part in the multipart body."
@@ -987,7 +1041,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         sizes = [self._size(f) for f in frames]
         w, h = sizes[0]
-        return video_tokens(len(frames), w, h, model, item.get("max_pixels"))
+        max_pixels = None if self.fake.video_max_pixels == "ignore" else item.get("max_pixels")
+        return video_tokens(len(frames), w, h, model, max_pixels)
 
     def _model_call(self, kind: str) -> None:
         fake = self.fake
@@ -1029,7 +1084,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             return
         err: _HttpError | None = None
-        if behavior is not None and behavior.is_error:
+        if fake.in_outage:
+            err = _HttpError(503, "ServiceUnavailable", ERROR_PRESETS["ServiceUnavailable"][1])
+        elif behavior is not None and behavior.is_error:
             err = _HttpError(behavior.status, behavior.code or "Unknown", behavior.message or "")
         elif not fake.accepts_key(rec.api_key):
             err = _HttpError(401, "InvalidApiKey", "Invalid API-key provided.")
@@ -1045,6 +1102,12 @@ class _Handler(BaseHTTPRequestHandler):
             "text": text_tokens("\n".join(t for t in (rec.system, rec.prompt) if t)),
             **tokens,
         }
+        usage = self._ds_usage(usage_in, text)
+        fake.bill({"model": rec.model, "input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"],
+                   "video_tokens": usage_in["video"], "image_tokens": usage_in["image"]})  # fmt: skip
+        if behavior is not None and behavior.reset_after:  # processed and billed; the reply is lost
+            self._reset()
+            return
         rec.response_status = 200
         extra = dict(behavior.headers) if behavior else {}
         if kind == "generation":
@@ -1080,18 +1143,26 @@ class _Handler(BaseHTTPRequestHandler):
         words = re.findall(r"\S+\s*|\s+", text)
         return [w for w in words if w] or [""]
 
-    @staticmethod
-    def _ds_usage(usage_in: dict[str, int], out_text: str) -> dict[str, Any]:
+    def _ds_usage(self, usage_in: dict[str, int], out_text: str) -> dict[str, Any]:
         out = text_tokens(out_text)
         inp = usage_in["text"] + usage_in["video"] + usage_in["image"]
         details = {"text_tokens": usage_in["text"]}
         usage: dict[str, Any] = {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
-        if usage_in["video"]:
-            usage["video_tokens"] = usage_in["video"]
-            details["video_tokens"] = usage_in["video"]
-        if usage_in["image"]:
-            usage["image_tokens"] = usage_in["image"]
-            details["image_tokens"] = usage_in["image"]
+        mode = self.fake.usage_field
+        top, inner = mode in ("both", "video_tokens", "image_tokens"), mode in ("both", "details")
+        visual = usage_in["video"] + (usage_in["image"] if mode != "image_tokens" else 0)
+        if mode == "image_tokens" and (usage_in["video"] or usage_in["image"]):
+            usage["image_tokens"] = usage_in["video"] + usage_in["image"]  # visual tokens under the image name
+        elif usage_in["video"] and visual:
+            if top:
+                usage["video_tokens"] = usage_in["video"]
+            if inner:
+                details["video_tokens"] = usage_in["video"]
+        if usage_in["image"] and mode != "image_tokens":
+            if top:
+                usage["image_tokens"] = usage_in["image"]
+            if inner:
+                details["image_tokens"] = usage_in["image"]
         usage["input_tokens_details"] = details
         usage["output_tokens_details"] = {"text_tokens": out}
         usage["prompt_tokens_details"] = {"cached_tokens": 0}

@@ -60,6 +60,9 @@ def dashscope_env(fake: FakeDashScope, key: str, **settings: Any) -> dict[str, s
         "FRAMESCRIBE_DASHSCOPE__BACKOFF_MAX_S": "1",
         "FRAMESCRIBE_DASHSCOPE__MAX_ATTEMPTS": "6",
         "FRAMESCRIBE_DASHSCOPE__TIMEOUT_S": "2",
+        # these clusters ride faults out; the circuit breaker (which stops the job instead) is tested
+        # in test_dashscope_spend.py with its own setting
+        "FRAMESCRIBE_DASHSCOPE__BREAKER_FAILURES": "1000",
         "NO_PROXY": "127.0.0.1,localhost",
     }
     env.update({f"FRAMESCRIBE_DASHSCOPE__{k.upper()}": str(v) for k, v in settings.items()})

@@ -96,6 +96,7 @@ def make_settings(tmp_path: Path, fake: FakeDashScope, *, fps: float = 1, **dash
         "backoff_max_s": 0.05,
         "retry_budget_s": 30,
         "max_attempts": 4,
+        "breaker_failures": 50,  # the circuit breaker has its own tests (test_dashscope_spend.py)
         **dashscope_,
     }
     return load_settings(
@@ -166,10 +167,16 @@ def test_every_segment_sends_its_frames_true_fps_and_prompt(
     # summed per job; the summary is the model's text call over the descriptions
     usage = ports.store.usage(job_id)
     assert usage["video_tokens"] == summary.video_tokens == sum(r.video_tokens for r in segs)
-    assert usage["input_tokens"] == sum(r.input_tokens for r in segs) and summary.calls == 3
-    assert summary.source == "dashscope" and summary.text == "SUMMARY over 3 notes."
     summary_call = [r for r in fake.requests_of("generation") if not r.videos]
     assert len(summary_call) == 1 and segs[2].description in (summary_call[0].prompt or "")
+    # the summary call is money too: on a cheap text model, in the job's usage, its calls and the bill
+    assert summary_call[0].model == "qwen-plus" and summary_call[0].path.endswith("/text-generation/generation")
+    su = ports.store.get_job(job_id).summary["usage"]["summary"]  # type: ignore[index]
+    assert su["calls"] == 1 and su["model"] == "qwen-plus" and su["input_tokens"] > 0
+    assert usage["input_tokens"] == sum(r.input_tokens for r in segs) + su["input_tokens"] and summary.calls == 4
+    assert usage["input_tokens"] == fake.billed_totals()["input_tokens"]
+    assert usage["output_tokens"] == fake.billed_totals()["output_tokens"]
+    assert summary.source == "dashscope" and summary.text == "SUMMARY over 3 notes."
     # the key is never logged or stored
     assert all(KEY not in r.getMessage() for r in caplog.records)
     job = ports.store.get_job(job_id)
@@ -241,10 +248,13 @@ def test_throttling_5xx_and_resets_are_retried_honouring_retry_after(
     assert waits[0] >= 7  # Retry-After honoured, above the 0.05 s backoff cap
     assert all(w <= 0.05 for w in waits[1:])
     assert len(video_calls(fake)) == 4 and fake.pending == 0
-    # a dropped connection: the SDK re-sends once by itself, then our retry succeeds
+    # a dropped connection: the SDK's own silent re-send is refused, so every HTTP request is one of
+    # our counted attempts (two resets, then a success: three attempts, three model requests)
     fake.reset()
     fake.enqueue(Behavior(reset=True), Behavior(reset=True))
-    assert describer(settings).describe(req).usage.attempts == 2
+    usage = describer(settings).describe(req).usage
+    # (+1: the fake's reset forgot the uploads, so the re-used oss:// URLs were refused once — a 400)
+    assert usage.attempts == 3 and usage.http_attempts == len(fake.requests_of("generation")) == 4
     # garbage (200, not JSON), plain and streamed
     for stream in (False, True):
         fake.reset()
@@ -270,7 +280,7 @@ def test_retries_are_bounded_in_attempts_and_time(
     fake.default_behavior = Behavior.error("Throttling", retry_after=60)  # longer than the 30 s budget
     with pytest.raises(DescriberTransient, match="would pass the retry budget of 30s"):
         describer(settings).describe(req)
-    assert len(video_calls(fake)) == 1
+    assert len(fake.requests_of("generation")) == 1
 
 
 @pytest.mark.parametrize("code", ["InvalidParameter", "DataInspectionFailed"])
@@ -495,7 +505,7 @@ class Scripted:
         self.prompts: list[str] = []
         self.fail = fail
 
-    def complete(self, system: str, prompt: str, *, what: str = "") -> tuple[Reply, int]:
+    def complete(self, system: str, prompt: str, *, what: str = "", job_id: str = "") -> tuple[Reply, int]:
         if self.fail is not None:
             raise self.fail
         self.prompts.append(prompt)

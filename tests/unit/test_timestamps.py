@@ -103,3 +103,14 @@ def test_any_time_lands_inside_the_segment(seconds: float) -> None:
         assert not r.out_of_range
     if seconds < -0.25 or seconds > 4.3:  # beyond half a frame (0.25 s at 2 fps) of slack
         assert r.out_of_range
+
+
+def test_a_span_with_mixed_clock_forms_is_flagged() -> None:
+    """Issue 15: start "00:07" read as clip time, end "00:12" as video time — flagged, not silent."""
+    from worker.core.timestamps import MIXED_CLOCK, SegmentClock, resolve_spans
+
+    clock = SegmentClock(10_000, 20_000, tuple(range(10_000, 20_000, 1000)), 1.0)
+    items, flags = resolve_spans([{"start": "00:07", "end": "00:15"}], clock)
+    assert MIXED_CLOCK in flags and MIXED_CLOCK in items[0]["flags"]
+    same, none = resolve_spans([{"start": "00:02", "end": "00:05"}], clock)
+    assert MIXED_CLOCK not in none and "flags" not in same[0]

@@ -81,6 +81,7 @@ class Usage:
     request_id: str | None = None
     latency_ms: int = 0
     attempts: int = 1
+    http_attempts: int = 0  # model requests really sent (retries included)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -90,6 +91,7 @@ class Usage:
             None,
             self.latency_ms + other.latency_ms,
             self.attempts + other.attempts,
+            self.http_attempts + other.http_attempts,
         )
 
 
@@ -128,6 +130,7 @@ class SegmentRow:
     request_id: str | None = None
     fps: str | None = None
     flags: tuple[str, ...] = ()  # e.g. time_out_of_range, json_repaired, invalid_json, cached, reused
+    http_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,8 @@ class JobSummary:
     chapters: tuple[tuple[int, int, str], ...] = ()
     source: str = "local"
     video_tokens_saved: int = 0  # estimated from the plan: static, reused and thinned segments
+    summary_usage: dict[str, Any] = field(default_factory=dict)  # the summary's own calls (model, tokens)
+    cost: dict[str, Any] = field(default_factory=dict)  # {"amount", "currency"} when priced
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +167,8 @@ class JobSummary:
                 "calls": self.calls,
                 "calls_saved": self.calls_saved,
                 "video_tokens_saved": self.video_tokens_saved,
+                "summary": dict(self.summary_usage),
+                **({"cost": dict(self.cost)} if self.cost else {}),
             },
             "chapters": [{"start_ms": s, "end_ms": e, "title": t} for s, e, t in self.chapters],
             "source": self.source,

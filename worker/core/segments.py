@@ -23,6 +23,7 @@ class PlanParams:
     end_s: float | None = None
     max_frames_per_job: int = 200_000
     max_segments_per_job: int = 20_000
+    max_frames_source: str = "the model's limit"  # or "sampling.max_frames": named in errors
 
 
 MIN_STEP_MS = 100  # segments must advance at least this much: overlap may not approach the segment length
@@ -79,8 +80,8 @@ def check_params(p: PlanParams) -> Fraction:
     per_segment = math.floor(p.segment_seconds * fps)
     if per_segment > p.max_frames:
         raise PlanError(
-            f"{p.segment_seconds:g}s segments at {float(fps):g} fps hold {per_segment} frames, above the "
-            f"model's limit of {p.max_frames}: shorten segment_seconds or lower fps",
+            f"{p.segment_seconds:g}s segments at {float(fps):g} fps hold {per_segment} frames, above "
+            f"{p.max_frames_source} of {p.max_frames}: shorten segment_seconds or lower fps",
             field="segment_seconds",
         )
     if per_segment < p.min_frames:

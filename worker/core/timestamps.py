@@ -19,6 +19,7 @@ from typing import Any
 
 OUT_OF_RANGE = "time_out_of_range"
 UNREADABLE = "time_unreadable"
+MIXED_CLOCK = "time_mixed_clock"  # one end read as a clip time, the other as a video time
 
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 _SECONDS = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)?$", re.IGNORECASE)
@@ -106,23 +107,29 @@ def resolve_spans(
 ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     """Add ``start_ms``/``end_ms`` (and per-item ``flags``) to each ``{start, end, ...}`` item.
 
-    Returns the new items and the segment-level flags (``time_out_of_range``, ``time_unreadable``)."""
+    Returns the new items and the segment-level flags (``time_out_of_range``, ``time_unreadable``,
+    ``time_mixed_clock``)."""
     flags: set[str] = set()
     out: list[dict[str, Any]] = []
     for item in items:
         new = dict(item)
         item_flags: list[str] = []
         resolved: dict[str, int | None] = {}
+        forms: set[bool] = set()
         for key in keys:
             if new.get(key) is None:
                 resolved[key] = None
                 continue
             r = resolve(new[key], clock)
             resolved[key] = r.ms
+            if r.ms is not None:
+                forms.add(r.absolute)
             if r.ms is None:
                 item_flags.append(UNREADABLE)
             elif r.out_of_range:
                 item_flags.append(OUT_OF_RANGE)
+        if len(forms) > 1:  # e.g. start "00:07" into the clip, end "00:12" of the video: the span is a guess
+            item_flags.append(MIXED_CLOCK)
         start, end = resolved[keys[0]], resolved[keys[1]]
         if start is not None and end is not None and end < start:
             start, end = end, start

@@ -31,7 +31,7 @@ from scheduler.api.models import (
     SummaryPublic,
 )
 from scheduler.enqueue import Enqueuer, QueueUnavailable
-from worker import pipeline
+from worker import pipeline, spend
 from worker.adapters.frames.local import job_dir, remove_tree
 from worker.adapters.stores.sql import TERMINAL_JOB, Job, SqlResultStore
 from worker.config import Settings
@@ -80,7 +80,7 @@ def public(job: Job, store: SqlResultStore, settings: Settings) -> dict[str, Any
         video=job.video,
         segment_count=job.segment_count,
         progress=store.counts(job.id),
-        usage=store.usage(job.id),
+        usage=spend.usage_with_cost(store.usage(job.id), job.options, settings),
         error=job.error or None,
         schedule_id=job.schedule_id,
         created_at=job.created_at,
@@ -316,6 +316,7 @@ def segment_public(job_id: str, row: SegmentRow, frame_count: int) -> dict[str, 
         describer=row.describer,
         model=row.model,
         attempts=row.attempts,
+        http_attempts=row.http_attempts,
         latency_ms=row.latency_ms,
         error=row.error,
         reused_from=row.reused_from,

@@ -271,6 +271,7 @@ function showJob(jobId, wantSeg) {
       ["Segments done", `${doneCount(p)} / ${total}`],
       ["Failed", fmtInt(p.failed || 0)],
       ["Tokens (in / out / video)", `${fmtInt(job.usage.input_tokens)} / ${fmtInt(job.usage.output_tokens)} / ${fmtInt(job.usage.video_tokens)}`],
+      ["Cost", job.usage.cost === null || job.usage.cost === undefined ? "—" : `${Number(job.usage.cost).toFixed(4)} ${job.usage.currency || ""}`],
       ["Preset", job.options.preset || "default"],
       ["Created", fmtDate(job.created_at)],
       ["Finished", fmtDate(job.finished_at)],

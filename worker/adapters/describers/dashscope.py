@@ -1,49 +1,39 @@
 """The production describer: Qwen-VL through DashScope, with the real, unmodified ``dashscope`` SDK.
 
-Local frames go through the SDK's own ``file://`` upload (getPolicy -> OSS POST -> ``oss://``), the
+Frames are uploaded (getPolicy -> OSS POST -> ``oss://``, re-used across retries: ``uploads.py``), the
 ``fps`` sent is the rate the frames were really sampled at, and errors the SDK *returns* are
-classified (``transport.classify``) and retried with bounded backoff (``retry.py``). The API key is
-passed per call and never logged, stored or echoed. ``transport: openai`` swaps the wire for the
-OpenAI-compatible mode (``openai_compat.py``) with the same results and usage accounting.
+classified (``transport.classify``) and retried with bounded backoff (``retry.py``). Money is data:
+every attempt runs under one deadline and is counted (``wire.py``), a reply lost after sending is
+recorded at its estimate, a reply without a visual token count falls back to the estimate (flagged),
+and a circuit breaker (``breaker.py``) stops calling during an outage. ``transport: openai`` swaps the
+wire for the OpenAI-compatible mode (``openai_compat.py``) with the same accounting.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import dashscope
-import requests
-from dashscope.common.error import AuthenticationError, DashScopeException, TimeoutException, UploadFileException
 
+from worker.adapters.describers import wire
+from worker.adapters.describers.breaker import Breaker
+from worker.adapters.describers.native import NativeTransport
 from worker.adapters.describers.retry import RetryPolicy, call_gate, with_retries
 from worker.adapters.describers.structured import StructuredOutputError, parse_structured
-from worker.adapters.describers.transport import (
-    AUTH_HINT,
-    CallParams,
-    OnText,
-    Reply,
-    Transport,
-    classify,
-    header,
-    parse_retry_after,
-)
+from worker.adapters.describers.transport import CallParams, OnText, Reply, Transport
 from worker.config import Settings
+from worker.core import budget
 from worker.core.models import Description, Usage
 from worker.core.ports import DescribeRequest
 from worker.core.presets import apply_times, preset_for, readable_text, repair_prompt
 from worker.core.timestamps import SegmentClock
-from worker.errors import (
-    ConfigError,
-    DescriberAuthError,
-    DescriberError,
-    DescriberRejected,
-    DescriberTransient,
-)
+from worker.errors import ConfigError, DescriberAuthError, DescriberError, DescriberTransient
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, dict[str, Any]], None]
@@ -58,114 +48,33 @@ class CallLimiter(Protocol):
     def penalise(self, seconds: float) -> None: ...
 
 
-class NativeTransport:
-    """``dashscope.MultiModalConversation.call`` with ``file://`` frames (uploaded by the SDK)."""
+@dataclass
+class Spend:
+    """What the attempts of one call cost, successful or not: model requests sent, and the estimated
+    tokens of replies lost after sending (the server may have processed and billed them)."""
 
-    name = "native"
+    http: int = 0
+    lost_input: int = 0
+    lost_video: int = 0
 
-    def __init__(self, api_key: str, base_url: str | None = None) -> None:
-        self._api_key = api_key
-        if base_url:  # the SDK reads this module attribute at call time, for uploads and generation
-            dashscope.base_http_api_url = base_url.rstrip("/")
+    def note(self, att: wire.Attempt, est_video: int, est_text: int) -> None:
+        self.http += att.generation
+        if att.lost:
+            self.lost_video += est_video
+            self.lost_input += est_video + est_text
 
-    def __repr__(self) -> str:
-        return "NativeTransport()"
-
-    def video(
-        self, system: str, prompt: str, frames: Sequence[str], fps: float, params: CallParams, on_text: OnText | None
-    ) -> Reply:
-        item: dict[str, Any] = {"video": [f"file://{p}" for p in frames], "fps": fps}
-        if params.max_pixels:
-            item["max_pixels"] = params.max_pixels
-        user = {"role": "user", "content": [item, {"text": prompt}]}
-        return self._call([{"role": "system", "content": [{"text": system}]}, user], params, on_text)
-
-    def text(self, system: str, prompt: str, params: CallParams) -> Reply:
-        messages = [{"role": "system", "content": [{"text": system}]}, {"role": "user", "content": [{"text": prompt}]}]
-        return self._call(messages, replace(params, stream=False), None)
-
-    def _call(self, messages: list[dict[str, Any]], params: CallParams, on_text: OnText | None) -> Reply:
-        kwargs: dict[str, Any] = {
-            "model": params.model,
-            "messages": messages,
-            "api_key": self._api_key,
-            "result_format": "message",
-            "vl_high_resolution_images": params.vl_high_resolution_images,
-            "request_timeout": params.timeout_s,
-        }
-        for name in ("temperature", "top_p", "seed", "max_tokens"):
-            if getattr(params, name) is not None:
-                kwargs[name] = getattr(params, name)
-        if params.stream:
-            kwargs.update(stream=True, incremental_output=True)
-        try:
-            rsp: Any = dashscope.MultiModalConversation.call(**kwargs)
-            return _collect(rsp, on_text) if params.stream else _reply(rsp)
-        except requests.exceptions.JSONDecodeError:
-            raise DescriberTransient("DashScope sent a response that is not JSON") from None
-        except (requests.RequestException, TimeoutException) as exc:
-            raise DescriberTransient(f"DashScope unreachable: {type(exc).__name__}: {exc}") from None
-        except AuthenticationError:
-            raise DescriberAuthError(f"DashScope has no API key for this call — {AUTH_HINT}") from None
-        except UploadFileException as exc:
-            raise _upload_error(str(exc)) from None
-        except DashScopeException as exc:
-            raise DescriberRejected(f"DashScope SDK refused the request: {type(exc).__name__}: {exc}") from None
-        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
-            raise DescriberTransient(f"DashScope sent a malformed response ({type(exc).__name__})") from None
+    def usage(self) -> Usage:
+        return Usage(self.lost_input, 0, self.lost_video, attempts=0, http_attempts=self.http)
 
 
-def _upload_error(message: str) -> DescriberError:
-    """``UploadFileException`` (raised, not returned): a refused key is fatal, the rest is transient."""
-    if any(code in message for code in ("InvalidApiKey", "AccessDenied", "code: 401", "code: 403")):
-        return DescriberAuthError(f"DashScope refused the frame upload: {message} — {AUTH_HINT}")
-    return DescriberTransient(f"uploading frames to DashScope failed: {message}")
+def _throttled(exc: DescriberTransient) -> bool:
+    return exc.retry_after_s is not None or " 429 " in exc.message
 
 
-def _error_of(rsp: Any) -> DescriberError:
-    retry_after = parse_retry_after(header(getattr(rsp, "headers", None), "Retry-After"))
-    return classify(int(rsp.status_code), rsp.code, str(rsp.message or ""), rsp.request_id, retry_after)
-
-
-def _text_of(output: Any) -> tuple[str, str | None]:
-    choice = output["choices"][0]
-    content = choice["message"]["content"]
-    text = content if isinstance(content, str) else "".join(str(c.get("text", "")) for c in content)
-    return text, choice.get("finish_reason")
-
-
-def _usage_of(usage: Any) -> tuple[int, int, int]:
-    u = dict(usage or {})
-    video = u.get("video_tokens") or (u.get("input_tokens_details") or {}).get("video_tokens") or 0
-    return int(u.get("input_tokens") or 0), int(u.get("output_tokens") or 0), int(video)
-
-
-def _reply(rsp: Any) -> Reply:
-    if int(rsp.status_code) != 200:
-        raise _error_of(rsp)
-    if rsp.output is None:
-        raise DescriberTransient("DashScope answered 200 without an output")
-    text, _ = _text_of(rsp.output)
-    return Reply(text, *_usage_of(rsp.usage), request_id=rsp.request_id or None)
-
-
-def _collect(events: Iterable[Any], on_text: OnText | None) -> Reply:
-    """Stream with ``incremental_output``: each event carries the new piece; usage repeats in each."""
-    text = ""
-    last: Any = None
-    finished = False
-    for rsp in events:
-        if int(rsp.status_code) != 200:
-            raise _error_of(rsp)
-        piece, finish = _text_of(rsp.output)
-        text += piece
-        last = rsp
-        if piece and on_text is not None:
-            on_text(piece, text)
-        finished = finished or (finish not in (None, "", "null"))
-    if last is None or not finished:
-        raise DescriberTransient("DashScope's stream ended before the reply was complete")
-    return Reply(text, *_usage_of(last.usage), request_id=last.request_id or None)
+@functools.cache
+def shared_breaker(failures: int, cooldown_s: float) -> Breaker:
+    """One breaker per process (every job and thread of it); Celery workers also share it via Redis."""
+    return Breaker(failures, cooldown_s)
 
 
 @dataclass
@@ -180,47 +89,105 @@ class DashScopeDescriber:
     listener: Listener | None = None
     limiter: CallLimiter | None = None
     name: str = "dashscope"
+    breaker: Breaker = field(default_factory=Breaker)
 
     def use_rate_limiter(self, limiter: CallLimiter) -> None:
-        """Also take a slot from ``limiter`` for every request (Celery workers share one in Redis)."""
+        """Also take a slot from ``limiter`` for every request (Celery workers share one in Redis), and
+        share the circuit breaker through the same Redis."""
         self.limiter = limiter
+        client = getattr(limiter, "client", None)
+        if client is not None:
+            self.breaker.use_redis(client)
+
+    def estimate_video(self, request: DescribeRequest) -> int:
+        """The video tokens the frames as written cost (the formula the service bills by)."""
+        if not request.frames:
+            return 0
+        limits = budget.limits_for(self.params.model)
+        if self.params.max_pixels and self.params.max_pixels < limits.video_max_pixels:
+            limits = replace(limits, video_max_pixels=self.params.max_pixels)
+        first = request.frames[0]
+        return budget.video_tokens(len(request.frames), first.width, first.height, limits)
 
     def describe(self, request: DescribeRequest) -> Description:
         started = time.monotonic()
         what = f"job {request.job_id} segment {request.plan.index}"
         on_text = self._on_text(request) if self.params.stream else None
         paths = [f.path for f in request.frames]
-        reply, attempts = with_retries(
-            lambda _n: self._limited(
-                lambda: self.transport.video(
-                    request.system_prompt, request.prompt, paths, request.fps, self.params, on_text
-                )
-            ),
-            self.policy,
-            what=what,
-            gate=call_gate(self.concurrency),
-        )
-        usage = [(reply, attempts)]
-        text, structured, flags = reply.text, dict[str, Any](), tuple[str, ...]()
+        est_video = self.estimate_video(request)
+        est_text = budget.text_tokens(f"{request.system_prompt}\n{request.prompt}")
+        spend = Spend()
+        try:
+            reply, attempts = with_retries(
+                lambda _n: self._attempt(
+                    request.job_id,
+                    lambda: self.transport.video(
+                        request.system_prompt, request.prompt, paths, request.fps, self.params, on_text
+                    ),
+                    spend,
+                    est_video,
+                    est_text,
+                ),
+                self.policy,
+                what=what,
+                gate=call_gate(self.concurrency),
+            )
+        except DescriberError as exc:
+            setattr(exc, "spent", spend.usage())  # noqa: B010 - recorded on the failed row
+            raise
+        flags: set[str] = set()
+        if not reply.visual_reported:
+            log.warning("%s: the reply named no visual token count; recording the estimate (%d)", what, est_video)
+            reply = replace(reply, video_tokens=est_video)
+            flags.add("video_tokens_estimated")
+        if spend.lost_input:
+            flags.add("usage_estimated")
+        usage = [(replace(reply, http_attempts=spend.http), attempts)]
+        text, structured, more = reply.text, dict[str, Any](), tuple[str, ...]()
         preset = preset_for(request.preset)
         if preset.json_output:
-            text, structured, flags = self._structured(request, reply.text, usage, what)
-        log.info("%s: described by %s (%d attempt(s))", what, self.params.model, sum(a for _, a in usage))
+            text, structured, more = self._structured(request, reply.text, usage, what)
+        log.info("%s: described by %s (%d attempt(s), %d request(s))", what, self.params.model,
+                 sum(a for _, a in usage), sum(r.http_attempts for r, _ in usage))  # fmt: skip
         return Description(
             text=text,
             structured=structured,
             describer=self.name,
             model=self.params.model,
             usage=Usage(
-                input_tokens=sum(r.input_tokens for r, _ in usage),
+                input_tokens=sum(r.input_tokens for r, _ in usage) + spend.lost_input,
                 output_tokens=sum(r.output_tokens for r, _ in usage),
-                video_tokens=sum(r.video_tokens for r, _ in usage),
+                video_tokens=sum(r.video_tokens for r, _ in usage) + spend.lost_video,
                 request_id=reply.request_id,
                 latency_ms=max(1, round((time.monotonic() - started) * 1000)),
                 attempts=sum(a for _, a in usage),
+                http_attempts=sum(r.http_attempts for r, _ in usage),
             ),
-            flags=flags,
+            flags=tuple(sorted({*flags, *more})),
         )
+
+    def _attempt(self, job_id: str, call: Callable[[], Reply], spend: Spend, est_video: int, est_text: int) -> Reply:
+        """One attempt: refused at once while the circuit is open; else one deadline over policy,
+        uploads and generation, every request counted, the outcome told to the breaker."""
+        self.breaker.check(job_id)
+
+        def run() -> Reply:
+            with wire.attempt(self.params.timeout_s) as att:
+                try:
+                    reply = call()
+                except DescriberTransient as exc:
+                    spend.note(att, est_video, est_text)
+                    if not _throttled(exc):
+                        self.breaker.failure(exc.message)
+                    raise
+                except DescriberError:
+                    spend.note(att, est_video, est_text)
+                    raise
+                spend.note(att, 0, 0)
+                self.breaker.success()
+                return reply
+
+        return self._limited(run)
 
     def _structured(
         self, request: DescribeRequest, raw: str, usage: list[tuple[Reply, int]], what: str
@@ -233,11 +200,16 @@ class DashScopeDescriber:
         except StructuredOutputError as first:
             log.warning("%s: reply is not valid %s JSON (%s); asking once for a repair", what, preset.name, first)
             try:
-                fixed, attempts = self.complete(REPAIR_SYSTEM, repair_prompt(preset, raw, str(first)), what=what)
+                fixed, attempts = self.complete(
+                    REPAIR_SYSTEM, repair_prompt(preset, raw, str(first)), what=what, job_id=request.job_id
+                )
             except DescriberAuthError:
                 raise
             except DescriberError as exc:
                 log.warning("%s: JSON repair call failed: %s", what, exc.message)
+                spent: Usage | None = getattr(exc, "spent", None)
+                if spent is not None:  # the failed repair's requests are money too
+                    usage.append((Reply("", spent.input_tokens, 0, 0, http_attempts=spent.http_attempts), 0))
                 return raw, {"json_error": str(first)}, ("invalid_json",)
             usage.append((fixed, attempts))
             try:
@@ -252,14 +224,25 @@ class DashScopeDescriber:
         data, time_flags = apply_times(preset, data, clock)
         return readable_text(preset, data), data, tuple(sorted({*flags, *time_flags}))
 
-    def complete(self, system: str, prompt: str, *, what: str = "summary") -> tuple[Reply, int]:
-        """A text-only call (job summaries, JSON repair) with the same retries and call gate."""
-        return with_retries(
-            lambda _n: self._limited(lambda: self.transport.text(system, prompt, self.summary_params)),
-            self.policy,
-            what=what,
-            gate=call_gate(self.concurrency),
-        )
+    def complete(self, system: str, prompt: str, *, what: str = "summary", job_id: str = "JOB") -> tuple[Reply, int]:
+        """A text-only call (job summaries, JSON repair) with the same retries, gate and accounting.
+        The reply's tokens include estimates of replies lost after sending; ``http_attempts`` is set.
+        A failure carries what it cost as ``exc.spent``."""
+        spend = Spend()
+        est_text = budget.text_tokens(f"{system}\n{prompt}")
+        try:
+            reply, attempts = with_retries(
+                lambda _n: self._attempt(
+                    job_id, lambda: self.transport.text(system, prompt, self.summary_params), spend, 0, est_text
+                ),
+                self.policy,
+                what=what,
+                gate=call_gate(self.concurrency),
+            )
+        except DescriberError as exc:
+            setattr(exc, "spent", spend.usage())  # noqa: B010
+            raise
+        return replace(reply, input_tokens=reply.input_tokens + spend.lost_input, http_attempts=spend.http), attempts
 
     def _limited(self, call: Callable[[], Reply]) -> Reply:
         if self.limiter is None:
@@ -308,7 +291,7 @@ def build(settings: Settings) -> DashScopeDescriber:
 
         transport = OpenAITransport(key, compatible_url(settings))
     else:
-        transport = NativeTransport(key, ds.base_url)
+        transport = NativeTransport(key, ds.base_url, ds.upload_reuse_s)
     params = CallParams(
         model=ds.model,
         temperature=ds.temperature,
@@ -321,4 +304,11 @@ def build(settings: Settings) -> DashScopeDescriber:
         timeout_s=ds.timeout_s,
     )
     summary = replace(params, model=ds.summary_model or ds.model, stream=False, max_pixels=None)
-    return DashScopeDescriber(transport, params, summary, RetryPolicy.of(ds), settings.describer.concurrency)
+    return DashScopeDescriber(
+        transport,
+        params,
+        summary,
+        RetryPolicy.of(ds),
+        settings.describer.concurrency,
+        breaker=shared_breaker(ds.breaker_failures, ds.breaker_cooldown_s),
+    )

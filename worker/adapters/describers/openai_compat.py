@@ -14,6 +14,8 @@ from typing import Any, cast
 
 import openai
 
+from worker.adapters.describers import wire
+from worker.adapters.describers.native import reply_of
 from worker.adapters.describers.transport import CallParams, OnText, Reply, classify, parse_retry_after
 from worker.errors import DescriberRejected, DescriberTransient
 
@@ -55,10 +57,11 @@ class OpenAITransport:
         return self._call(messages, replace(params, stream=False), None)
 
     def _call(self, messages: list[dict[str, Any]], params: CallParams, on_text: OnText | None) -> Reply:
+        att = wire.current()
         kwargs: dict[str, Any] = {
             "model": params.model,
             "messages": messages,
-            "timeout": params.timeout_s,
+            "timeout": att.remaining("generation"),  # the client never retries (max_retries=0)
             "extra_body": {"vl_high_resolution_images": params.vl_high_resolution_images},
         }
         for name in ("temperature", "top_p", "seed", "max_tokens"):
@@ -67,6 +70,7 @@ class OpenAITransport:
         if params.stream:
             kwargs.update(stream=True, stream_options={"include_usage": True})
         create = cast(Any, self._client.chat.completions.create)
+        att.generation += 1
         try:
             if params.stream:
                 return _collect(create(**kwargs), on_text)
@@ -79,24 +83,17 @@ class OpenAITransport:
                 exc.status_code, exc.code or body.get("code"), message, exc.request_id, retry_after
             ) from None
         except (openai.APIConnectionError, openai.APIResponseValidationError) as exc:
+            att.lost = att.lost or isinstance(exc, openai.APITimeoutError) or wire.was_sent(exc.__cause__ or exc)
             raise DescriberTransient(f"DashScope (compatible mode) unreachable: {type(exc).__name__}: {exc}") from None
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
             raise DescriberTransient(f"DashScope sent a malformed response ({type(exc).__name__})") from None
-
-
-def _usage(usage: Any) -> tuple[int, int, int]:
-    if usage is None:
-        return 0, 0, 0
-    details = getattr(usage, "prompt_tokens_details", None)
-    video = getattr(details, "video_tokens", None) or (getattr(details, "model_extra", None) or {}).get("video_tokens")
-    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), int(video or 0)
 
 
 def _reply(completion: Any) -> Reply:
     if not getattr(completion, "choices", None):
         raise DescriberTransient("DashScope (compatible mode) answered without choices")
     text = completion.choices[0].message.content or ""
-    return Reply(text, *_usage(completion.usage), request_id=completion.id or None)
+    return reply_of(text, completion.usage, completion.id or None)
 
 
 def _collect(chunks: Iterable[Any], on_text: OnText | None) -> Reply:
@@ -115,4 +112,4 @@ def _collect(chunks: Iterable[Any], on_text: OnText | None) -> Reply:
             finished = finished or choice.finish_reason is not None
     if not finished:
         raise DescriberTransient("DashScope's stream (compatible mode) ended before the reply was complete")
-    return Reply(text, *_usage(usage), request_id=rid)
+    return reply_of(text, usage, rid)

@@ -51,8 +51,11 @@ class Reply:
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
-    video_tokens: int = 0
+    video_tokens: int = 0  # visual tokens (video + image) as reported
     request_id: str | None = None
+    visual_reported: bool = True  # False: the reply named no visual count (the caller uses its estimate)
+    cached_tokens: int = 0
+    http_attempts: int = 0  # model requests this result took (set by the describer, retries included)
 
 
 class Transport(Protocol):

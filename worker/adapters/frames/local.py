@@ -38,15 +38,16 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class JpegWriter:
-    """Resizes each frame to the pixel budget (sides multiples of 32) and writes it as JPEG."""
+    """Resizes each frame to the pixel budget (sides multiples of ``factor``) and writes it as JPEG."""
 
-    def __init__(self, max_pixels: int, quality: int = 90) -> None:
+    def __init__(self, max_pixels: int, quality: int = 90, factor: int = 32) -> None:
         self.max_pixels = max_pixels
         self.quality = quality
+        self.factor = factor  # the model's token side (28 or 32 px): the service then resizes nothing
 
     def encode(self, image: np.ndarray) -> tuple[bytes, int, int]:
         h, w = image.shape[:2]
-        tw, th = frame_size(w, h, self.max_pixels)
+        tw, th = frame_size(w, h, self.max_pixels, self.factor)
         if (tw, th) != (w, h):
             interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_CUBIC
             image = cv2.resize(image, (tw, th), interpolation=interp)

@@ -57,6 +57,7 @@ class SegmentDbRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    http_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # model requests sent
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     frame_count: Mapped[int] = mapped_column(Integer, default=0)
     reused_from: Mapped[int | None] = mapped_column(Integer, nullable=True)

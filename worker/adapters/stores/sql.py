@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
-from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, VideoInfo
+from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
 from worker.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def _segment(row: SegmentDbRow) -> SegmentRow:
         request_id=row.request_id,
         fps=row.fps,
         flags=tuple(row.flags or ()),
+        http_attempts=row.http_attempts or 0,
     )
 
 
@@ -339,9 +340,11 @@ class SqlResultStore:
                     structured=desc.structured,
                     describer=desc.describer,
                     model=desc.model,
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    video_tokens=u.video_tokens,
+                    # added: tokens an earlier failed attempt was billed for stay counted
+                    input_tokens=SegmentDbRow.input_tokens + u.input_tokens,
+                    output_tokens=SegmentDbRow.output_tokens + u.output_tokens,
+                    video_tokens=SegmentDbRow.video_tokens + u.video_tokens,
+                    http_attempts=SegmentDbRow.http_attempts + u.http_attempts,
                     request_id=u.request_id,
                     latency_ms=u.latency_ms,
                     error=None,
@@ -369,7 +372,16 @@ class SqlResultStore:
             )
         return True
 
-    def fail_segment(self, job_id: str, index: int, error: str) -> bool:
+    def fail_segment(self, job_id: str, index: int, error: str, spent: Usage | None = None) -> bool:
+        """``spent``: what the failed calls cost (requests sent, tokens of replies lost after sending)."""
+        more: dict[str, Any] = {}
+        if spent is not None:
+            more = {
+                "input_tokens": SegmentDbRow.input_tokens + spent.input_tokens,
+                "output_tokens": SegmentDbRow.output_tokens + spent.output_tokens,
+                "video_tokens": SegmentDbRow.video_tokens + spent.video_tokens,
+                "http_attempts": SegmentDbRow.http_attempts + spent.http_attempts,
+            }
         with self.session() as s, s.begin():
             res = s.execute(
                 update(SegmentDbRow)
@@ -378,9 +390,23 @@ class SqlResultStore:
                     SegmentDbRow.index == index,
                     SegmentDbRow.state.in_(ACTIVE),
                 )
-                .values(state="failed", error=error[:4000], updated_at=now())
+                .values(state="failed", error=error[:4000], updated_at=now(), **more)
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def add_spent(self, job_id: str, index: int, spent: Usage) -> None:
+        """Add what failed requests cost to a segment that will be tried again (a Celery retry)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(SegmentDbRow)
+                .where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
+                .values(
+                    input_tokens=SegmentDbRow.input_tokens + spent.input_tokens,
+                    output_tokens=SegmentDbRow.output_tokens + spent.output_tokens,
+                    video_tokens=SegmentDbRow.video_tokens + spent.video_tokens,
+                    http_attempts=SegmentDbRow.http_attempts + spent.http_attempts,
+                )
+            )
 
     def segment_state(self, job_id: str, index: int) -> str | None:
         with self.session() as s:
@@ -438,14 +464,22 @@ class SqlResultStore:
                     func.coalesce(func.sum(SegmentDbRow.output_tokens), 0),
                     func.coalesce(func.sum(SegmentDbRow.video_tokens), 0),
                     func.coalesce(func.sum(SegmentDbRow.attempts), 0),
+                    func.coalesce(func.sum(SegmentDbRow.http_attempts), 0),
                 ).where(SegmentDbRow.job_id == job_id)
             ).one()
-            return {
-                "input_tokens": int(row[0]),
-                "output_tokens": int(row[1]),
-                "video_tokens": int(row[2]),
-                "attempts": int(row[3]),
-            }
+            summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id)) or {}
+        # the summary's own calls (a text model) are money too: counted with the segments'
+        extra = ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
+        return {
+            "input_tokens": int(row[0]) + int(extra.get("input_tokens", 0)),
+            "output_tokens": int(row[1]) + int(extra.get("output_tokens", 0)),
+            "video_tokens": int(row[2]),
+            "attempts": int(row[3]),
+            "http_attempts": int(row[4]) + int(extra.get("http_attempts", 0)),
+            "summary_input_tokens": int(extra.get("input_tokens", 0)),
+            "summary_output_tokens": int(extra.get("output_tokens", 0)),
+            "summary_calls": int(extra.get("calls", 0)),
+        }
 
     # -- finishing ----------------------------------------------------------------------------
     def claim_summary(self, job_id: str) -> bool:
