@@ -8,17 +8,20 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
+from worker.cli_errors import guard, run_click
+from worker.cli_store import announce, open_store
 from worker.config import Settings, load_settings
 from worker.core.exports import renderer
 from worker.core.timecode import span
-from worker.errors import FramescribeError, InputError
+from worker.errors import InputError
+from worker.logs import configure_logging
 from worker.options import JobOptions
 
 app = typer.Typer(
@@ -70,11 +73,8 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
     if database_url is not None:
         overrides["database_url"] = database_url
     settings = load_settings(**overrides)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
+    announce(settings, data_dir, database_url)
     for noisy in ("httpx", "urllib3", "dashscope", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
@@ -234,20 +234,34 @@ def _write_export(
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
-    from worker.wiring import store_for
+    """The store of a read-only command: none is created where none is found."""
+    return open_store(settings_from(config, data_dir, database_url), read_only=True)
 
-    return store_for(settings_from(config, data_dir, database_url).resolved_database_url)
+
+JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"]
 
 
 @jobs_app.command("list")
 def jobs_list(
-    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="Only live jobs with no progress for --older-than seconds.")
+    ] = False,
+    older_than: Annotated[
+        float | None, typer.Option(min=1, help="--stuck: idle seconds (default: worker.task_time_limit_s).")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (--stuck: live jobs idle past their deadline, oldest first)."""
+    if stuck:
+        from worker.stuck import print_stuck
+
+        settings = settings_from(config, data_dir, database_url)
+        print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
+        return
     store = _store(config, data_dir, database_url)
     table = Table(
         Column("id", no_wrap=True, min_width=32),
@@ -312,25 +326,8 @@ def export(
 
 
 def guarded(fn: Callable[[], T]) -> T | None:
-    """Run the CLI; a FramescribeError becomes one line and exit code 2 (input) or 1, never a traceback."""
-    try:
-        return fn()
-    except FramescribeError as exc:
-        err.print(f"framescribe: error: {exc.message}", markup=False)
-        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
-    except KeyboardInterrupt:
-        err.print("framescribe: interrupted")
-        raise SystemExit(130) from None
-    except (typer.Exit, SystemExit):
-        raise
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("FRAMESCRIBE_DEBUG"):
-            raise
-        err.print(
-            f"framescribe: internal error: {type(exc).__name__}: {exc} (FRAMESCRIBE_DEBUG=1 shows more)",
-            markup=False,
-        )
-        raise SystemExit(1) from None
+    """Run the CLI; a FramescribeError becomes one line and exit code 2 (input, config) or 1, never a traceback."""
+    return guard(fn)
 
 
 def _register_command_modules() -> None:
@@ -348,7 +345,7 @@ COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.
 
 def main() -> None:
     _register_command_modules()
-    guarded(lambda: app(standalone_mode=True))
+    guarded(lambda: run_click(lambda: app(standalone_mode=False)))
 
 
 if __name__ == "__main__":  # python -m worker.cli: run the imported module, where command modules register

@@ -147,6 +147,13 @@ class SchedulerSettings(Section):
     )
 
 
+class LoggingSettings(Section):
+    """Log lines (worker/logs.py): ``text`` for people, ``json`` (one object a line, with job_id and
+    segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""
+
+    format: Literal["text", "json"] = "text"
+
+
 class Settings(BaseSettings):
     """The whole configuration. Top-level names are stable operator contracts."""
 
@@ -173,6 +180,7 @@ class Settings(BaseSettings):
     dashscope: DashScopeSettings = DashScopeSettings()
     worker: WorkerSettings = WorkerSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @field_validator("allowed_roots", "api_keys", "read_only_api_keys", mode="before")
     @classmethod
