@@ -160,3 +160,52 @@ def install(app: Any) -> None:
 
     app.steps["worker"].add(Heartbeat)
     task_prerun.connect(record_consumed, weak=False)
+
+
+def warn_no_worker(settings: Any, queue: str | None = None) -> None:
+    """``submit``: one stderr line when no live worker consumes the job's queue (the job waits)."""
+    import sys
+
+    warning = warn_if_no_worker(settings.broker_url, queue or settings.worker.queue)
+    if warning:
+        sys.stderr.write(f"framescribe: warning: {warning}\n")
+
+
+class IdleWatch:
+    """``status --follow``: after ``warn_after_s`` without progress on a live job, say once why when no
+    worker consumes its queue (again only after the job moved and stalled anew)."""
+
+    def __init__(self, settings: Any, warn_after_s: float) -> None:
+        self.settings = settings
+        self.warn_after_s = warn_after_s
+        self.since = time.monotonic()
+        self.warned = False
+
+    def progressed(self) -> None:
+        self.since = time.monotonic()
+        self.warned = False
+
+    def check(self, state: str) -> None:
+        if self.warned or state not in ("queued", "running"):
+            return
+        if time.monotonic() - self.since < self.warn_after_s:
+            return
+        self.warned = True
+        client: Any = None
+        try:
+            client = redis_client(self.settings.broker_url)
+            queue = self.settings.worker.queue
+            warning = no_worker_warning(client, queue)
+            if warning is None:
+                return
+            seen = last_consumed(client, queue)
+            ago = f"the last task was taken {time.time() - seen:.0f} s ago" if seen else "none has taken a task yet"
+            warning = f"no worker has consumed from queue '{queue}' for {self.warn_after_s:g} s ({ago}); {warning}"
+        except Exception as exc:
+            warning = f"cannot see the workers: the broker does not answer ({type(exc).__name__}): start Redis"
+        finally:
+            if client is not None:
+                client.close()
+        import sys
+
+        sys.stderr.write(f"framescribe: warning: {warning}\n")
