@@ -346,7 +346,7 @@ COMMAND_MODULES.append("worker.cli_doctor")  # doctor: its own line, so other mo
 
 def main() -> None:
     _register_command_modules()
-    guarded(lambda: run_click(lambda: app(standalone_mode=False)))
+    guarded(lambda: run_click(lambda: app(standalone_mode=False, prog_name="framescribe")))
 
 
 if __name__ == "__main__":  # python -m worker.cli: run the imported module, where command modules register
