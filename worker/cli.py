@@ -39,7 +39,9 @@ log = logging.getLogger("framescribe")
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (else FRAMESCRIBE_CONFIG).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Frames and SQLite folder.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Frames and SQLite folder (default: data/ under the current folder).")
+]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
 
 
