@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,19 +40,9 @@ def cli(*args: str, env: dict[str, str], cwd: Path = ROOT, timeout: float = 120)
                           cwd=cwd, timeout=timeout)  # fmt: skip
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.services
-def test_submit_and_follow_warn_when_no_worker_runs(tmp_path: Path, private_redis: RedisServer) -> None:
-    env = env_for(FRAMESCRIBE_DATA_DIR=str(tmp_path / "data"), FRAMESCRIBE_BROKER_URL=private_redis.url,
+def test_submit_and_follow_warn_when_no_worker_runs(tmp_path: Path, redis_server: RedisServer) -> None:
+    env = env_for(FRAMESCRIBE_DATA_DIR=str(tmp_path / "data"), FRAMESCRIBE_BROKER_URL=redis_server.url,
                   FRAMESCRIBE_WORKER__QUEUE=f"nobody-{uuid.uuid4().hex[:6]}")  # fmt: skip
     res = cli("submit", str(ROOT / "examples" / "street.mp4"), env=env)
     assert res.returncode == 0, res.stderr
