@@ -28,7 +28,8 @@ def doctor(
     from worker.doctor_checks import run_checks
 
     settings = settings_from(config, data_dir, database_url)
-    results = run_checks(settings, embedded=embedded, online=online)
+    flag = "--data-dir" if data_dir is not None else None
+    results = run_checks(settings, embedded=embedded, online=online, data_flag=flag)
     width = max(len(v.name) for v, _ in results)
     for verdict, took in results:
         if as_json:

@@ -81,15 +81,18 @@ def check_media() -> Verdict:
     return Verdict("media", True, detail)
 
 
-def _data_source(settings: Settings) -> str:
+def _data_source(settings: Settings, given: str | None) -> str:
+    if given is not None:
+        return f"from {given}"
     if os.environ.get("FRAMESCRIBE_DATA_DIR"):
-        return "FRAMESCRIBE_DATA_DIR"
-    return f"config {settings.config}" if settings.config else "default"
+        return "from FRAMESCRIBE_DATA_DIR"
+    return f"from {settings.config}" if settings.config else "the default: data/ under the current folder"
 
 
-def check_data_dir(settings: Settings) -> Verdict:
+def check_data_dir(settings: Settings, given: str | None = None) -> Verdict:
+    """The data folder: which one and from where (``given``: the flag that set it), writable."""
     folder = settings.data_dir.resolve()
-    src = _data_source(settings)
+    src = _data_source(settings, given)
     fix = f"mkdir -p {folder} (or set FRAMESCRIBE_DATA_DIR to a writable folder)"
     probe = folder
     while not probe.exists() and probe != probe.parent:
@@ -318,12 +321,14 @@ def check_mqtt(settings: Settings) -> Verdict:
                    needed=explicit)  # fmt: skip
 
 
-def run_checks(settings: Settings, *, embedded: bool, online: bool) -> list[tuple[Verdict, float]]:
+def run_checks(
+    settings: Settings, *, embedded: bool, online: bool, data_flag: str | None = None
+) -> list[tuple[Verdict, float]]:
     """Every check in order, each with how long it took; the broker-dependent ones only when it answers."""
     plan: list[Callable[[], Verdict]] = [
         check_python,
         check_media,
-        lambda: check_data_dir(settings),
+        lambda: check_data_dir(settings, data_flag),
         lambda: check_store(settings),
         lambda: check_disk(settings),
     ]

@@ -72,10 +72,13 @@ def formatter(settings: Settings) -> logging.Formatter:
     return JsonFormatter() if settings.logging.format == "json" else logging.Formatter(TEXT_FORMAT)
 
 
-def apply(logger: logging.Logger, settings: Settings) -> None:
-    """Give every handler of ``logger`` the configured format and the job-context filter."""
+def apply(logger: logging.Logger, settings: Settings, *, plain_streams_only: bool = False) -> None:
+    """Give the handlers of ``logger`` the configured format and the job-context filter (with
+    ``plain_streams_only``, only plain stream handlers: not a test runner's capture handler)."""
     fmt = formatter(settings)
     for handler in logger.handlers:
+        if plain_streams_only and type(handler) is not logging.StreamHandler:
+            continue
         handler.setFormatter(fmt)
         if not any(isinstance(f, ContextFilter) for f in handler.filters):
             handler.addFilter(ContextFilter())
@@ -87,7 +90,7 @@ def configure_logging(settings: Settings) -> None:
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
         root.setLevel(getattr(logging, settings.log_level.upper(), logging.INFO))
-    apply(root, settings)
+    apply(root, settings, plain_streams_only=True)
 
 
 def connect_celery() -> None:
