@@ -20,7 +20,7 @@ from worker.config import Settings
 JOB_ID: ContextVar[str | None] = ContextVar("framescribe_job_id", default=None)
 SEGMENT: ContextVar[int | None] = ContextVar("framescribe_segment", default=None)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_JOB_IN_MESSAGE = re.compile(r"\bjob ([0-9a-f]{32})\b")
+_JOB_IN_MESSAGE = re.compile(r"\bjob ([0-9a-f]{32})\b(?:\W+segment (\d+)\b)?")
 
 
 def bind(job_id: str | None, segment: int | None = None) -> None:
@@ -33,16 +33,20 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         job_id = getattr(record, "job_id", None) or JOB_ID.get()
+        segment = getattr(record, "segment", None)
+        if segment is None:
+            segment = SEGMENT.get()
         if job_id is None:
             try:
                 text = record.getMessage()
             except Exception:
                 text = str(record.msg)
             found = _JOB_IN_MESSAGE.search(text)
-            job_id = found.group(1) if found else None
+            if found:
+                job_id = found.group(1)
+                segment = int(found.group(2)) if segment is None and found.group(2) else segment
         record.job_id = job_id
-        if getattr(record, "segment", None) is None:
-            record.segment = SEGMENT.get()
+        record.segment = segment
         return True
 
 

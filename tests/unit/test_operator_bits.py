@@ -63,6 +63,9 @@ def test_json_lines_carry_bound_and_mentioned_job_ids() -> None:
     rec = _record("job %s: 2 segments planned", "cd" * 16)
     flt.filter(rec)
     assert json.loads(fmt.format(rec))["job_id"] == "cd" * 16, "the id named in the message when none is bound"
+    rec = _record("job %s: segment %d done", "ef" * 16, 4)
+    flt.filter(rec)
+    assert json.loads(fmt.format(rec))["segment"] == 4
     rec = _record("worker ready")
     flt.filter(rec)
     doc = json.loads(fmt.format(rec))
