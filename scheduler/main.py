@@ -23,6 +23,7 @@ from scheduler.api.models import JobCreate
 from scheduler.api.routes import health, jobs, schedules
 from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
 from scheduler.metrics import build_registry, http_labels
+from scheduler.ops_metrics import OpsCollector
 from scheduler.schedules import ScheduleMirror, configure_redbeat
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
@@ -93,6 +94,7 @@ def create_app(
             except Exception as exc:  # Redis down at start: the API still serves; beat syncs on its start
                 log.warning("cannot sync schedules into Redis at start: %s", exc)
         registry, http = build_registry(store, queue.queue_depth)
+        registry.register(OpsCollector(store, settings))  # stuck jobs, errors, spend, heartbeats (ops/)
         app.state.settings = settings
         app.state.store = store
         app.state.schedules = sched_store

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 from celery.signals import worker_init
 
+from worker import heartbeat, logs
 from worker.config import Settings, get_settings
 from worker.errors import ConfigError
 
@@ -156,6 +157,8 @@ class _FrameRetention(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 app.steps["worker"].add(_FrameRetention)
+heartbeat.install(app)  # worker heartbeats + queue consumption in Redis (submit/status/doctor/metrics read them)
+logs.connect_celery()  # logging.format (text|json) with job_id/segment on every line
 
 
 @worker_init.connect  # type: ignore[untyped-decorator,misc]

@@ -8,16 +8,19 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
+from worker.cli_errors import guard, run_click
+from worker.cli_store import announce, open_store
 from worker.core.exports import renderer
 from worker.core.timecode import span
-from worker.errors import FramescribeError, InputError
+from worker.errors import InputError
+from worker.logs import configure_logging
 
 if TYPE_CHECKING:  # settings and options (pydantic-settings) load in the commands that use them: --help is quick
     from worker.config import Settings
@@ -38,7 +41,9 @@ log = logging.getLogger("framescribe")
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (else FRAMESCRIBE_CONFIG).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Frames and SQLite folder.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Frames and SQLite folder (default: data/ under the current folder).")
+]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
 
 
@@ -74,11 +79,8 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
     from worker.config import load_settings
 
     settings = load_settings(**overrides)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
+    announce(settings, data_dir, database_url)
     for noisy in ("httpx", "urllib3", "dashscope", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
@@ -237,20 +239,34 @@ def _write_export(
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
-    from worker.wiring import store_for
+    """The store of a read-only command: none is created where none is found."""
+    return open_store(settings_from(config, data_dir, database_url), read_only=True)
 
-    return store_for(settings_from(config, data_dir, database_url).resolved_database_url)
+
+JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"]
 
 
 @jobs_app.command("list")
 def jobs_list(
-    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="Only live jobs with no progress for --older-than seconds.")
+    ] = False,
+    older_than: Annotated[
+        float | None, typer.Option(min=1, help="--stuck: idle seconds (default: worker.task_time_limit_s).")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (--stuck: live jobs idle past their deadline, oldest first)."""
+    if stuck:
+        from worker.stuck import print_stuck
+
+        settings = settings_from(config, data_dir, database_url)
+        print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
+        return
     store = _store(config, data_dir, database_url)
     table = Table(
         Column("id", no_wrap=True, min_width=32),
@@ -315,25 +331,8 @@ def export(
 
 
 def guarded(fn: Callable[[], T]) -> T | None:
-    """Run the CLI; a FramescribeError becomes one line and exit code 2 (input) or 1, never a traceback."""
-    try:
-        return fn()
-    except FramescribeError as exc:
-        err.print(f"framescribe: error: {exc.message}", markup=False)
-        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
-    except KeyboardInterrupt:
-        err.print("framescribe: interrupted")
-        raise SystemExit(130) from None
-    except (typer.Exit, SystemExit):
-        raise
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("FRAMESCRIBE_DEBUG"):
-            raise
-        err.print(
-            f"framescribe: internal error: {type(exc).__name__}: {exc} (FRAMESCRIBE_DEBUG=1 shows more)",
-            markup=False,
-        )
-        raise SystemExit(1) from None
+    """Run the CLI; a FramescribeError becomes one line and exit code 2 (input, config) or 1, never a traceback."""
+    return guard(fn)
 
 
 def _register_command_modules() -> None:
@@ -347,11 +346,12 @@ def _register_command_modules() -> None:
 # Each module adds commands with ``@app.command()``: queue (submit/status/worker/cancel/retry),
 # service (scheduler/beat), outputs (search), sample (frames only).
 COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.cli_service", "worker.cli_sample"]
+COMMAND_MODULES.append("worker.cli_doctor")  # doctor: its own line, so other modules' additions merge cleanly
 
 
 def main() -> None:
     _register_command_modules()
-    guarded(lambda: app(standalone_mode=True))
+    guarded(lambda: run_click(lambda: app(standalone_mode=False, prog_name="framescribe")))
 
 
 if __name__ == "__main__":  # python -m worker.cli: run the imported module, where command modules register

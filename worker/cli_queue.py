@@ -31,6 +31,7 @@ from worker.cli import (
     out,
     settings_from,
 )
+from worker.cli_store import open_store
 from worker.errors import InputError
 
 if TYPE_CHECKING:
@@ -99,6 +100,9 @@ def submit(
     if created:
         enqueue_job(job.id, settings=settings, queue=queue)
     out.print(job.id)
+    from worker.heartbeat import warn_no_worker  # Celery: only the commands that need it
+
+    warn_no_worker(settings, queue)
 
 
 def status_line(job: Any, counts: dict[str, int]) -> str:
@@ -114,23 +118,29 @@ def status(
     job_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Print changes until the job ends.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 1.0,
+    warn_after: Annotated[
+        float, typer.Option(min=0.1, help="--follow: warn when no worker took the job for this many seconds.")
+    ] = 10.0,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Show a job's state (queued, running, done, partial, failed, cancelled) and its segment counts."""
-    from worker.wiring import store_for
+    settings = settings_from(config, data_dir, database_url)
+    store = open_store(settings, read_only=True)
+    from worker.heartbeat import IdleWatch
 
-    store = store_for(settings_from(config, data_dir, database_url).resolved_database_url)
-    last = ""
+    last, idle = "", IdleWatch(settings, warn_after)
     while True:
         job = store.get_job(job_id)
         line = status_line(job, store.counts(job_id))
         if line != last:
             out.print(line, markup=False)
             last = line
+            idle.progressed()
         if not follow or job.state in TERMINAL:
             break
+        idle.check(job.state)
         time.sleep(interval)
     if follow and job.state == "failed":
         raise typer.Exit(1)

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import Annotated
 
 import typer
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, app, settings_from
-from worker.errors import ConfigError
+from worker.errors import ConfigError, InputError
 
 
 def _env_overrides(data_dir: object, database_url: str | None) -> None:
@@ -47,7 +49,8 @@ def scheduler(
             "sha256:<hex> hashes), or bind to 127.0.0.1"
         )
     settings.scheduler.host, settings.scheduler.port = bind_host, bind_port
-    uvicorn.run(
+    sock = listen_socket(bind_host, bind_port)  # a busy port is one line, exit 2, before uvicorn logs anything
+    server_config = uvicorn.Config(
         create_app(settings, inline=inline),
         host=bind_host,
         port=bind_port,
@@ -55,6 +58,29 @@ def scheduler(
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
+    uvicorn.Server(server_config).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so that a busy port or a bad address is a clear InputError."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, OverflowError) as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc}", field="host") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise InputError(
+            f"cannot listen on {host}:{port}: {why} (choose another with --port or FRAMESCRIBE_SCHEDULER__PORT)",
+            field="port",
+        ) from None
+    return sock
 
 
 @app.command()

@@ -199,6 +199,11 @@ class SecuritySettings(Section):
     max_event_streams_per_client: int = Field(8, ge=1, le=1000, description="Open /events streams per key or client.")
     readiness_cache_s: float = Field(3.0, ge=0, le=300, description="How long a /readyz answer is reused.")
     readiness_timeout_s: float = Field(3.0, gt=0, le=60, description="Deadline of one readiness probe.")
+class LoggingSettings(Section):
+    """Log lines (worker/logs.py): ``text`` for people, ``json`` (one object a line, with job_id and
+    segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""
+
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(BaseSettings):
@@ -228,6 +233,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @field_validator("allowed_roots", "api_keys", "read_only_api_keys", mode="before")
     @classmethod

@@ -111,7 +111,7 @@ def cli(c: Cluster, *args: str) -> str:
 
     result = CliRunner().invoke(app, list(args), env=c.env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # stderr holds notices (which store, no worker)
 
 
 def ended(c: Cluster, job_id: str) -> int:
@@ -444,7 +444,7 @@ def test_visibility_timeout_must_outlast_time_limit_and_retry_delay(tmp_path: Pa
         text=True,
         timeout=60,
     )
-    assert run.returncode == 1
+    assert run.returncode == 2  # a bad configuration is bad input
     assert "framescribe: error: worker.visibility_timeout_s (700 s) must be greater than" in run.stderr
     assert "Traceback" not in run.stderr
 

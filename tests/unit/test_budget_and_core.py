@@ -96,7 +96,8 @@ def _row(i: int, state: str, text: str | None = None, error: str | None = None) 
 def test_summary_states_and_totals() -> None:
     done = build_summary([_row(0, "done", "A car arrives. It parks."), _row(1, "done", "A man walks.")], 20_000)
     assert done.state == "done" and done.segments_done == 2 and done.video_tokens == 200 and done.calls == 2
-    assert "00:00–00:10 A car arrives." in done.text
+    assert "2 parts: 00:00–00:10 A car arrives; 00:10–00:20 A man walks." in done.text
+    assert "It parks" not in done.text, "a summary, not the descriptions word for word"
     assert [c[2] for c in done.chapters] == ["A car arrives", "A man walks"]
     partial = build_summary([_row(0, "done", "x"), _row(1, "failed", error="decode error at 12.00s")], 20_000)
     assert partial.state == "partial" and "decode error at 12.00s" in partial.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from worker.core.models import JobSummary, SegmentRow
@@ -24,12 +25,23 @@ def first_sentence(text: str, limit: int = 90) -> str:
     return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
 
 
+def headline(title: str, limit: int = 60) -> str:
+    """The gist of a chapter title: its first clause (up to ``;``), shortened."""
+    head = title.split(";")[0].strip().rstrip(".,")
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def sentences(text: str) -> set[str]:
+    """The sentences of a description, normalised (no brackets, no final stop) for comparison."""
+    return {s.strip(" ()").rstrip(".") for s in re.split(r"(?<=[.!?)])\s+", text.strip()) if s.strip(" ()")}
+
+
 def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: str | None = None) -> JobSummary:
     """Totals, chapters and a readable paragraph, streaming over the rows once."""
     total = done = failed = calls = saved = 0
     tin = tout = tvid = 0
     chapters: list[tuple[int, int, str]] = []
-    lines: list[str] = []
+    common: set[str] | None = None  # sentences every described segment repeats (said once)
     failures: list[str] = []
     for row in rows:
         total += 1
@@ -47,19 +59,18 @@ def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: 
                 chapters[-1] = (chapters[-1][0], row.end_ms, title)
             else:
                 chapters.append((row.start_ms, row.end_ms, title))
-            if len(lines) < 12:
-                lines.append(f"{span(row.start_ms, row.end_ms)} {first_sentence(row.description or row.state, 200)}.")
+            said = sentences(row.description or "")
+            common = said if common is None else common & said
         elif row.state == "failed":
             failed += 1
             if len(failures) < 5:
                 failures.append(f"{clock(row.start_ms)} ({row.error or 'unknown error'})")
     state = job_state(total, done, failed, stopped_reason)
     parts = [f"{done} of {total} segments described over {clock(duration_ms)} of video."]
-    if len(chapters) > 1:
-        parts.append(f"{len(chapters)} distinct parts.")
-    parts.extend(lines)
-    if len(lines) < done:
-        parts.append(f"… and {done - len(lines)} more segments.")
+    parts.extend(_outline(chapters))
+    shared = sorted(common or ()) if done > 1 else []
+    if shared:
+        parts.append("Every segment: " + "; ".join(shared[:2]) + ".")
     if failed:
         parts.append(f"{failed} segment(s) failed: " + "; ".join(failures) + ".")
     if stopped_reason:
@@ -78,3 +89,14 @@ def build_summary(rows: Iterable[SegmentRow], duration_ms: int, stopped_reason: 
         calls_saved=saved,
         chapters=tuple(chapters),
     )
+
+
+def _outline(chapters: list[tuple[int, int, str]], most: int = 8) -> list[str]:
+    """The parts of the video by their gist, not the segment descriptions word for word."""
+    if not chapters:
+        return []
+    if len(chapters) == 1:
+        return [f"Throughout: {headline(chapters[0][2])}."]
+    shown = [f"{span(a, b)} {headline(title)}" for a, b, title in chapters[:most]]
+    more = f"; … and {len(chapters) - most} more parts" if len(chapters) > most else ""
+    return [f"{len(chapters)} parts: " + "; ".join(shown) + more + "."]
