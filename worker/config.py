@@ -153,6 +153,9 @@ class AskSettings(Section):
     model: str = Field("qwen-plus", description="Text model that writes answers (DashScope text generation).")
     max_tokens: int = Field(600, ge=16, le=8192, description="Longest answer.")
     evidence: int = Field(8, ge=1, le=50, description="Segments given to the answer model as evidence.")
+    min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="Cosine below which a segment found only by meaning is not evidence."
+    )
     embedder: Literal["auto", "local", "dashscope", "none"] = Field(
         "auto", description="auto = dashscope with an API key, else the offline MiniLM model when installed."
     )

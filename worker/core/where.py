@@ -108,3 +108,29 @@ def parse_where(exprs: Sequence[str] | str | None) -> list[Condition]:
 
 def matches(conditions: Sequence[Condition], structured: Mapping[str, Any] | None) -> bool:
     return all(c.test(structured or {}) for c in conditions)
+
+
+_NUM = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_NOUNS = {"people": "people", "persons": "people", "person": "people", "vehicles": "vehicles", "vehicle": "vehicles",
+          "cars": "vehicles", "car": "vehicles"}  # fmt: skip
+_PHRASES = (
+    (re.compile(r"\b(\d+|" + "|".join(_NUM) + r")\s+or\s+more\s+(\w+)"), ">="),
+    (re.compile(r"\bat\s+least\s+(\d+|" + "|".join(_NUM) + r")\s+(\w+)"), ">="),
+    (re.compile(r"\bmore\s+than\s+(\d+|" + "|".join(_NUM) + r")\s+(\w+)"), ">"),
+    (re.compile(r"\b(?:fewer|less)\s+than\s+(\d+|" + "|".join(_NUM) + r")\s+(\w+)"), "<"),
+)
+
+
+def infer_where(question: str) -> list[Condition]:
+    """Conditions a question states in words: "2 or more people", "more than one vehicle", "threat level 2"."""
+    q = question.lower()
+    found: list[Condition] = []
+    for rx, op in _PHRASES:
+        for num, noun in rx.findall(q):
+            fact = _NOUNS.get(noun)
+            if fact:
+                found.append(Condition(fact, op, float(_NUM.get(num) or int(num))))
+    m = re.search(r"\bthreat(?:\s+level)?\s*(?:of\s+|>=\s*|at\s+least\s+)?(\d)\b", q)
+    if m:
+        found.append(Condition("threat", ">=", float(m.group(1))))
+    return found[:MAX_FILTERS]
