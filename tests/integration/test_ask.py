@@ -65,7 +65,7 @@ def test_answer_cites_evidence_and_a_citation_outside_it_is_removed(tmp_path: Pa
     settings = _settings(tmp_path, fake, look_again=False)
     store = SqlResultStore(settings.resolved_database_url)
     job = _seed(store, tmp_path)
-    embedder, answerer, looker, prompts = build(settings)
+    embedder, answerer, _looker, prompts = build(settings)
     assert embedder is not None and answerer is not None
     reindex(store, embedder)
     fake.reset()
