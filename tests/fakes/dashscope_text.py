@@ -82,7 +82,7 @@ def handle(handler: Any, path: str) -> None:
         handler._send_json(200, {"output": {"embeddings": out}, "usage": usage, "request_id": rid})
         return
     text = fake._reply_text(rec, behavior)
-    _reply_text(handler, rec, text, rid)
+    _reply_text(handler, rec, text, rid, behavior.chunk_delay_s if behavior else 0.0)
 
 
 def _problem(kind: str, body: Any, rec: RecordedRequest) -> str | None:
@@ -117,7 +117,7 @@ def _usage(rec: RecordedRequest, out_text: str) -> dict[str, int]:
     return {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
 
 
-def _reply_text(handler: Any, rec: RecordedRequest, text: str, rid: str) -> None:
+def _reply_text(handler: Any, rec: RecordedRequest, text: str, rid: str, chunk_delay_s: float) -> None:
     if not rec.stream:
         choice = {"finish_reason": "stop", "message": {"role": "assistant", "content": text}}
         handler._send_json(200, {"output": {"choices": [choice]}, "usage": _usage(rec, text), "request_id": rid})
@@ -133,3 +133,5 @@ def _reply_text(handler: Any, rec: RecordedRequest, text: str, rid: str) -> None
         event = {"output": {"choices": [{"message": msg, "finish_reason": "stop" if last else "null"}]},
                  "usage": _usage(rec, so_far), "request_id": rid}  # fmt: skip
         handler._write(f"id:{i}\nevent:result\n:HTTP_STATUS/200\ndata:{json.dumps(event, ensure_ascii=False)}\n\n")
+        if chunk_delay_s and not last:
+            time.sleep(chunk_delay_s)
