@@ -128,6 +128,7 @@ def search(
         ranked = rrf([text_keys, vec_keys])
     page = ranked[offset:want]
     infos = vs.by_keys([k for k, _ in page])
+    thumbs = vs.thumbs([k for k, _ in page if k not in text_hits])
     hits = []
     for key, score in page:
         info = infos.get(key)
@@ -135,7 +136,7 @@ def search(
             continue
         th = text_hits.get(key)
         snippet, marks = (th.snippet, th.marks) if th else (_snippet(info.description), ())
-        thumb = (th.thumb_n, th.thumb_path) if th else _thumb(store, info)
+        thumb = (th.thumb_n, th.thumb_path) if th else thumbs.get(key, (None, None))
         hits.append(
             Hit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state, snippet, marks,
                 score if mode != "text" else float(th.rank if th else 0), mode, info.description,
@@ -215,8 +216,10 @@ def _listing(store: SqlResultStore, filters: Filters, where: Sequence[Condition]
         after = page[-1].segment_id
     found.sort(key=lambda i: (i.job_id, i.start_ms))
     out = []
-    for info in found[offset : offset + limit]:
-        thumb = _thumb(store, info)
+    page = found[offset : offset + limit]
+    thumbs = vs.thumbs([(i.job_id, i.index) for i in page])
+    for info in page:
+        thumb = thumbs.get((info.job_id, info.index), (None, None))
         out.append(Hit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state,
                        _snippet(info.description), (), 0.0, "filter", info.description, info.structured,
                        thumb[0], thumb[1]))  # fmt: skip
@@ -226,8 +229,3 @@ def _listing(store: SqlResultStore, filters: Filters, where: Sequence[Condition]
 def _snippet(description: str | None, size: int = 200) -> str:
     text = " ".join((description or "").split())
     return text if len(text) <= size else text[: size - 1].rstrip() + "…"
-
-
-def _thumb(store: SqlResultStore, info: SegmentInfo) -> tuple[int | None, str | None]:
-    frames = store.frames(info.job_id, info.index)
-    return (frames[0].n, frames[0].path) if frames else (None, None)

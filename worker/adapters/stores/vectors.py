@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, delete, insert, text
 
 from worker.adapters.stores.sql import SqlResultStore
-from worker.core.embedding import from_blob, to_blob
+from worker.core.embedding import to_blob
 
 meta = MetaData()
 VECTORS = Table(
@@ -135,6 +135,23 @@ class VectorStore:
                     found[(info.job_id, info.index)] = info
         return found
 
+    def thumbs(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
+        """The first frame ``(n, path)`` of each segment ``(job_id, index)`` that has frames (one query)."""
+        found: dict[tuple[str, int], tuple[int, str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 200):
+                chunk = keys[start : start + 200]
+                params: dict[str, Any] = {}
+                conds = []
+                for i, (job, idx) in enumerate(chunk):
+                    conds.append(f"(f.job_id = :j{i} AND f.segment_index = :i{i})")
+                    params[f"j{i}"], params[f"i{i}"] = job, idx
+                where = " OR ".join(conds)
+                sql = f"SELECT f.job_id, f.segment_index, f.n, f.path FROM frames f WHERE {where} ORDER BY f.n"
+                for job, idx, n, path in conn.execute(text(sql), params).all():
+                    found.setdefault((job, int(idx)), (int(n), str(path)))
+        return found
+
     def by_ids(self, ids: Sequence[int]) -> dict[int, SegmentInfo]:
         found: dict[int, SegmentInfo] = {}
         with self.engine.connect() as conn:
@@ -207,7 +224,7 @@ class VectorStore:
             if not rows:
                 return
             ids = [int(r[0]) for r in rows]
-            matrix = np.vstack([from_blob(bytes(r[1]), dim) for r in rows])
+            matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dim)
             structured = (
                 [_info((0, "", "", 0, 0, 0, "", None, r[2])).structured for r in rows] if with_structured else []
             )
