@@ -9,7 +9,9 @@
   ``output.embeddings[{text_index, embedding}]``, ``usage.total_tokens``. At most 10 texts per request
   (v3/v4). Vectors are deterministic hashed bag-of-words (shared words -> higher cosine).
 
-Scripting works as for model calls: ``enqueue(Behavior.error(...))``, ``reply_fn`` / ``reply_text``.
+Text generation is scripted as model calls are (``enqueue(Behavior.error(...))``, ``reply_fn``, ``hold()``);
+embeddings only by ``fake.embedding_behavior`` (they happen for every stored segment and must not take the
+behaviours or gate places other tests script for model calls).
 """
 
 from __future__ import annotations
@@ -55,11 +57,17 @@ def handle(handler: Any, path: str) -> None:
         rec.model = body.get("model")
         rec.parameters = dict(body.get("parameters") or {})
     rec.stream = handler.headers.get("X-DashScope-SSE", "").lower() == "enable"
-    behavior: Behavior | None = fake._next_behavior(rec.api_key)
+    # Embeddings are made for every stored segment: they take no scripted behaviour and never wait at the
+    # gate, so tests that script or hold model calls see only those (``fake.embedding_behavior`` scripts them).
+    embedding = kind == "embedding"
+    behavior: Behavior | None = (
+        getattr(fake, "embedding_behavior", None) if embedding else fake._next_behavior(rec.api_key)
+    )
     rec.behavior = behavior
     problem = _problem(kind, body, rec)
     fake._record(rec)
-    fake._gate(hang=bool(behavior and behavior.hang))
+    if kind != "embedding":
+        fake._gate(hang=bool(behavior and behavior.hang))
     if behavior is not None and behavior.delay_s:
         time.sleep(behavior.delay_s)
     status, code, message = 0, "", ""
