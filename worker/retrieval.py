@@ -78,7 +78,7 @@ def default_mode(store: SqlResultStore, embedder: Embedder | None) -> Mode:
     """hybrid when an embedder is configured and some segment has its vectors, else text."""
     if embedder is None:
         return "text"
-    return "hybrid" if VectorStore(store).count(embedder.name) else "text"
+    return "hybrid" if VectorStore(store).has_any(embedder.name) else "text"
 
 
 def search(

@@ -168,3 +168,29 @@ def test_model_errors_fall_back_to_an_extractive_answer(tmp_path: Path, fake: Fa
     result = ask(store, settings, "when did the van park?", answerer=answerer, prompts=prompts)
     assert result.kind == "extractive" and any("answer model failed" in n for n in result.notes)
     assert len(fake.requests_of("text-generation")) == 1
+
+
+def test_look_again_resamples_frames_that_retention_deleted(tmp_path: Path, fake: FakeDashScope) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "street.mp4"
+    if not example.exists():
+        pytest.skip("examples/street.mp4 is missing")
+    from worker import pipeline
+    from worker.wiring import build_ports
+
+    settings = _settings(tmp_path, fake, embedder="none", look_again_segments=1)
+    local = settings.model_copy(update={"dashscope": settings.dashscope.model_copy(update={"api_key": None})})
+    ports = build_ports(local)
+    job, _ = ports.store.create_job(str(example), "street.mp4", {"segment_seconds": 5, "fps": 1, "describer": "local"})
+    pipeline.run_inline(ports, job.id)
+    stored = ports.store.frames(job.id, 0)
+    for f in stored:
+        Path(f.path).unlink()
+    _, answerer, looker, prompts = build(settings)
+    fake.reset()
+    question = "what colour were the clothes of the people visible?"
+    scope = Filters(job=job.id, to_ms=5000)
+    result = ask(ports.store, settings, question, filters=scope, answerer=answerer, looker=looker, prompts=prompts)
+    (vl,) = fake.requests_of("generation")
+    assert vl.fps == 1 and len(vl.frames[0]) == len(stored) == 5, "re-sampled at the stored times and rate"
+    assert all(Path(f.path).is_file() for f in ports.store.frames(job.id, 0))
+    assert [e.kind for e in result.evidence][:1] == ["look_again"]

@@ -189,6 +189,11 @@ class VectorStore:
                 ],
             )  # fmt: skip
 
+    def has_any(self, embedder: str) -> bool:
+        with self.engine.connect() as conn:
+            sql = "SELECT 1 FROM segment_vectors WHERE embedder = :e LIMIT 1"
+            return conn.execute(text(sql), {"e": embedder}).first() is not None
+
     def count(self, embedder: str, filters: Filters | None = None) -> int:
         params: dict[str, Any] = {"e": embedder}
         where = (filters or Filters()).sql(params)
