@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore
@@ -83,8 +86,21 @@ def reindex(
     return seen, done
 
 
-def index_segment(store: SqlResultStore, settings: Settings, job_id: str, index: int) -> None:
-    """The worker step after a segment is stored: embed it now (never raises)."""
+def index_segment(
+    store: SqlResultStore, settings: Settings, job_id: str, index: int, *, background: bool = False
+) -> None:
+    """The worker step after a segment is stored: embed it (never raises).
+
+    ``background`` (Celery segment tasks): hand it to this process's indexing thread, so loading the model
+    or a slow embedding call never counts against the segment task's time limit. A vector lost with the
+    process is filled in by ``framescribe reindex``."""
+    if background:
+        _start_thread()
+        try:
+            _QUEUE.put_nowait((store, settings, job_id, index))
+        except queue.Full:
+            log.warning("job %s segment %d: indexing queue full; `framescribe reindex` fills it in", job_id, index)
+        return
     try:
         embedder = embedder_for(settings)
         if embedder is None:
@@ -95,3 +111,36 @@ def index_segment(store: SqlResultStore, settings: Settings, job_id: str, index:
             embed_infos(vs, embedder, infos)
     except Exception as exc:  # embedding is an index: a failure must not fail the segment
         log.warning("job %s segment %d: not embedded (%s); `framescribe reindex` fills it in", job_id, index, exc)
+
+
+_QUEUE: queue.Queue[tuple[Any, Any, str, int]] = queue.Queue(maxsize=10_000)
+_LOCK = threading.Lock()
+_THREAD: list[threading.Thread] = []
+
+
+def _start_thread() -> None:
+    with _LOCK:
+        if _THREAD and _THREAD[0].is_alive():
+            return
+        thread = threading.Thread(target=_drain, name="framescribe-index", daemon=True)
+        thread.start()
+        _THREAD[:] = [thread]
+
+
+def _drain() -> None:
+    while True:
+        store, settings, job_id, index = _QUEUE.get()
+        try:
+            index_segment(store, settings, job_id, index)
+        finally:
+            _QUEUE.task_done()
+
+
+def wait_indexed(timeout_s: float = 60.0) -> bool:
+    """Tests and shutdown: wait until the background queue is empty (True) or ``timeout_s`` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while _QUEUE.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _QUEUE.unfinished_tasks

@@ -324,7 +324,7 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
     finally:
         if own:
             rdr.close()
-    index_segment(store, ports.settings, job_id, index)  # vectors for meaning-based search (never raises)
+    index_segment(store, ports.settings, job_id, index, background=True)  # vectors for meaning-based search
     ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
     return "done"
 

