@@ -50,6 +50,14 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * x * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), np.float32)
 
 
+def _one_blas_thread() -> Any:
+    """Small matrices: one BLAS thread. On a busy machine OpenBLAS's thread pool made a 64-text batch
+    ~15x slower (25 s against 1.7 s measured here), and worker processes already run in parallel."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions); thread-safe, loaded once per process."""
 
@@ -78,7 +86,8 @@ class MiniLMEmbedder:
             chunk = [t if t.strip() else "empty" for t in texts[start : start + BATCH]]
             with self._lock:
                 encs = self.tok.encode_batch(chunk)
-            out[start : start + len(chunk)] = self._forward(encs)
+            with _one_blas_thread():
+                out[start : start + len(chunk)] = self._forward(encs)
         return out, 0
 
     def _forward(self, encs: list[Any]) -> np.ndarray:
