@@ -119,11 +119,12 @@ def search(
         assert embedder is not None
         vec_ids, vec_scores = _vector_ranking(vs, embedder, q, filters, where, want if mode == "semantic" else POOL)
     infos_by_id = vs.by_ids(vec_ids)
-    vec_keys = [(infos_by_id[i].job_id, infos_by_id[i].index) for i in vec_ids if i in infos_by_id]
+    vec_pairs = [(i, (infos_by_id[i].job_id, infos_by_id[i].index)) for i in vec_ids if i in infos_by_id]
+    vec_keys = [k for _, k in vec_pairs]
     if mode == "text":
         ranked = [(k, -float(i)) for i, k in enumerate(text_keys)]
     elif mode == "semantic":
-        ranked = [(k, vec_scores[i]) for i, k in zip(vec_ids, vec_keys, strict=False)]
+        ranked = [(k, vec_scores[i]) for i, k in vec_pairs]
     else:
         ranked = rrf([text_keys, vec_keys])
     page = ranked[offset:want]
