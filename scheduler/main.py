@@ -31,7 +31,8 @@ from worker.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_ROUTERS = ("scheduler.api.routes.exports", "scheduler.api.routes.search", "scheduler.web.routes")
+OPTIONAL_ROUTERS = ("scheduler.api.routes.exports", "scheduler.api.routes.search", "scheduler.web.routes",
+                    "scheduler.api.routes.ask")  # fmt: skip
 
 
 def include_optional_routers(app: FastAPI) -> list[str]:

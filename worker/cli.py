@@ -347,6 +347,7 @@ def _register_command_modules() -> None:
 # service (scheduler/beat), outputs (search), sample (frames only).
 COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.cli_service", "worker.cli_sample"]
 COMMAND_MODULES.append("worker.cli_doctor")  # doctor: its own line, so other modules' additions merge cleanly
+COMMAND_MODULES.append("worker.cli_ask")  # ask, reindex (issue 17)
 
 
 def main() -> None:

@@ -26,10 +26,20 @@ def _marked(snippet: str, marks: tuple[tuple[int, int], ...]) -> str:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help='Words to find, e.g. "red car" (every word must match).')],
+    query: Annotated[str, typer.Argument(help='Words or a sentence, e.g. "red car" ("" with --where only).')] = "",
     job: Annotated[str | None, typer.Option("--job", help="Only this job.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only sources whose name matches (glob).")] = None,
     from_s: Annotated[float | None, typer.Option("--from", min=0, help="Only segments ending after (s).")] = None,
     to_s: Annotated[float | None, typer.Option("--to", min=0, help="Only segments starting before (s).")] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="Structured fact filter, e.g. people>=2 (repeatable).")
+    ] = None,
+    semantic: Annotated[
+        bool, typer.Option("--semantic", help="Meaning-based search (same as --mode semantic).")
+    ] = False,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="text | semantic | hybrid (default: hybrid when vectors exist).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per hit.")] = False,
     config: ConfigOpt = None,
@@ -37,15 +47,28 @@ def search(
     database_url: DbOpt = None,
 ) -> None:
     """Search segment descriptions and structured fields across all jobs, best matches first."""
-    from worker.adapters.stores.search import search as run_search
+    from worker.adapters.stores.vectors import Filters
+    from worker.cli import settings_from
+    from worker.core.where import parse_where
+    from worker.indexing import embedder_for
+    from worker.retrieval import search as run_search
 
+    settings = settings_from(config, data_dir, database_url)
     store = _store(config, data_dir, database_url)
+    chosen = "semantic" if semantic else mode
+    embedder = embedder_for(settings) if chosen != "text" else None
     hits = run_search(
         store,
         query,
-        job=job,
-        from_ms=None if from_s is None else round(from_s * 1000),
-        to_ms=None if to_s is None else round(to_s * 1000),
+        mode=chosen,  # type: ignore[arg-type]
+        filters=Filters(
+            job=job,
+            from_ms=None if from_s is None else round(from_s * 1000),
+            to_ms=None if to_s is None else round(to_s * 1000),
+            source=source,
+        ),
+        where=parse_where(where),
+        embedder=embedder,
         limit=limit,
     )
     if as_json:

@@ -204,6 +204,22 @@ class LoggingSettings(Section):
     segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""
 
     format: Literal["text", "json"] = "text"
+class AskSettings(Section):
+    """``framescribe ask`` / ``POST /v1/ask`` and meaning-based search (issue 17)."""
+
+    model: str = Field("qwen-plus", description="Text model that writes answers (DashScope text generation).")
+    max_tokens: int = Field(600, ge=16, le=8192, description="Longest answer.")
+    evidence: int = Field(8, ge=1, le=50, description="Segments given to the answer model as evidence.")
+    min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="Cosine below which a segment found only by meaning is not evidence."
+    )
+    embedder: Literal["auto", "local", "dashscope", "none"] = Field(
+        "auto", description="auto = dashscope with an API key, else the offline MiniLM model when installed."
+    )
+    embed_model: str = Field("text-embedding-v4", description="DashScope text embedding model.")
+    embed_dimension: int = Field(1024, ge=64, le=2048)
+    look_again: bool = Field(True, description="Re-ask Qwen-VL with stored frames for visual-detail questions.")
+    look_again_segments: int = Field(2, ge=1, le=5, description="Top segments whose frames are looked at again.")
 
 
 class Settings(BaseSettings):
@@ -234,6 +250,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
+    ask: AskSettings = AskSettings()
 
     @field_validator("allowed_roots", "api_keys", "read_only_api_keys", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from worker.errors import (
     PlanError,
     StoreError,
 )
+from worker.indexing import index_segment
 from worker.options import JobOptions
 from worker.summarise import summarise
 
@@ -334,6 +335,7 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
     finally:
         if own:
             rdr.close()
+    index_segment(store, ports.settings, job_id, index, background=True)  # vectors for meaning-based search
     ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
     return "done"
 
@@ -429,6 +431,7 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
             index, fut, _ = inflight.popleft()
             try:
                 desc = fut.result()
+                index_segment(store, ports.settings, job_id, index)  # vectors for meaning-based search
                 ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
             except DescriberAuthError as exc:
                 fail(ports, job_id, index, exc, 0)

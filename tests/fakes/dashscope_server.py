@@ -735,6 +735,12 @@ class FakeDashScope:
         return self._default_reply(rec)
 
 
+def _text_paths() -> tuple[str, ...]:
+    from tests.fakes.dashscope_text import PATHS
+
+    return PATHS
+
+
 def _sign(policy: str) -> str:
     return base64.b64encode(hmac.new(_OSS_SECRET, policy.encode(), hashlib.sha1).digest()).decode()
 
@@ -859,6 +865,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_call("generation")
         elif path == COMPAT_PATH:
             self._model_call("compatible")
+        elif path.rstrip("/") in _text_paths():  # text generation and embeddings (tests/fakes/dashscope_text.py)
+            from tests.fakes.dashscope_text import handle
+
+            handle(self, path.rstrip("/"))
         else:
             self._body()
             self._not_found()

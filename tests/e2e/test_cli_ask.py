@@ -1,0 +1,69 @@
+"""``framescribe search`` modes/filters, ``ask`` and ``reindex`` as subprocesses, offline and against the fake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import cli
+from tests.fakes.dashscope_server import FakeDashScope
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "street.mp4"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example clip described by the local describer in 5 s segments (people in the first ten seconds)."""
+    if not EXAMPLE.exists():
+        pytest.skip("examples/street.mp4 is missing: run scripts/make_example.py")
+    d = tmp_path_factory.mktemp("cli-ask") / "d"
+    res = cli("run", str(EXAMPLE), "--segment-seconds", "5", "--describer", "local", data=d, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return d
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(ln) for ln in text.splitlines() if ln.startswith("{")]
+
+
+def test_search_modes_filters_and_negation(data: Path) -> None:
+    rows = _json_lines(cli("search", "people", "--mode", "text", "--json", data=data).stdout)
+    assert rows and all("no people" not in str(r["snippet"]) for r in rows), rows
+    people = {r["index"] for r in rows}
+    where = _json_lines(cli("search", "", "--where", "people>=1", "--json", data=data).stdout)
+    assert {r["index"] for r in where} == people and {r["mode"] for r in where} == {"filter"}
+    sem = _json_lines(cli("search", "--semantic", "pedestrians walking about", "--json", data=data).stdout)
+    assert sem and {r["mode"] for r in sem} == {"semantic"}
+    assert all(
+        r["index"] in people for r in _json_lines(cli("search", "--semantic", "people", "--json", data=data).stdout)
+    )
+    bad = cli("search", "", "--where", "colour>2", data=data)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("framescribe: error: unknown fact")
+    again = cli("reindex", data=data)
+    assert again.returncode == 0 and "0 embedded" in again.stdout, "vectors were computed when segments were stored"
+
+
+def test_ask_offline_is_extractive_with_checked_citations(data: Path) -> None:
+    res = cli("ask", "when were people visible?", "--json", data=data)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["kind"] == "extractive" and not out["written_by_model"]
+    assert out["answer"].startswith("Not written by a language model")
+    assert out["citations"] and out["unsupported_citations"] == []
+    plain = cli("ask", "was there a helicopter on the roof?", data=data)
+    assert plain.returncode == 0 and "Nothing in the stored descriptions matches" in plain.stdout
+
+
+def test_ask_with_the_model_warns_about_removed_citations(data: Path) -> None:
+    with FakeDashScope() as fake:
+        fake.reply_fn = lambda rec: "People walk past [00:01–00:04] and again at [09:59]."
+        env = {"FRAMESCRIBE_DASHSCOPE__API_KEY": "sk-test", "FRAMESCRIBE_DASHSCOPE__BASE_URL": fake.base_http_api_url,
+               "FRAMESCRIBE_ASK__EMBEDDER": "local", "FRAMESCRIBE_DASHSCOPE__MAX_ATTEMPTS": "1"}  # fmt: skip
+        res = cli("ask", "when were people visible?", data=data, env=env)
+        assert res.returncode == 0, res.stderr
+        assert "People walk past [00:01–00:04] and again at." in res.stdout
+        assert "warning: removed citation [09:59]" in res.stderr
+        assert "Cited moments:" in res.stdout and "thumbnail" in res.stdout
+        assert len(fake.requests_of("text-generation")) == 1
