@@ -30,7 +30,12 @@ from worker.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_ROUTERS = ("scheduler.api.routes.exports", "scheduler.api.routes.search", "scheduler.web.routes")
+OPTIONAL_ROUTERS = (
+    "scheduler.api.routes.exports",
+    "scheduler.api.routes.search",
+    "scheduler.web.routes",
+    "scheduler.api.routes.streams",
+)
 BODY_LIMIT = 1024 * 1024  # JSON bodies; uploads have their own cap (scheduler.max_upload_bytes)
 
 

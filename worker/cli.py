@@ -344,6 +344,7 @@ def _register_command_modules() -> None:
 # Each module adds commands with ``@app.command()``: queue (submit/status/worker/cancel/retry),
 # service (scheduler/beat), outputs (search), sample (frames only).
 COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.cli_service", "worker.cli_sample"]
+COMMAND_MODULES.append("worker.cli_watch")  # live cameras (issue 18)
 
 
 def main() -> None:
