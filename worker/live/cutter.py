@@ -79,7 +79,9 @@ def motion_score(previous: Any, current: Any, pixel_delta: int = 25) -> float:
 class Cutter:
     """Feeds sampled frames into UTC-aligned windows; yields each window when it closes."""
 
-    def __init__(self, segment_ms: int, sample_ms: int, *, motion: bool, threshold: float, pre_event_ms: int) -> None:
+    def __init__(
+        self, segment_ms: int, sample_ms: int, *, motion: bool, threshold: float, pre_event_ms: int, min_frames: int = 1
+    ) -> None:
         if segment_ms <= 0 or sample_ms <= 0:
             raise ValueError("segment and sample intervals must be positive")
         self.segment_ms = segment_ms
@@ -87,6 +89,7 @@ class Cutter:
         self.motion = motion
         self.threshold = threshold
         self.pre_event_ms = pre_event_ms
+        self.min_frames = min_frames
         self._frames: list[LiveFrame] = []
         self._window: int | None = None  # start of the open window (UTC ms)
         self._continuous = False  # the open window began at a boundary with no gap before it
@@ -99,6 +102,8 @@ class Cutter:
         return utc_ms >= self._next_sample
 
     def push(self, frame: LiveFrame) -> Iterator[Window]:
+        """A first window (after a connect) shorter than half a segment or with fewer than ``min_frames``
+        frames joins the next one, so a segment the model cannot take is not cut."""
         self._next_sample = frame.utc_ms + self.sample_ms - self.sample_ms // 10
         start = frame.utc_ms - frame.utc_ms % self.segment_ms
         if self._window is not None and start != self._window and self._short_start(start):
@@ -113,12 +118,18 @@ class Cutter:
             self._window = start
         self._frames.append(frame)
 
+    def discard(self) -> Window | None:
+        """Drop the open window (the run ended at the boundary before it: it is after the end, not a gap)."""
+        self._frames = []
+        self._window = None
+        return None
+
     def _short_start(self, start: int) -> bool:
         return (
             not self._continuous
             and bool(self._frames)
             and start == (self._window or 0) + self.segment_ms
-            and start - self._frames[0].utc_ms < self.segment_ms // 2
+            and (start - self._frames[0].utc_ms < self.segment_ms // 2 or len(self._frames) < self.min_frames)
         )
 
     def flush(self, *, reason_gap: bool = True) -> Window | None:

@@ -40,7 +40,6 @@ def _options(src: LiveSource, read_timeout_s: float) -> dict[str, str]:
         return {
             "rtsp_transport": "tcp",
             "timeout": str(int(read_timeout_s * 1e6)),
-            "fflags": "nobuffer",
             "analyzeduration": "1000000",
             "probesize": "500000",
         }
@@ -71,6 +70,7 @@ def frames(
         if not streams:
             raise StreamDropped("the stream has no video")
         stream = streams[0]
+        stream.thread_type = "AUTO"  # PyAV's default decoding garbles multi-slice frames from RTSP (checked)
         base = stream.time_base
         last_frame = time.monotonic()
         first_pts: int | None = None

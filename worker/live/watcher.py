@@ -1,6 +1,6 @@
 """One camera, watched: connect, cut rolling wall-clock segments, describe them as they close, alert, digest.
 
-Runs until ``stop()`` / its deadline / the stream is paused or deleted / ``keep_going`` says no (a lost
+Runs until ``stop()`` / its deadline (then up to the next segment boundary) / the stream is paused or deleted / ``keep_going`` says no (a lost
 lease). Drops and stalls reconnect with exponential backoff; the time without frames is recorded as a
 gap (never covered by a segment) and the status shows ``reconnecting`` with the reason. A restart
 resumes the same job after its last stored segment, so nothing is stored or alerted twice.
@@ -164,6 +164,7 @@ class Watcher:
             motion=self.opts.segmenter == "motion",
             threshold=cfg.motion_threshold,
             pre_event_ms=round(cfg.pre_event_s * 1000),
+            min_frames=self.settings.sampling.min_frames,
         )
         cutter.skip_before(self.resume_end)
         gap_from: int | None = self.resume_end or None
@@ -171,6 +172,7 @@ class Watcher:
         dropped_at: float | None = None
         backoff = cfg.backoff_initial_s
         last_check = 0.0
+        draining, drain_until = False, 0.0  # past the deadline: finish the open window at its boundary
         with ThreadPoolExecutor(1, thread_name_prefix=f"live-{self.name}") as pool:
             self.pool = pool
             while not self._should_stop(deadline):
@@ -211,13 +213,19 @@ class Watcher:
                             prev_small = small
                             for window in cutter.push(LiveFrame(utc, d.pts_ms, image, moved)):
                                 self._closed(window)
+                                if draining:  # the duration ended: stop at this wall-clock boundary
+                                    self.stop("duration reached")
                         now = time.monotonic()
+                        if deadline is not None and now >= deadline and not draining:
+                            draining, drain_until = True, now + self.opts.segment_seconds + 2
+                        if draining and now >= drain_until:
+                            self.stop("duration reached")
                         if now - last_check >= 1.0:
                             last_check = now
                             if self.live.desired(self.stream.id) != "active":
                                 self.stop(f"stream {self.live.desired(self.stream.id)}")
                             self.notifier.flush(self.name)
-                        if self._should_stop(deadline):
+                        if self._should_stop(None):
                             break
                     else:  # pragma: no cover - frames() always raises at its end
                         raise StreamDropped("the stream ended")
@@ -226,9 +234,10 @@ class Watcher:
                     dropped_at = dropped_at or time.monotonic()
                     self.counters.reconnects += 1
                 finally:
-                    rest = cutter.flush()
+                    rest = cutter.discard() if draining and self._stop.is_set() else cutter.flush()
                     if rest is not None:
                         self._closed(rest)
+                        last_utc = max(last_utc or 0, rest.end_utc_ms - 1)  # the gap starts where it ends
                 if last_utc is not None:
                     gap_from = last_utc + 1
                 elif gap_from is None:
@@ -319,7 +328,9 @@ class Watcher:
             return
         if len(sampled.frames) < self.settings.sampling.min_frames:
             store.fail_segment(
-                self.job_id, index, f"only {len(sampled.frames)} frame(s) before the stream dropped; not described"
+                self.job_id,
+                index,
+                f"only {len(sampled.frames)} frame(s): the stream dropped or stopped inside this segment; not described",
             )
             self.counters.failed += 1
             return

@@ -1,0 +1,151 @@
+"""Live cameras against real servers: GStreamer's RTSP server, ffmpeg HLS, Mosquitto — rolling segments with
+wall-clock times, alerts and digests on MQTT, restarts without duplicates, drops and stalls recorded as gaps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.live_fixtures import (
+    assert_timeline,
+    camera_name,
+    live_settings,
+    motion_clip,  # noqa: F401
+    quiet_clip,  # noqa: F401
+    rtsp,  # noqa: F401
+    start_watch,
+    stored,
+    subscriber,
+)
+from tests.live_servers import HlsServer, RtspServer, needs_rtsp
+
+pytestmark = [needs_rtsp, pytest.mark.services]
+ALWAYS = "keyword:scene"  # the local describer's text always says "scene": every described segment alerts
+
+
+def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_watch_cli_stores_rolling_segments_and_publishes_alerts_and_a_digest(rtsp: RtspServer, tmp_path: Path) -> None:
+    camera = camera_name()
+    sub = subscriber(camera)
+    try:
+        cmd = [sys.executable, "-m", "worker.cli", "watch", rtsp.url, "--name", camera, "--segment-seconds", "2",
+               "--fps", "2", "--describer", "local", "--alert", ALWAYS, "--digest", "10s", "--for", "9s",
+               "--allow-camera", "127.0.0.1", "--data-dir", str(tmp_path / "data"),
+               "--database-url", f"sqlite:///{tmp_path / 'live.db'}"]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        settings = live_settings(tmp_path)
+        segments, gaps, rows = stored(settings, report["job_id"])
+        assert report["segments"] == len(segments) >= 3
+        assert [i for i, _ in rows] == [s.segment_index for s in segments]
+        assert all(state == "done" for _, state in rows)
+        assert_timeline(segments, gaps)
+        assert all(s.utc_end_ms % 2000 == 0 for s in segments[:-1])  # cut at wall-clock boundaries
+        assert all(s.utc_end_ms - s.utc_start_ms <= 3000 for s in segments)
+        alerts = wait_until(lambda: len(sub.of("alert")) >= report["alerts"] and sub.of("alert"), 10, "alerts")
+        keys = [a["dedup_key"] for a in alerts]
+        assert len(keys) == len(set(keys)) == report["alerts"] == len(segments)
+        first = alerts[0]
+        assert first["camera"] == camera and first["job_id"] == report["job_id"]
+        assert first["start_utc"].endswith("Z") and Path(first["thumbnail"]).exists()
+        digest = wait_until(lambda: sub.of("digest"), 10, "a digest")
+        assert digest[0]["segments"] >= 1 and Path(digest[0]["path"]).exists()
+        states = sub.of("state")
+        assert states[-1]["status"] == "stopped" and any(s["status"] == "live" for s in states)
+    finally:
+        sub.stop()
+
+
+def test_a_restarted_watcher_resumes_without_duplicate_segments_or_alerts(rtsp: RtspServer, tmp_path: Path) -> None:
+    settings = live_settings(tmp_path)
+    camera = camera_name()
+    sub = subscriber(camera)
+    try:
+        first = start_watch(settings, rtsp.url, camera, 5, alert=[ALWAYS])
+        c1 = first.join(40)
+        second = start_watch(settings, rtsp.url, camera, 5, alert=[ALWAYS])
+        c2 = second.join(40)
+        assert second.watcher.job_id == first.watcher.job_id
+        segments, gaps, rows = stored(settings, first.watcher.job_id)
+        assert len(segments) == c1.segments + c2.segments == len(rows)
+        assert len({s.utc_start_ms for s in segments}) == len(segments)
+        assert_timeline(segments, gaps)
+        assert any(g.reason == "watcher restarted" for g in gaps)
+        alerts = wait_until(lambda: len(sub.of("alert")) >= c1.alerts + c2.alerts and sub.of("alert"), 10, "alerts")
+        keys = [a["dedup_key"] for a in alerts]
+        assert len(keys) == len(set(keys)) == c1.alerts + c2.alerts
+    finally:
+        sub.stop()
+
+
+def test_server_killed_and_restarted_reconnects_and_records_the_gap(rtsp: RtspServer, tmp_path: Path) -> None:
+    settings = live_settings(tmp_path)
+    run = start_watch(settings, rtsp.url, camera_name(), 14)
+    wait_until(lambda: run.watcher.counters.segments >= 1, 20, "a first segment")
+    rtsp.kill()
+    time.sleep(2)
+    rtsp.start()
+    counters = run.join(60)
+    segments, gaps, rows = stored(settings, run.watcher.job_id)
+    assert counters.reconnects >= 1 and counters.reconnect_s, counters
+    assert len(gaps) >= 1 and gaps[0].utc_end_ms - gaps[0].utc_start_ms >= 1500
+    assert_timeline(segments, gaps)
+    assert len({s.utc_start_ms for s in segments}) == len(segments) == len(rows)
+    assert any(s.connection >= 1 for s in segments), "segments after the restart"
+
+
+def test_a_stalled_server_is_cut_by_the_read_deadline(rtsp: RtspServer, tmp_path: Path) -> None:
+    settings = live_settings(tmp_path)
+    run = start_watch(settings, rtsp.url, camera_name(), 14)
+    wait_until(lambda: run.watcher.counters.segments >= 1, 20, "a first segment")
+    rtsp.stall()
+    time.sleep(4)
+    rtsp.resume()
+    counters = run.join(60)
+    segments, gaps, _ = stored(settings, run.watcher.job_id)
+    assert counters.reconnects >= 1
+    assert any(g.utc_end_ms - g.utc_start_ms >= 2000 for g in gaps), [g.__dict__ for g in gaps]
+    assert_timeline(segments, gaps)
+
+
+def test_a_quiet_camera_costs_no_model_calls(quiet_clip: Path, tmp_path: Path) -> None:
+    server = RtspServer(quiet_clip, tmp_path / "quiet.log")
+    server.start()
+    try:
+        settings = live_settings(tmp_path)
+        run = start_watch(settings, server.url, camera_name(), 7, segmenter="motion")
+        counters = run.join(40)
+    finally:
+        server.stop()
+    segments, _, rows = stored(settings, run.watcher.job_id)
+    assert counters.segments >= 2 and counters.described == 0
+    assert all(state == "static" for _, state in rows) and all(s.static for s in segments)
+
+
+def test_hls_playlist_over_http(motion_clip: Path, tmp_path: Path) -> None:
+    hls = HlsServer(motion_clip, tmp_path / "hls")
+    hls.start()
+    try:
+        settings = live_settings(tmp_path)
+        run = start_watch(settings, hls.url, camera_name(), 7)
+        counters = run.join(40)
+    finally:
+        hls.stop()
+    segments, gaps, rows = stored(settings, run.watcher.job_id)
+    assert counters.segments >= 2 and all(state == "done" for _, state in rows)
+    assert_timeline(segments, gaps)
