@@ -1,18 +1,17 @@
-"""Fixtures of the live-camera tests: a motion clip, a real RTSP server, settings, an in-process watcher."""
+"""Helpers of the live-camera tests: settings, an in-process watcher, what was stored, timeline checks."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-from tests.live_servers import RtspServer, Subscriber, make_clip, start_mosquitto
+from tests.live_servers import Subscriber, start_mosquitto
 from worker.adapters.stores.schema import SegmentDbRow
 from worker.config import Settings, load_settings
 from worker.live.options import WatchOptions
@@ -20,24 +19,6 @@ from worker.live.source import check_live
 from worker.live.store import LiveStore
 from worker.live.watcher import Counters, Watcher
 from worker.wiring import build_ports
-
-
-@pytest.fixture(scope="session")
-def motion_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("clips") / "motion.mp4", seconds=4, motion=True)
-
-
-@pytest.fixture(scope="session")
-def quiet_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("clips") / "quiet.mp4", seconds=4, motion=False)
-
-
-@pytest.fixture
-def rtsp(motion_clip: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    server = RtspServer(motion_clip, tmp_path / "rtsp.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 def live_settings(tmp: Path, **live: Any) -> Settings:
@@ -92,15 +73,14 @@ def stored(settings: Settings, job_id: str) -> tuple[list[Any], list[Any], list[
     """(live segment rows, gaps, (index, state) of the job's segment rows) of a stream's job."""
     live = LiveStore(build_ports(settings).store)
     with live.store.session() as s:
-        rows = [(int(i), str(st)) for i, st in s.execute(
-            select(SegmentDbRow.index, SegmentDbRow.state).where(SegmentDbRow.job_id == job_id).order_by(SegmentDbRow.index)
-        ).all()]  # fmt: skip
+        q = select(SegmentDbRow.index, SegmentDbRow.state).where(SegmentDbRow.job_id == job_id)
+        rows = [(int(i), str(st)) for i, st in s.execute(q.order_by(SegmentDbRow.index)).all()]
     return list(live.segments(job_id)), live.gaps(job_id), rows
 
 
 def assert_timeline(segments: list[Any], gaps: list[Any]) -> None:
     """Monotonic, non-overlapping UTC spans (pre-event frames aside), none over a recorded gap."""
-    for a, b in zip(segments, segments[1:], strict=False):
+    for a, b in itertools.pairwise(segments):
         assert b.segment_index == a.segment_index + 1
         assert b.utc_start_ms + b.pre_event_ms >= a.utc_end_ms, (a.__dict__, b.__dict__)
     for g in gaps:

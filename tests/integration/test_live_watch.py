@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,33 @@ from tests.integration.live_fixtures import (
     assert_timeline,
     camera_name,
     live_settings,
-    motion_clip,  # noqa: F401
-    quiet_clip,  # noqa: F401
-    rtsp,  # noqa: F401
     start_watch,
     stored,
     subscriber,
 )
-from tests.live_servers import HlsServer, RtspServer, needs_rtsp
+from tests.live_servers import HlsServer, RtspServer, make_clip, needs_rtsp
 
 pytestmark = [needs_rtsp, pytest.mark.services]
+
+
+@pytest.fixture(scope="session")
+def motion_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clips") / "motion.mp4", seconds=4, motion=True)
+
+
+@pytest.fixture(scope="session")
+def quiet_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clips") / "quiet.mp4", seconds=4, motion=False)
+
+
+@pytest.fixture
+def rtsp(motion_clip: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    server = RtspServer(motion_clip, tmp_path / "rtsp.log")
+    server.start()
+    yield server
+    server.stop()
+
+
 ALWAYS = "keyword:scene"  # the local describer's text always says "scene": every described segment alerts
 
 

@@ -125,7 +125,7 @@ def test_live_sources_follow_the_ssrf_rules() -> None:
         check_live("file:///etc/passwd")
     with pytest.raises(SourceError):
         check_live("/etc/passwd")
-    with pytest.raises(SourceError, match="metadata|link-local"):
+    with pytest.raises(SourceError, match=r"metadata|link-local"):
         check_live("rtsp://169.254.169.254/cam")
     src = check_live("rtsp://user:secret@127.0.0.1:8554/cam", ["127.0.0.1"])
     assert "secret" not in src.redacted

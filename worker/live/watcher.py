@@ -1,8 +1,9 @@
 """One camera, watched: connect, cut rolling wall-clock segments, describe them as they close, alert, digest.
 
-Runs until ``stop()`` / its deadline (then up to the next segment boundary) / the stream is paused or deleted / ``keep_going`` says no (a lost
-lease). Drops and stalls reconnect with exponential backoff; the time without frames is recorded as a
-gap (never covered by a segment) and the status shows ``reconnecting`` with the reason. A restart
+Runs until ``stop()``, its deadline (then up to the next segment boundary), the stream is paused or
+deleted, or ``keep_going`` says no (a lost lease). Drops and stalls reconnect with exponential backoff;
+the time without frames is recorded as a gap (never covered by a segment) and the status shows
+``reconnecting`` with the reason. A restart
 resumes the same job after its last stored segment, so nothing is stored or alerted twice.
 """
 
@@ -330,7 +331,7 @@ class Watcher:
             store.fail_segment(
                 self.job_id,
                 index,
-                f"only {len(sampled.frames)} frame(s): the stream dropped or stopped inside this segment; not described",
+                f"only {len(sampled.frames)} frame(s): the stream dropped inside this segment; not described",
             )
             self.counters.failed += 1
             return
