@@ -185,8 +185,9 @@ def start_mosquitto(timeout: float = 10) -> None:
 class Subscriber:
     """Records every message under ``framescribe/<camera>/#`` (QoS 1)."""
 
-    def __init__(self, camera: str) -> None:
+    def __init__(self, camera: str, port: int = MQTT_PORT) -> None:
         self.camera = camera
+        self.port = port
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -204,7 +205,7 @@ class Subscriber:
             self.messages.append((msg.topic, json.loads(msg.payload or b"{}"), bool(msg.retain)))
 
     def start(self) -> Subscriber:
-        self.client.connect("127.0.0.1", MQTT_PORT, keepalive=10)
+        self.client.connect("127.0.0.1", self.port, keepalive=10)
         self.client.loop_start()
         assert self._ready.wait(10), "subscriber did not connect"
         time.sleep(0.2)  # the SUBACK

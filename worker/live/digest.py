@@ -98,4 +98,4 @@ def make(w: Watcher, start: int, end: int) -> None:
         w.counters.digests += 1
         payload["path"] = str(path)
         w.live.enqueue(key, w.name, "digest", payload, w.opts.mqtt, w.opts.webhook_url)
-        w.notifier.flush(w.name)
+        w.notifier.kick()

@@ -82,7 +82,10 @@ class Mqtt:
 
 
 class Notifier:
-    """Flushes the outbox: every pending message to MQTT and/or its webhook, oldest first."""
+    """Flushes the outbox: every pending message to MQTT and/or its webhook, oldest first.
+
+    ``start()`` runs the flushing on its own thread (``kick()`` wakes it), so a broker or webhook that is
+    down never blocks reading the camera."""
 
     def __init__(
         self, live: LiveStore, mqtt_client: Mqtt | None, webhook_secret: str | None, timeout_s: float = 10.0
@@ -92,6 +95,41 @@ class Notifier:
         self.secret = webhook_secret
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._states: dict[str, dict[str, Any]] = {}
+        self._thread: threading.Thread | None = None
+        self.camera: str | None = None
+
+    def start(self, camera: str) -> Notifier:
+        self.camera = camera
+        self._thread = threading.Thread(target=self._loop, name=f"notify-{camera}", daemon=True)
+        self._thread.start()
+        return self
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self._publish_states()
+            try:
+                self.flush(self.camera)
+            except Exception:  # the store hiccupped: the outbox is still there next round
+                log.exception("camera %s: flushing the outbox failed", self.camera)
+
+    def close(self) -> None:
+        """Stop the thread after one last round (bounded by the client timeouts)."""
+        self._done.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(3 * self.timeout_s)
+        self._publish_states()
+        self.flush(self.camera)
+        if self.mqtt is not None:
+            self.mqtt.close()
 
     def flush(self, camera: str | None = None, limit: int = 100) -> int:
         """Send what is pending; returns how many messages are still pending after this round."""
@@ -119,8 +157,17 @@ class Notifier:
             return left
 
     def state(self, camera: str, payload: dict[str, Any]) -> None:
-        """Publish the retained last-state of a camera (best effort: the next state replaces it)."""
-        if self.mqtt is not None:
+        """Queue the retained last-state of a camera (the newest replaces an unsent one)."""
+        with self._lock:
+            self._states[camera] = payload
+        self.kick()
+
+    def _publish_states(self) -> None:
+        with self._lock:
+            states, self._states = self._states, {}
+        for camera, payload in states.items():
+            if self.mqtt is None:
+                continue
             problem = self.mqtt.publish(topic(camera, "state"), payload, retain=True)
             if problem:
                 log.info("camera %s: state not published: %s", camera, problem)

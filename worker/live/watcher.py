@@ -98,7 +98,7 @@ class Watcher:
         self._backlog: list[Future[None]] = []
         mqtt = Mqtt(self.live_cfg.mqtt_url) if (opts.mqtt and self.live_cfg.mqtt_url) else None
         secret = self.settings.scheduler.webhook_secret
-        self.notifier = Notifier(self.live, mqtt, secret.get_secret_value() if secret else None)
+        self.notifier = Notifier(self.live, mqtt, secret.get_secret_value() if secret else None).start(name)
         self.budget = CallBudget(
             self.settings.broker_url, self.live_cfg.max_calls_per_hour, self.live_cfg.max_calls_per_day
         )
@@ -225,7 +225,7 @@ class Watcher:
                             last_check = now
                             if self.live.desired(self.stream.id) != "active":
                                 self.stop(f"stream {self.live.desired(self.stream.id)}")
-                            self.notifier.flush(self.name)
+                            self.notifier.kick()
                         if self._should_stop(None):
                             break
                     else:  # pragma: no cover - frames() always raises at its end
@@ -247,7 +247,7 @@ class Watcher:
                     break
                 log.info("camera %s: %s; reconnecting in %.1fs", self.name, gap_reason, backoff)
                 self._status("reconnecting", gap_reason)
-                self.notifier.flush(self.name)
+                self.notifier.kick()
                 self._stop.wait(backoff)
                 backoff = min(cfg.backoff_max_s, backoff * 2)
             if dropped_at is not None and gap_from is not None:  # stopped while the camera was away
@@ -256,8 +256,8 @@ class Watcher:
                 fut.result()
             if self.opts.digest_seconds:
                 pool.submit(digests.due, self, utc_ms(), final=True).result()
-        self.notifier.flush(self.name)
         self._status("stopped", self._stop_reason)
+        self.notifier.close()
         return self.counters
 
     def _gap(self, start: int, end: int, reason: str) -> None:
@@ -355,7 +355,7 @@ class Watcher:
             if rule.matches(desc.text, desc.structured):
                 self._alert(index, rule.source, desc.text, desc.structured, sampled, start_utc, end_utc)
                 break
-        self.notifier.flush(self.name)
+        self.notifier.kick()
 
     def _alert(
         self,
