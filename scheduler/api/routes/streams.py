@@ -36,6 +36,8 @@ class StreamCreate(BaseModel):
 
 def _public(stream: Stream, live: LiveStore | None = None) -> dict[str, Any]:
     body = stream.as_dict(LiveSource(stream.url, "").redacted)
+    if live is not None:
+        body.update(segments=0, recent=[], gaps=[], alerts=0, digests=[])
     if live is not None and stream.job_id:
         segments = list(live.segments(stream.job_id))
         body["segments"] = len(segments)
