@@ -129,3 +129,12 @@ def test_live_sources_follow_the_ssrf_rules() -> None:
         check_live("rtsp://169.254.169.254/cam")
     src = check_live("rtsp://user:secret@127.0.0.1:8554/cam", ["127.0.0.1"])
     assert "secret" not in src.redacted
+
+
+def test_sampling_keeps_a_true_rate_on_a_utc_grid() -> None:
+    cutter = Cutter(10_000, 1000, motion=False, threshold=0.01, pre_event_ms=0)
+    src = [LiveFrame(T0 + 37 + i * 100 + (i % 3) * 7, 0, None) for i in range(250)]  # 10 fps with jitter
+    windows = feed(cutter, src)
+    assert [len(w.frames) for w in windows[1:]] == [10]
+    gaps = [b.utc_ms - a.utc_ms for a, b in zip(windows[1].frames, windows[1].frames[1:], strict=False)]
+    assert all(900 <= g <= 1100 for g in gaps)

@@ -98,13 +98,13 @@ class Cutter:
         self._buffer: deque[LiveFrame] = deque()  # recent frames of static windows (pre-event buffer)
 
     def wants(self, utc_ms: int) -> bool:
-        """True when a frame at ``utc_ms`` should be sampled (one per ``sample_ms``)."""
+        """True when a frame at ``utc_ms`` should be sampled: the first at or after each multiple of ``sample_ms``."""
         return utc_ms >= self._next_sample
 
     def push(self, frame: LiveFrame) -> Iterator[Window]:
         """A first window (after a connect) shorter than half a segment or with fewer than ``min_frames``
         frames joins the next one, so a segment the model cannot take is not cut."""
-        self._next_sample = frame.utc_ms + self.sample_ms - self.sample_ms // 10
+        self._next_sample = (frame.utc_ms // self.sample_ms + 1) * self.sample_ms  # a UTC grid: a true fps
         start = frame.utc_ms - frame.utc_ms % self.segment_ms
         if self._window is not None and start != self._window and self._short_start(start):
             self._window = start  # a first window shorter than half a segment joins the next one

@@ -17,6 +17,7 @@ from scheduler.api.models import ErrorBody
 from worker.config import Settings
 from worker.errors import NotFound
 from worker.live.options import WatchOptions, check_name
+from worker.live.schema import LiveSegmentRow
 from worker.live.source import LiveSource, check_live
 from worker.live.store import LiveStore, Stream
 from worker.live.watcher import iso
@@ -41,25 +42,35 @@ def _public(stream: Stream, live: LiveStore | None = None) -> dict[str, Any]:
     if live is not None and stream.job_id:
         segments = list(live.segments(stream.job_id))
         body["segments"] = len(segments)
-        body["recent"] = [
-            {
-                "index": r.segment_index,
-                "start_utc": iso(r.utc_start_ms),
-                "end_utc": iso(r.utc_end_ms),
-                "static": r.static,
-            }
-            for r in segments[-20:]
-        ]
+        alerted = {int(a.dedup_key.split(":")[1]) for a in live.outbox(stream.name, "alert")}
+        body["recent"] = [_recent(live, stream.job_id, r, r.segment_index in alerted) for r in segments[-20:]]
         body["gaps"] = [
             {"start_utc": iso(g.utc_start_ms), "end_utc": iso(g.utc_end_ms), "reason": g.reason}
             for g in live.gaps(stream.job_id)[-50:]
         ]
-        body["alerts"] = len(live.outbox(stream.name, "alert"))
+        body["alerts"] = len(alerted)
         body["digests"] = [
             {"start_utc": iso(d.period_start_ms), "end_utc": iso(d.period_end_ms), "text": d.text}
             for d in live.digests(stream.job_id)[-10:]
         ]
     return body
+
+
+def _recent(live: LiveStore, job_id: str, r: LiveSegmentRow, alert: bool) -> dict[str, Any]:
+    try:
+        row = live.store.segment(job_id, r.segment_index)
+        state, text = row.state, row.description
+    except NotFound:
+        state, text = "missing", None
+    return {
+        "index": r.segment_index,
+        "start_utc": iso(r.utc_start_ms),
+        "end_utc": iso(r.utc_end_ms),
+        "static": r.static,
+        "alert": alert,
+        "state": state,
+        "description": text,
+    }
 
 
 def _start(request: Request, settings: Settings, stream_id: str) -> None:
