@@ -74,6 +74,9 @@ def watch(
         counters = watcher.counters
     finally:
         signal.signal(signal.SIGTERM, previous)
+    from worker import pipeline
+
+    pipeline.finish(ports, watcher.job_id, None)  # the camera's job gets its summary; a next run reopens it
     report: dict[str, Any] = {"camera": camera, "job_id": watcher.job_id, **counters.as_dict()}
     out.print(json.dumps(report), markup=False)
 

@@ -21,10 +21,10 @@ from worker.live.watcher import Counters, Watcher
 from worker.wiring import build_ports
 
 
-def live_settings(tmp: Path, **live: Any) -> Settings:
+def live_settings(tmp: Path, database_url: str | None = None, **live: Any) -> Settings:
     return load_settings(
         data_dir=tmp / "data",
-        database_url=f"sqlite:///{tmp / 'live.db'}",
+        database_url=database_url or f"sqlite:///{tmp / 'live.db'}",
         describer={"kind": "local"},
         live={
             "allow_cameras": ["127.0.0.1"],

@@ -3,6 +3,7 @@ wall-clock times, alerts and digests on MQTT, restarts without duplicates, drops
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from tests.integration.live_fixtures import (
     stored,
     subscriber,
 )
+from tests.integration.store_fixtures import temp_pg_database
 from tests.live_servers import HlsServer, RtspServer, Subscriber, answering, free_port, make_clip, needs_rtsp
+from worker.config import Settings
 from worker.live.store import LiveStore
 
 pytestmark = [needs_rtsp, pytest.mark.services]
@@ -91,8 +94,16 @@ def test_watch_cli_stores_rolling_segments_and_publishes_alerts_and_a_digest(rts
         sub.stop()
 
 
-def test_a_restarted_watcher_resumes_without_duplicate_segments_or_alerts(rtsp: RtspServer, tmp_path: Path) -> None:
-    settings = live_settings(tmp_path)
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_restarted_watcher_resumes_without_duplicate_segments_or_alerts(
+    rtsp: RtspServer, tmp_path: Path, db: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(temp_pg_database("live")) if db == "postgresql" else None
+        resumes_once(rtsp, live_settings(tmp_path, url))
+
+
+def resumes_once(rtsp: RtspServer, settings: Settings) -> None:
     camera = camera_name()
     sub = subscriber(camera)
     try:
