@@ -18,7 +18,7 @@ from typing import Any
 class LiveFrame:
     utc_ms: int  # wall clock (ms since the Unix epoch)
     pts_ms: int  # stream-relative presentation time within one connection
-    image: Any  # BGR ndarray
+    image: Any  # what the watcher keeps of the frame (JPEG bytes and a small copy), never the full picture
     motion: float = 0.0  # fraction of pixels that changed since the previous sampled frame
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import InputError
 from worker.live.rules import parse_rule
 
+MAX_FRAMES = 512  # frames of one segment (the model's frame-list limit; they are held in memory)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -49,6 +50,15 @@ class WatchOptions(BaseModel):
             parse_rule(rule)
         return value
 
+    @model_validator(mode="after")
+    def _frames(self) -> WatchOptions:
+        if self.segment_seconds * self.sample_fps > MAX_FRAMES:
+            raise ValueError(
+                f"{self.segment_seconds:g} s segments at {self.sample_fps:g} fps hold more than {MAX_FRAMES} frames "
+                "(kept in memory until the segment closes): shorten segment_seconds or lower fps"
+            )
+        return self
+
     @property
     def sample_fps(self) -> float:
         return max(self.fps, 4.0 / self.segment_seconds)
@@ -68,7 +78,8 @@ class WatchOptions(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "options"
-            raise InputError(f"{where}: {err['msg']}", field=where) from None
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InputError(f"{where}: {msg}", field=where) from None
 
 
 def check_name(name: str) -> str:

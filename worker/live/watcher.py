@@ -18,14 +18,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import cv2
 
 from worker import pipeline, segmenting
-from worker.adapters.frames.local import JpegWriter, segment_dir
-from worker.core.models import SegmentPlan, VideoInfo
-from worker.errors import FramescribeError
+from worker.adapters.frames.local import JpegWriter, atomic_write, segment_dir
+from worker.core.models import FrameRef, SegmentPlan, VideoInfo
+from worker.errors import FramescribeError, StoreError
 from worker.live import digest as digests
 from worker.live.budget import CallBudget
 from worker.live.cutter import Cutter, LiveFrame, WallClock, Window, motion_score
@@ -39,6 +40,25 @@ from worker.live.store import LiveStore
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG = 16  # closed segments waiting for the describer before new ones are refused
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A sampled frame in memory: its JPEG (at the pixel budget) and a small copy for analysis."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    thumb: Any
+
+
+def _write(folder: Path, n: int, t_ms: int, kept: Kept) -> FrameRef:
+    path = folder / f"frame_{n:04d}_{t_ms:010d}ms.jpg"
+    try:
+        atomic_write(path, kept.jpeg)
+    except OSError as exc:
+        raise StoreError(f"cannot write frame {path}: {exc.strerror or exc}") from None
+    return FrameRef(n, t_ms, str(path.resolve()), kept.width, kept.height, len(kept.jpeg))
 
 
 def utc_ms() -> int:
@@ -212,7 +232,8 @@ class Watcher:
                             )
                             moved = motion_score(prev_small, small)
                             prev_small = small
-                            for window in cutter.push(LiveFrame(utc, d.pts_ms, image, moved)):
+                            kept = Kept(*self.writer.encode(image), pipeline._thumb(image))
+                            for window in cutter.push(LiveFrame(utc, d.pts_ms, kept, moved)):
                                 self._closed(window)
                                 if draining:  # the duration ended: stop at this wall-clock boundary
                                     self.stop("duration reached")
@@ -313,12 +334,15 @@ class Watcher:
                 self.counters.failed += 1
             else:
                 folder = segment_dir(self.settings.data_dir, self.job_id, index)
-                refs = [
-                    self.writer.write(folder, n, t, f.image) for n, (t, f) in enumerate(zip(rel, shown, strict=True))
-                ]
-                thumbs = [pipeline._thumb(f.image) for f in shown]
-                sampled = pipeline.Sampled(plan, refs, thumbs, segmenting.hashes_of(thumbs))
-                self._backlog.append(self.pool.submit(self._describe, sampled, start_utc, w.end_utc_ms))
+                try:
+                    refs = [_write(folder, n, t, f.image) for n, (t, f) in enumerate(zip(rel, shown, strict=True))]
+                except StoreError as exc:  # a full disk fails this segment, not the camera
+                    self.ports.store.fail_segment(self.job_id, index, exc.message)
+                    self.counters.failed += 1
+                else:
+                    thumbs = [f.image.thumb for f in shown]
+                    sampled = pipeline.Sampled(plan, refs, thumbs, segmenting.hashes_of(thumbs))
+                    self._backlog.append(self.pool.submit(self._describe, sampled, start_utc, w.end_utc_ms))
         if self.opts.digest_seconds:
             self._backlog.append(self.pool.submit(digests.due, self, w.end_utc_ms))
 
