@@ -1,5 +1,5 @@
 // framescribe review page: the camera list (live streams) and one camera's live timeline, alerts highlighted.
-// Uses the helpers of review.js (mount-free: renders into <main>); all model text goes in as textContent.
+// Loaded before review.js (its route() calls window.showCameras); uses review.js helpers at call time.
 "use strict";
 
 (function () {
