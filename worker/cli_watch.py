@@ -66,6 +66,7 @@ def watch(
     duration = parse_duration(for_, "for")
     ports = build_ports(settings, shared_limits=True)
     watcher = Watcher(ports, camera, source, opts)
+    stop_keeping = _own(settings, watcher)
     previous = signal.signal(signal.SIGTERM, lambda *_: watcher.stop("terminated"))
     try:
         counters = watcher.run(duration)
@@ -74,6 +75,7 @@ def watch(
         counters = watcher.counters
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stop_keeping()
     from worker import pipeline
 
     pipeline.finish(ports, watcher.job_id, None)  # the camera's job gets its summary; a next run reopens it
@@ -93,6 +95,30 @@ def streams(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url:
     for s in live.all():
         red = LiveSource(s.url, "").redacted
         out.print(f"{s.name}\t{s.status}\t{s.desired}\t{s.job_id or '-'}\t{red}\t{s.reason or ''}", markup=False)
+
+
+def _own(settings: Any, watcher: Any) -> Any:
+    """Hold the camera's Redis lease while watching (a stream worker or another ``watch`` cannot run it
+    at the same time); without Redis the CLI watches unguarded, with a warning."""
+    import logging
+
+    import redis
+
+    from worker.live.lease import Lease
+
+    lease = Lease(
+        redis.Redis.from_url(settings.broker_url, socket_timeout=3), watcher.stream.id, settings.live.lease_ttl_s
+    )
+    try:
+        if not lease.acquire():
+            watcher.notifier.close()
+            raise InputError(
+                f"camera {watcher.name} is being watched already (by {lease.holder() or 'another process'})"
+            )
+    except redis.RedisError as exc:
+        logging.getLogger(__name__).warning("no Redis (%s): watching without the camera lease", exc.__class__.__name__)
+        return lambda: None
+    return lease.keep(lambda: watcher.stop("lease lost"))
 
 
 def _default_name(url: str) -> str:

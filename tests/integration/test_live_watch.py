@@ -65,13 +65,17 @@ def test_watch_cli_stores_rolling_segments_and_publishes_alerts_and_a_digest(rts
     sub = subscriber(camera)
     try:
         cmd = [sys.executable, "-m", "worker.cli", "watch", rtsp.url, "--name", camera, "--segment-seconds", "2",
-               "--fps", "2", "--describer", "local", "--alert", ALWAYS, "--digest", "10s", "--for", "9s",
+               "--fps", "2", "--describer", "local", "--alert", ALWAYS, "--digest", "10s", "--for", "12s",
                "--allow-camera", "127.0.0.1", "--data-dir", str(tmp_path / "data"),
                "--database-url", f"sqlite:///{tmp_path / 'live.db'}"]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-        assert done.returncode == 0, done.stderr[-2000:]
-        report = json.loads(done.stdout.strip().splitlines()[-1])
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         settings = live_settings(tmp_path)
+        wait_until(lambda: sub.of("state"), 30, "the first watcher to start")
+        twin = subprocess.run(cmd, capture_output=True, text=True, timeout=60)  # the same camera again
+        assert twin.returncode == 2 and "being watched already" in twin.stderr, twin.stderr[-2000:]
+        out, err = first.communicate(timeout=90)
+        assert first.returncode == 0, err[-2000:]
+        report = json.loads(out.strip().splitlines()[-1])
         segments, gaps, rows = stored(settings, report["job_id"])
         assert report["segments"] == len(segments) >= 3
         assert [i for i, _ in rows] == [s.segment_index for s in segments]
@@ -230,3 +234,37 @@ def test_alerts_made_while_mosquitto_is_down_are_delivered_once_after(rtsp: Rtsp
     finally:
         sub.stop()
         broker.stop()
+
+
+@pytest.mark.slow  # ~2.5 min: a soak with repeated drops, stalls and a watcher restart
+def test_soak_with_repeated_faults_keeps_the_timeline_clean(rtsp: RtspServer, tmp_path: Path) -> None:
+    settings = live_settings(tmp_path)
+    camera = camera_name()
+    sub = subscriber(camera)
+    try:
+        first = start_watch(settings, rtsp.url, camera, 75, alert=[ALWAYS], digest_seconds=20)
+        for i in range(4):
+            time.sleep(10)
+            if i % 2:
+                rtsp.stall()
+                time.sleep(4)
+                rtsp.resume()
+            else:
+                rtsp.kill()
+                time.sleep(1)
+                rtsp.start()
+        c1 = first.join(120)
+        second = start_watch(settings, rtsp.url, camera, 20, alert=[ALWAYS], digest_seconds=20)
+        c2 = second.join(60)
+        segments, gaps, rows = stored(settings, first.watcher.job_id)
+        assert len(segments) == len(rows) == c1.segments + c2.segments
+        assert len({s.utc_start_ms for s in segments}) == len(segments)
+        assert_timeline(segments, gaps)
+        assert len(gaps) >= 5  # 4 faults and the restart, each recorded
+        alerts = wait_until(lambda: len(sub.of("alert")) >= c1.alerts + c2.alerts and sub.of("alert"), 20, "alerts")
+        keys = [a["dedup_key"] for a in alerts]
+        assert len(keys) == len(set(keys)) == c1.alerts + c2.alerts
+        digests = [d["dedup_key"] for d in sub.of("digest")]
+        assert len(digests) == len(set(digests)) >= 4
+    finally:
+        sub.stop()

@@ -92,26 +92,21 @@ def _own(
         owner=me,
         keep_going=lambda: "lease lost" if lost.is_set() else None,
     )
-    done = threading.Event()
 
-    def renew() -> None:
-        while not done.wait(cfg.lease_ttl_s / 3):
-            if not lease.renew():
-                lost.set()
-                watcher.stop("lease lost")
-                return
-            if not client.exists(_standby_key(stream_id)):  # make sure somebody can take over
-                client.set(_standby_key(stream_id), "requested", px=round(max(60.0, cfg.lease_ttl_s * 4) * 1000))
-                send_run(settings, stream_id)
+    def ensure_standby() -> None:  # make sure somebody can take over
+        if not client.exists(_standby_key(stream_id)):
+            client.set(_standby_key(stream_id), "requested", px=round(max(60.0, cfg.lease_ttl_s * 4) * 1000))
+            send_run(settings, stream_id)
 
-    keeper = threading.Thread(target=renew, name=f"lease-{stream.name}", daemon=True)
-    keeper.start()
+    def on_lost() -> None:
+        lost.set()
+        watcher.stop("lease lost")
+
+    stop_keeping = lease.keep(on_lost, ensure_standby)
     try:
         watcher.run(min(SLICE_S, soft_time_limit(settings) * 0.8))
     finally:
-        done.set()
-        keeper.join(5)
-        lease.release()
+        stop_keeping()
     if not lost.is_set() and live.desired(stream_id) == "active":
         send_run(settings, stream_id)  # the next slice
         return "handed on"
