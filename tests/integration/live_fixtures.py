@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,17 @@ def start_watch(settings: Settings, url: str, name: str, seconds: float, **optio
     thread = threading.Thread(target=lambda: result.append(watcher.run(seconds)), daemon=True)
     thread.start()
     return Run(watcher, thread, result)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    """The first truthy value of ``predicate()`` within ``timeout`` seconds (else an assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def camera_name() -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import pytest
 
 from tests.integration.api_fixtures import client, serve
 from tests.integration.celery_fixtures import BROKER_DB, SHARED_REDIS, Worker, _clear_queue, worker_env
-from tests.integration.live_fixtures import assert_timeline, stored
+from tests.integration.live_fixtures import assert_timeline, stored, wait_until
 from tests.live_servers import RtspServer, make_clip, needs_rtsp
 from worker.config import Settings, load_settings
 
@@ -96,16 +95,6 @@ def test_streams_api_validates_creates_pauses_resumes_and_deletes(tmp_path: Path
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
-
-
-def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

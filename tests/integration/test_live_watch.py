@@ -20,6 +20,7 @@ from tests.integration.live_fixtures import (
     start_watch,
     stored,
     subscriber,
+    wait_until,
 )
 from tests.integration.store_fixtures import temp_pg_database
 from tests.live_servers import HlsServer, RtspServer, Subscriber, answering, free_port, make_clip, needs_rtsp
@@ -48,16 +49,6 @@ def rtsp(motion_clip: Path, tmp_path: Path) -> Iterator[RtspServer]:
 
 
 ALWAYS = "keyword:scene"  # the local describer's text always says "scene": every described segment alerts
-
-
-def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_watch_cli_stores_rolling_segments_and_publishes_alerts_and_a_digest(rtsp: RtspServer, tmp_path: Path) -> None:

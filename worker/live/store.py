@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from worker.adapters.stores.schema import JobRow, SegmentDbRow
 from worker.adapters.stores.sql import SqlResultStore, now
-from worker.errors import InputError, NotFound
+from worker.errors import NotFound
 from worker.live.schema import DigestRow, GapRow, LiveSegmentRow, OutboxRow, StreamRow
 
 
@@ -81,25 +81,6 @@ class LiveStore:
                 row.url, row.options, row.updated_at = url, options, now()
                 if row.desired == "deleted":
                     row.desired = "active"
-        return self.get(name)
-
-    def create_stream(self, name: str, url: str, options: dict[str, Any]) -> Stream:
-        try:
-            with self.store.session() as s, s.begin():
-                s.add(
-                    StreamRow(
-                        id=uuid.uuid4().hex,
-                        name=name,
-                        url=url,
-                        options=options,
-                        desired="active",
-                        status="idle",
-                        created_at=now(),
-                        updated_at=now(),
-                    )
-                )
-        except IntegrityError:
-            raise InputError(f"a stream named '{name}' exists already", field="name") from None
         return self.get(name)
 
     def get(self, key: str) -> Stream:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
 from scheduler.api.deps import ReadAccess, SettingsDep, StoreDep, WriteAccess
 from scheduler.api.errors import ApiError
@@ -108,7 +109,10 @@ def create_stream(body: StreamCreate, request: Request, store: StoreDep, setting
         raise ApiError(409, "conflict", f"a stream named '{name}' exists already")
     except NotFound:
         pass
-    stream = live.upsert_stream(name, body.url, opts.model_dump())
+    try:
+        stream = live.upsert_stream(name, body.url, opts.model_dump())
+    except IntegrityError:  # created by a concurrent request
+        raise ApiError(409, "conflict", f"a stream named '{name}' exists already") from None
     _start(request, settings, stream.id)
     return _public(stream)
 
