@@ -269,7 +269,7 @@ class Watcher:
                 log.info("camera %s: %s; reconnecting in %.1fs", self.name, gap_reason, backoff)
                 self._status("reconnecting", gap_reason)
                 self.notifier.kick()
-                self._stop.wait(backoff)
+                self._stop.wait(backoff if deadline is None else max(0.0, min(backoff, deadline - time.monotonic())))
                 backoff = min(cfg.backoff_max_s, backoff * 2)
             if dropped_at is not None and gap_from is not None:  # stopped while the camera was away
                 self._gap(gap_from, utc_ms(), f"{gap_reason} (stopped while reconnecting)")
