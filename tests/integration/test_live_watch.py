@@ -124,8 +124,12 @@ def test_server_killed_and_restarted_reconnects_and_records_the_gap(rtsp: RtspSe
     run = start_watch(settings, rtsp.url, camera_name(), 14)
     wait_until(lambda: run.watcher.counters.segments >= 1, 20, "a first segment")
     rtsp.kill()
-    time.sleep(2)
+    live = LiveStore(run.watcher.ports.store)
+    away = wait_until(lambda: (s := live.get(run.watcher.stream.id)).status == "reconnecting" and s, 10, "status")
+    assert away.reason  # e.g. "the stream ended" / "cannot connect: … Connection refused"
+    time.sleep(1)
     rtsp.start()
+    wait_until(lambda: live.get(run.watcher.stream.id).status == "live", 20, "live again")
     counters = run.join(60)
     segments, gaps, rows = stored(settings, run.watcher.job_id)
     assert counters.reconnects >= 1 and counters.reconnect_s, counters
