@@ -46,7 +46,7 @@ def _rows(w: Watcher, start: int, end: int) -> Iterator[SegmentRow]:
 
 
 def make(w: Watcher, start: int, end: int) -> None:
-    from worker.live.watcher import iso
+    from worker.live.common import iso
 
     count = sum(1 for _ in _rows(w, start, end))
     model = None

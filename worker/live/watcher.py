@@ -15,20 +15,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import cv2
 
 from worker import pipeline, segmenting
-from worker.adapters.frames.local import JpegWriter, atomic_write, segment_dir
-from worker.core.models import FrameRef, SegmentPlan, VideoInfo
+from worker.adapters.frames.local import JpegWriter, segment_dir
+from worker.core.models import SegmentPlan, VideoInfo
 from worker.errors import FramescribeError, StoreError
 from worker.live import digest as digests
 from worker.live.budget import CallBudget
+from worker.live.common import Counters, Kept, iso, utc_ms, write_frame
 from worker.live.cutter import Cutter, LiveFrame, WallClock, Window, motion_score
 from worker.live.notify import Mqtt, Notifier
 from worker.live.options import WatchOptions
@@ -40,51 +38,6 @@ from worker.live.store import LiveStore
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG = 16  # closed segments waiting for the describer before new ones are refused
-
-
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """A sampled frame in memory: its JPEG (at the pixel budget) and a small copy for analysis."""
-
-    jpeg: bytes
-    width: int
-    height: int
-    thumb: Any
-
-
-def _write(folder: Path, n: int, t_ms: int, kept: Kept) -> FrameRef:
-    path = folder / f"frame_{n:04d}_{t_ms:010d}ms.jpg"
-    try:
-        atomic_write(path, kept.jpeg)
-    except OSError as exc:
-        raise StoreError(f"cannot write frame {path}: {exc.strerror or exc}") from None
-    return FrameRef(n, t_ms, str(path.resolve()), kept.width, kept.height, len(kept.jpeg))
-
-
-def utc_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Counters:
-    segments: int = 0
-    static: int = 0
-    described: int = 0
-    failed: int = 0
-    alerts: int = 0
-    digests: int = 0
-    gaps: int = 0
-    reconnects: int = 0
-    reconnect_s: list[float] = field(default_factory=list)  # drop -> first frame again
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "reconnect_s"} | {
-            "reconnect_s": [round(x, 2) for x in self.reconnect_s]
-        }
 
 
 class Watcher:
@@ -335,7 +288,7 @@ class Watcher:
             else:
                 folder = segment_dir(self.settings.data_dir, self.job_id, index)
                 try:
-                    refs = [_write(folder, n, t, f.image) for n, (t, f) in enumerate(zip(rel, shown, strict=True))]
+                    refs = [write_frame(folder, n, t, f.image) for n, (t, f) in enumerate(zip(rel, shown, strict=True))]
                 except StoreError as exc:  # a full disk fails this segment, not the camera
                     self.ports.store.fail_segment(self.job_id, index, exc.message)
                     self.counters.failed += 1

@@ -17,11 +17,11 @@ from scheduler.api.errors import ApiError
 from scheduler.api.models import ErrorBody
 from worker.config import Settings
 from worker.errors import NotFound
+from worker.live.common import iso
 from worker.live.options import WatchOptions, check_name
 from worker.live.schema import LiveSegmentRow
 from worker.live.source import LiveSource, check_live
 from worker.live.store import LiveStore, Stream
-from worker.live.watcher import iso
 from worker.sources import check_url
 
 router = APIRouter(prefix="/v1", tags=["streams"])
