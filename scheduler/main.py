@@ -31,8 +31,13 @@ from worker.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_ROUTERS = ("scheduler.api.routes.exports", "scheduler.api.routes.search", "scheduler.web.routes",
-                    "scheduler.api.routes.ask")  # fmt: skip
+OPTIONAL_ROUTERS = (
+    "scheduler.api.routes.exports",
+    "scheduler.api.routes.search",
+    "scheduler.web.routes",
+    "scheduler.api.routes.ask",
+    "scheduler.api.routes.streams",
+)
 
 
 def include_optional_routers(app: FastAPI) -> list[str]:

@@ -28,7 +28,7 @@ REAP_STALE = "framescribe.reap_stale"
 GC_FRAMES = "framescribe.gc_frames"
 SEND_WEBHOOK = "framescribe.send_webhook"  # defined in worker/service_tasks.py when it exists
 
-TASK_MODULES = ("worker.tasks", "worker.service_tasks")
+TASK_MODULES = ("worker.tasks", "worker.service_tasks", "worker.live.tasks")
 
 
 def task_modules() -> list[str]:

@@ -348,6 +348,7 @@ def _register_command_modules() -> None:
 COMMAND_MODULES: list[str] = ["worker.cli_queue", "worker.cli_outputs", "worker.cli_service", "worker.cli_sample"]
 COMMAND_MODULES.append("worker.cli_doctor")  # doctor: its own line, so other modules' additions merge cleanly
 COMMAND_MODULES.append("worker.cli_ask")  # ask, reindex (issue 17)
+COMMAND_MODULES.append("worker.cli_watch")  # live cameras (issue 18)
 
 
 def main() -> None:

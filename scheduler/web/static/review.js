@@ -103,6 +103,7 @@ function route() {
   if (path === "/submit") { document.getElementById("nav-submit").setAttribute("aria-current", "page"); showSubmit(); }
   else if ((m = path.match(/^\/jobs\/([0-9a-f]{32})$/))) showJob(m[1], params.get("seg"));
   else if (path === "/search") showSearch(params.get("q") || "");
+  else if (path.startsWith("/cameras") && window.showCameras) window.showCameras(decodeURIComponent(path.slice(9)));
   else { document.getElementById("nav-jobs").setAttribute("aria-current", "page"); showJobs(); }
 }
 

@@ -1,0 +1,1 @@
+"""Live cameras: RTSP/HLS/device ingest in rolling wall-clock segments, motion gating, alerts, digests."""
