@@ -167,8 +167,8 @@ def goal6(
     title = f"orchestration through Celery, {workers} workers, {len(clips)} short jobs"
     if why:
         return Goal("G6", title, 1.0, None, "-", "-", why, measured=False), []
+    from worker.adapters.queue import CeleryEnqueuer
     from worker.adapters.stores.sql import SqlResultStore
-    from worker.tasks import enqueue_job
 
     queue = f"fs-bench-{uuid.uuid4().hex[:12]}"
     api_key = f"sk-bench-{uuid.uuid4().hex[:12]}"
@@ -181,7 +181,7 @@ def goal6(
         ids = []
         for clip in batch:
             job, _ = store.create_job(str(clip.resolve()), clip.name, dict(JOB_OPTIONS))
-            enqueue_job(job.id, settings=settings)
+            CeleryEnqueuer(settings).enqueue_job(job.id)
             ids.append(job.id)
         return ids
 

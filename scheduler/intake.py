@@ -27,6 +27,8 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
+from worker.service.sources import upload_dir_of as upload_dir_of  # re-exported
+from worker.service.sources import uploads_dir
 from worker.sources import MAX_REDIRECTS, check_url, resolve_local
 
 HEAD_BYTES = 64 * 1024
@@ -164,20 +166,6 @@ def check_webhook(url: str, settings: Settings) -> None:
 
 
 # -- uploads ----------------------------------------------------------------------------------
-def uploads_dir(settings: Settings) -> Path:
-    return settings.data_dir / "uploads"
-
-
-def upload_dir_of(settings: Settings, source: str) -> Path | None:
-    """The upload folder holding ``source`` when the job came from an upload, else None."""
-    root = uploads_dir(settings).resolve()
-    try:
-        path = Path(source).resolve()
-    except (OSError, ValueError):
-        return None
-    return path.parent if path.parent.parent == root else None
-
-
 def safe_filename(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100].lstrip(".")

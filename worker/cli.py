@@ -91,7 +91,7 @@ def job_options_from(args: dict[str, Any]) -> JobOptions:
 
 @app.command()
 def run(
-    video: Annotated[Path, typer.Argument(help="The video file to describe.")],
+    video: Annotated[str, typer.Argument(help="The video file (or http(s) URL) to describe.")],
     fps: FpsOpt = None,
     segment_seconds: SegmentSecondsOpt = None,
     overlap_seconds: OverlapOpt = None,
@@ -105,6 +105,7 @@ def run(
     max_video_tokens: MaxVideoTokensOpt = None,
     max_calls: MaxCallsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens only.")] = False,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -114,27 +115,40 @@ def run(
     from worker import pipeline
     from worker.adapters.video import open_reader
     from worker.adapters.video.opencv import check_file
-    from worker.wiring import build_ports
+    from worker.service import jobs, sources
+    from worker.sources import check_url
+    from worker.wiring import drain, inline_ports
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
-    check_file(video, settings.limits)
+    if webhook_url:
+        check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
+    if not sources.is_url(video):
+        check_file(Path(video), settings.limits)
+    source = sources.resolve(video, settings) if sources.is_url(video) else sources.Source(
+        str(Path(video).resolve()), Path(video).name
+    )
     if dry_run:
-        with open_reader(video, settings.limits, settings.sampling.reader_backend) as reader:
+        if sources.is_url(video):
+            raise InputError("--dry-run needs a local file: download the URL first, or submit it with --dry-run "
+                             "to the REST API")  # fmt: skip
+        with open_reader(Path(video), settings.limits, settings.sampling.reader_backend) as reader:
             info = reader.probe()
         est = pipeline.estimate(info, opts, settings)
         pipeline.check_budget(est, opts, settings)
         out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
         return
     reporter = _Reporter(sys.stderr.isatty())
-    ports = build_ports(settings, on_event=reporter)
-    job, _ = ports.store.create_job(str(video.resolve()), video.name, opts.stored())
+    ports = inline_ports(settings, on_event=reporter)  # the webhook, if any, is sent from this process
+    job, _ = jobs.create(ports, source, opts, webhook_url=webhook_url)
     out.print(f"job {job.id}")
     try:
         with reporter:
-            summary = pipeline.run_inline(ports, job.id)
+            summary = jobs.run(ports, job.id)
     except InputError as exc:
         raise InputError(f"{video}: {exc.message}" if str(video) not in exc.message else exc.message) from None
+    finally:
+        drain(ports)
     for row in ports.store.segment_rows(job.id):
         text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error}"
         out.print(f"[{span(row.start_ms, row.end_ms)}] {text}", markup=False)

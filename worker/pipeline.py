@@ -20,15 +20,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worker import segmenting
+from worker import failpoints, segmenting
 from worker.adapters.frames.local import JpegWriter, remove_tree, segment_dir
-from worker.adapters.stores.sql import Job, SqlResultStore
+from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import VideoReader
 from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core import budget
-from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
-from worker.core.ports import Describer, DescribeRequest
+from worker.core.models import Description, FrameRef, Job, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
+from worker.core.ports import Describer, DescribeRequest, Enqueuer
 from worker.core.presets import preset_for
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, render, segment_variables
 from worker.core.sampling import sample_times
@@ -42,9 +42,11 @@ from worker.errors import (
     FramescribeError,
     InputError,
     PlanError,
+    QueueUnavailable,
     StoreError,
 )
 from worker.options import JobOptions
+from worker.service.sources import local_path
 from worker.summarise import summarise
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,16 @@ class Ports:
     reader_for: Callable[[str], VideoReader] = field(default=lambda p: OpenCVReader(p))
     on_event: Event = _quiet
     prompts: dict[str, PromptSet] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+    enqueuer: Enqueuer | None = None
+
+    def queue(self) -> Enqueuer:
+        if self.enqueuer is None:
+            raise QueueUnavailable("no job queue is configured in this process")
+        return self.enqueuer
+
+    def open_source(self, job: Job) -> VideoReader:
+        """A reader of the job's video (a URL source is downloaded first, once per machine)."""
+        return self.reader_for(local_path(self.settings, job.id, job.source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +179,21 @@ def check_budget(est: Estimate, opts: JobOptions, settings: Settings) -> None:
 def plan(ports: Ports, job_id: str) -> list[int]:
     """Probe the video, check the budget, store one pending row per segment. Returns their indexes.
 
-    An input problem fails the job with its reason (no segment rows) and re-raises."""
+    A problem with the input, the budget or building the describer or reader fails the job with its
+    reason (no segment rows) and re-raises."""
     store = ports.store
     job = store.get_job(job_id)
     try:
         opts = options_of(job)
-        with ports.reader_for(job.source) as reader:
+        ports.describer_for(opts)  # a describer that cannot be built (no API key) fails the job now
+        with ports.open_source(job) as reader:
             info = reader.probe()
             findings = segmenting.analyse(reader, info, opts, ports.settings)
         est = estimate(info, opts, ports.settings, findings)
         check_budget(est, opts, ports.settings)
         plans = list(plans_for(info, opts, ports.settings, findings))
-    except (InputError, BudgetExceeded) as exc:
-        store.set_job_state(job_id, "failed", exc.message)
+    except FramescribeError as exc:
+        store.set_job_state(job_id, "failed", exc.message, only_from=("queued", "running"))
         raise
     store.plan_job(job_id, info, plans)
     static = segmenting.store_static(store, job_id, plans)  # quiet spans: stored now, no model call
@@ -303,7 +317,11 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
     job = store.get_job(job_id)
     plan_ = plan_of_row(store, job_id, index)
     own = reader is None
-    rdr = reader or ports.reader_for(job.source)
+    try:
+        rdr = reader or ports.open_source(job)
+    except FramescribeError as exc:
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
     try:
         reason = _cap_reason(ports, job, plan_.frame_count, pending_calls=0, pending_tokens=0)
         if reason:  # another segment already spent the budget: stop here, without a call
@@ -317,7 +335,7 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
     except DescriberAuthError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)
         raise
-    except (InputError, DescriberError, StoreError) as exc:
+    except FramescribeError as exc:  # input, describer (or building it), store
         fail(ports, job_id, index, exc, plan_.start_ms)
         return "failed"
     finally:
@@ -394,14 +412,17 @@ def _stored_description(store: SqlResultStore, job_id: str, index: int) -> str |
 
 
 # -- in process -------------------------------------------------------------------------------
-def run_inline(ports: Ports, job_id: str) -> JobSummary:
+def run_inline(
+    ports: Ports, job_id: str, finish_job: Callable[[Ports, str, str | None], JobSummary | None] = finish
+) -> JobSummary:
     """The embedded runner: one sequential decode pass feeds a bounded pool of describer calls,
-    so sampling the next segments overlaps the calls in flight."""
+    so sampling the next segments overlaps the calls in flight. ``finish_job`` summarises at the end
+    (the job service passes its own, which also sends the webhook)."""
     store = ports.store
     indexes = plan(ports, job_id)
     job = store.get_job(job_id)
     opts = options_of(job)
-    describer = ports.describer_for(opts)
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     limit = max(1, ports.settings.describer.concurrency)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
@@ -430,7 +451,7 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
                 return
 
     with (
-        ports.reader_for(job.source) as reader,
+        ports.open_source(job) as reader,
         ThreadPoolExecutor(limit, thread_name_prefix="describe") as pool,
     ):
         for index in indexes:
@@ -459,11 +480,27 @@ def run_inline(ports: Ports, job_id: str) -> JobSummary:
         settle(block=True)
     if stop:
         store.cancel_remaining(job_id, stop)
-    summary = finish(ports, job_id, stop)
+    summary = finish_job(ports, job_id, stop)
     if summary is None:  # somebody else summarised (a cancel, or a concurrent runner)
         stored = store.get_job(job_id).summary or {}
         return build_summary(store.segment_rows(job_id), int(stored.get("duration_ms", 0)), stop)
     return summary
+
+
+class _Failpoints:
+    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them)."""
+
+    def __init__(self, inner: Describer, job_id: str) -> None:
+        self.inner, self.name, self.job_id = inner, inner.name, job_id
+
+    def describe(self, request: DescribeRequest) -> Description:
+        failpoints.hit("before_describe", self.job_id, request.plan.index)
+        desc = self.inner.describe(request)
+        failpoints.hit("after_describe", self.job_id, request.plan.index)
+        return desc
+
+    def __getattr__(self, name: str) -> Any:  # complete(), listener ... of the real describer
+        return getattr(self.inner, name)
 
 
 class _Halted(Exception):

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -24,7 +25,7 @@ from celery import Task
 
 from worker.adapters.stores.schedules import Schedule, ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
-from worker.celery_app import PLAN_JOB, SEND_WEBHOOK, app
+from worker.celery_app import FIRE_SCHEDULE, SEND_WEBHOOK, app
 from worker.config import Settings, get_settings
 from worker.core import signing
 from worker.core.newfiles import FileFacts, check_glob, new_files
@@ -34,7 +35,6 @@ from worker.sources import check_url, resolve_local
 
 log = logging.getLogger(__name__)
 
-FIRE_SCHEDULE = "framescribe.fire_schedule"
 MAX_SCAN = 100_000  # entries one run may look at; a bigger tree is scanned partially (and logged)
 SCAN_CHUNK = 500
 WEBHOOK_TIMEOUT_S = 10.0
@@ -182,13 +182,11 @@ def _queue_of(task: Task[Any, Any], settings: Settings) -> str:
 @app.task(name=FIRE_SCHEDULE, bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def fire_schedule(self: Task[Any, Any], schedule_id: str, manual: bool = False) -> dict[str, Any]:
     """Beat (or ``POST /v1/schedules/{id}/run``) asks for one run of the schedule."""
+    from worker.adapters.queue.celery import CeleryEnqueuer
+
     settings = get_settings()
-    queue = _queue_of(self, settings)
-
-    def enqueue(job_id: str) -> None:
-        app.send_task(PLAN_JOB, [job_id], queue=queue)
-
-    return fire(settings, schedule_id, str(self.request.id), enqueue, manual).as_dict()
+    enqueuer = CeleryEnqueuer(settings, app=app, queue=_queue_of(self, settings))
+    return fire(settings, schedule_id, str(self.request.id), enqueuer.enqueue_job, manual).as_dict()
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -309,3 +307,18 @@ def send_webhook(self: Task[Any, Any], job_id: str) -> bool:
     delay = webhook_delay(attempt, settings)
     log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
     raise cast(Exception, self.retry(countdown=delay))
+
+
+def deliver_until_done(settings: Settings, job_id: str) -> bool:
+    """The in-process webhook sender: attempts with the same backoff as ``send_webhook``, one delivery id.
+    Returns True when delivered."""
+    delivery_id = uuid.uuid4().hex
+    for attempt in range(1, settings.scheduler.webhook_max_attempts + 1):
+        result = deliver(settings, job_id, delivery_id, attempt)
+        if result is None or result.ok:
+            return result is not None
+        if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
+            log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
+            return False
+        time.sleep(webhook_delay(attempt, settings))
+    return False

@@ -16,7 +16,7 @@ from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import open_reader
 from worker.config import REPO_CONFIG, Settings
 from worker.core.exports import ExportInput
-from worker.core.ports import Describer
+from worker.core.ports import Describer, Enqueuer
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
@@ -28,9 +28,12 @@ def store_for(url: str) -> SqlResultStore:
     return SqlResultStore(url)
 
 
-def build_ports(settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False) -> Ports:
+def build_ports(
+    settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False, enqueuer: Enqueuer | None = None
+) -> Ports:
     """Ports for one process. ``shared_limits`` (Celery workers): DashScope calls go through the
-    cross-worker limiter in the broker's Redis (``worker.ratelimit``)."""
+    cross-worker limiter in the broker's Redis (``worker.ratelimit``). ``enqueuer``: where follow-up
+    work (jobs, segments, webhooks) goes; see ``celery_enqueuer`` and ``inline_ports``."""
     store = store_for(settings.resolved_database_url)
     cache: dict[str, Describer] = {}
 
@@ -68,7 +71,48 @@ def build_ports(settings: Settings, on_event: Event = _quiet, *, shared_limits: 
         ),
         on_event=on_event,
         prompts=load_prompts(),
+        enqueuer=enqueuer,
     )
+
+
+def celery_enqueuer(settings: Settings, queue: str | None = None) -> Enqueuer:
+    """Publishes to Celery over ``settings.broker_url`` (the CLI's submit, cancel and retry)."""
+    from worker.adapters.queue.celery import CeleryEnqueuer
+
+    return CeleryEnqueuer(settings, queue=queue)
+
+
+def api_enqueuer(settings: Settings) -> Enqueuer:
+    """The REST API's Celery enqueuer: its own producer app, closed with the service."""
+    from worker.adapters.queue.celery import CeleryEnqueuer
+
+    return CeleryEnqueuer.private(settings)
+
+
+def service_ports(
+    settings: Settings, store: SqlResultStore, *, enqueuer: Enqueuer | None = None, inline: bool = False
+) -> Ports:
+    """The REST API's ports over its ``store``: ``enqueuer`` if given, else in-process (``inline``) or Celery."""
+    ports = inline_ports(settings) if enqueuer is None and inline else build_ports(settings)
+    ports.store = store
+    if ports.enqueuer is None:
+        ports.enqueuer = enqueuer or api_enqueuer(settings)
+    return ports
+
+
+def inline_ports(settings: Settings, on_event: Event = _quiet) -> Ports:
+    """Ports whose enqueuer runs jobs, webhooks and schedule runs on threads of this process."""
+    from worker.adapters.queue.inline import InlineEnqueuer
+    from worker.service import jobs
+    from worker.service_tasks import deliver_until_done, fire
+
+    ports = build_ports(settings, on_event)
+    ports.enqueuer = InlineEnqueuer(
+        run_job=lambda job_id: jobs.run(ports, job_id),
+        send_webhook=lambda job_id: deliver_until_done(settings, job_id),
+        fire_schedule=lambda schedule_id, token: fire(settings, schedule_id, token, ports.queue().enqueue_job, True),
+    )
+    return ports
 
 
 PROMPTS_FILE = REPO_CONFIG.parent / "prompts.yaml"
@@ -101,3 +145,10 @@ def export_input(store: SqlResultStore, job_id: str) -> ExportInput:
             yield seg
 
     return ExportInput(job=head, segments=segments())
+
+
+def drain(ports: Ports, timeout_s: float = 300.0) -> None:
+    """Wait (bounded) for the in-process queue's pending work, such as a webhook being retried."""
+    wait = getattr(ports.enqueuer, "drain", None)
+    if callable(wait):
+        wait(timeout_s)

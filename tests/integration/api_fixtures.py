@@ -55,14 +55,21 @@ class RecordingEnqueuer:
 
     jobs: list[str] = field(default_factory=list)
     fires: list[str] = field(default_factory=list)
+    webhooks: list[str] = field(default_factory=list)
     down: bool = False
 
     def enqueue_job(self, job_id: str) -> None:
-        from scheduler.enqueue import QueueUnavailable
+        from worker.errors import QueueUnavailable
 
         if self.down:
             raise QueueUnavailable("the job queue (Redis) is not reachable; try again shortly")
         self.jobs.append(job_id)
+
+    def enqueue_segment(self, job_id: str, index: int) -> None:
+        self.enqueue_job(job_id)
+
+    def send_webhook(self, job_id: str) -> None:
+        self.webhooks.append(job_id)
 
     def fire_schedule(self, schedule_id: str) -> str:
         self.fires.append(schedule_id)
