@@ -19,9 +19,9 @@ from pathlib import Path
 
 from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
 from benchmarks.fake import fake_dashscope
-from worker import pipeline
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
+from worker.service import segment as pipeline
 
 TERMINAL = ("done", "partial", "failed", "cancelled")
 JOB_OPTIONS = {"segment_seconds": 2, "fps": 2}
@@ -225,7 +225,7 @@ class _InProcess:
     """The same jobs through ``run_inline`` in this process (its own store), warmed up by one job."""
 
     def __init__(self, data: Path, celery_settings: Settings, warm_clip: Path) -> None:
-        from worker.wiring import build_ports
+        from worker.bootstrap import build_ports
 
         data.mkdir(parents=True, exist_ok=True)
         settings = celery_settings.model_copy(

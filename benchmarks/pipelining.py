@@ -23,10 +23,10 @@ from typing import Any
 
 from benchmarks.common import Goal, Measure, fmt_s
 from benchmarks.fake import CountingDescriber, fake_dashscope
-from worker import pipeline
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
-from worker.wiring import build_ports
+from worker.service import segment as pipeline
 
 
 @dataclass

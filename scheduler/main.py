@@ -26,8 +26,8 @@ from scheduler.metrics import build_registry
 from scheduler.schedules import ScheduleMirror, configure_redbeat
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
+from worker.bootstrap import service_ports
 from worker.config import Settings, get_settings
-from worker.wiring import service_ports
 
 log = logging.getLogger(__name__)
 

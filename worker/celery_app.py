@@ -30,7 +30,7 @@ FIRE_SCHEDULE = "framescribe.fire_schedule"  # defined in worker/service_tasks.p
 # The one publish retry policy: a client (CLI, REST API, a task) hears "broker down" in about a second.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.3, "interval_max": 0.5}
 
-TASK_MODULES = ("worker.tasks", "worker.service_tasks")
+TASK_MODULES = ("worker.tasks", "worker.service.webhooks")
 
 
 def task_modules() -> list[str]:

@@ -112,12 +112,12 @@ def run(
     database_url: DbOpt = None,
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
-    from worker import pipeline
     from worker.adapters.video import open_reader
     from worker.adapters.video.opencv import check_file
+    from worker.bootstrap import drain, inline_ports
     from worker.service import jobs, sources
+    from worker.service import segment as pipeline
     from worker.sources import check_url
-    from worker.wiring import drain, inline_ports
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
@@ -221,7 +221,7 @@ def _write_export(
     store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None
 ) -> None:
     from worker.adapters.frames.local import atomic_write
-    from worker.wiring import export_input
+    from worker.bootstrap import export_input
 
     render, _, _ = renderer(fmt)
     data = export_input(store, job_id)
@@ -248,7 +248,7 @@ def _write_export(
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
-    from worker.wiring import store_for
+    from worker.bootstrap import store_for
 
     return store_for(settings_from(config, data_dir, database_url).resolved_database_url)
 

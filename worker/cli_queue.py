@@ -73,9 +73,9 @@ def submit(
     database_url: DbOpt = None,
 ) -> None:
     """Queue VIDEO for the workers and print the job id at once."""
+    from worker.bootstrap import build_ports, celery_enqueuer
     from worker.service import jobs
     from worker.sources import check_url
-    from worker.wiring import build_ports, celery_enqueuer
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
@@ -108,7 +108,7 @@ def status(
     database_url: DbOpt = None,
 ) -> None:
     """Show a job's state (queued, running, done, partial, failed, cancelled) and its segment counts."""
-    from worker.wiring import store_for
+    from worker.bootstrap import store_for
 
     store = store_for(settings_from(config, data_dir, database_url).resolved_database_url)
     last = ""
@@ -162,8 +162,8 @@ def cancel(
     database_url: DbOpt = None,
 ) -> None:
     """Stop a job's queued and running segments; finished segments are kept. Summary and webhook at once."""
+    from worker.bootstrap import build_ports, celery_enqueuer
     from worker.service import jobs
-    from worker.wiring import build_ports, celery_enqueuer
 
     settings = settings_from(config, data_dir, database_url)
     stopped = jobs.cancel(build_ports(settings, enqueuer=celery_enqueuer(settings)), job_id)
@@ -181,8 +181,8 @@ def retry(
 ) -> None:
     """Run a failed, partial or cancelled job's failed and cancelled segments again (the job is re-planned
     as the REST API does: re-probe, budget re-check; finished segments are kept)."""
+    from worker.bootstrap import build_ports, celery_enqueuer, drain, inline_ports
     from worker.service import jobs
-    from worker.wiring import build_ports, celery_enqueuer, drain, inline_ports
 
     settings = settings_from(config, data_dir, database_url)
     ports = inline_ports(settings) if inline else build_ports(settings, enqueuer=celery_enqueuer(settings, queue))

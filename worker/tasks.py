@@ -23,18 +23,19 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError as DbInterfaceError
 from sqlalchemy.exc import OperationalError as DbOperationalError
 
-from worker import failpoints, pipeline
+from worker import failpoints
 from worker.adapters.queue.celery import CeleryEnqueuer
 from worker.adapters.stores.sql import now
+from worker.bootstrap import build_ports
 from worker.celery_app import GC_FRAMES, PLAN_JOB, REAP_STALE, RUN_JOB, RUN_SEGMENT, app, soft_time_limit
 from worker.config import Settings, get_settings
 from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.options import JobOptions
-from worker.pipeline import Ports
 from worker.service import jobs
-from worker.wiring import build_ports
+from worker.service import segment as pipeline
+from worker.service.segment import Ports
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -101,7 +101,7 @@ class Api:
         return client(self.base, key)
 
     def store(self) -> Any:
-        from worker.wiring import store_for
+        from worker.bootstrap import store_for
 
         return store_for(self.settings.resolved_database_url)
 

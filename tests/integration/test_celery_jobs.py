@@ -509,7 +509,7 @@ def test_retention_keeps_one_thumbnail_per_segment(tmp_path: Path) -> None:
 
 def test_service_tasks_module_is_optional() -> None:
     assert "worker.tasks" in task_modules()
-    assert all(m in ("worker.tasks", "worker.service_tasks") for m in task_modules())
+    assert all(m in ("worker.tasks", "worker.service.webhooks") for m in task_modules())
 
 
 # -- soak ----------------------------------------------------------------------------------------

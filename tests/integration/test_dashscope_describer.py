@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.fakes.dashscope_server import Behavior, FakeDashScope, RecordedRequest, video_tokens
-from worker import pipeline
 from worker.adapters.describers import retry
 from worker.adapters.describers.dashscope import DashScopeDescriber, build
 from worker.adapters.describers.retry import RetryPolicy, with_retries
@@ -30,6 +29,7 @@ from worker.adapters.describers.transport import AUTH_HINT, Reply, classify, par
 from worker.adapters.stores.schema import SegmentDbRow
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video.opencv import OpenCVReader
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.models import JobSummary, SegmentRow
 from worker.core.ports import DescribeRequest
@@ -42,9 +42,9 @@ from worker.errors import (
     PlanError,
 )
 from worker.options import JobOptions
-from worker.pipeline import Ports
+from worker.service import segment as pipeline
+from worker.service.segment import Ports
 from worker.summarise import summarise
-from worker.wiring import build_ports
 
 KEY = "sk-test-SECRET-7f3a"
 MODEL = "qwen-vl-max-latest"

@@ -49,7 +49,7 @@ from worker.config import Settings
 from worker.core.models import SegmentPlan
 from worker.core.sampling import sample_times
 from worker.errors import StoreError
-from worker.pipeline import sample_segment
+from worker.service.segment import sample_segment
 
 pytestmark = pytest.mark.services
 KEY = f"sk-faults-{uuid.uuid4().hex[:8]}"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from worker import pipeline
 from worker.core.models import Job, JobSummary, VideoInfo
 from worker.core.states import LIVE_JOB, RETRYABLE_JOB, TERMINAL_JOB, JobState
 from worker.errors import FramescribeError, JobConflict, QueueUnavailable
 from worker.options import JobOptions
-from worker.pipeline import Estimate, Ports
+from worker.service import segment as pipeline
 from worker.service import sources
+from worker.service.segment import Estimate, Ports
 from worker.service.sources import Source
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 def _store(settings: Settings) -> SqlResultStore:
-    from worker.wiring import store_for
+    from worker.bootstrap import store_for
 
     return store_for(settings.resolved_database_url)
 

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worker import failpoints, segmenting
+from worker import failpoints
 from worker.adapters.frames.local import JpegWriter, remove_tree, segment_dir
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import VideoReader
@@ -46,6 +46,7 @@ from worker.errors import (
     StoreError,
 )
 from worker.options import JobOptions
+from worker.service import reuse as segmenting
 from worker.service.sources import local_path
 from worker.summarise import summarise
 
@@ -59,7 +60,7 @@ def _quiet(kind: str, data: dict[str, Any]) -> None:
 
 @dataclass
 class Ports:
-    """What a job needs from the outside world; built by ``worker.wiring``."""
+    """What a job needs from the outside world; built by ``worker.bootstrap``."""
 
     settings: Settings
     store: SqlResultStore

@@ -20,7 +20,7 @@ from worker.core.ports import Describer, Enqueuer
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
-from worker.pipeline import Event, Ports, _quiet, describer_kind
+from worker.service.segment import Event, Ports, _quiet, describer_kind
 
 
 @functools.cache
@@ -104,7 +104,7 @@ def inline_ports(settings: Settings, on_event: Event = _quiet) -> Ports:
     """Ports whose enqueuer runs jobs, webhooks and schedule runs on threads of this process."""
     from worker.adapters.queue.inline import InlineEnqueuer
     from worker.service import jobs
-    from worker.service_tasks import deliver_until_done, fire
+    from worker.service.webhooks import deliver_until_done, fire
 
     ports = build_ports(settings, on_event)
     ports.enqueuer = InlineEnqueuer(
