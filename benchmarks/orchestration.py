@@ -21,7 +21,7 @@ from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
 from benchmarks.fake import fake_dashscope
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
-from worker.service import segment as pipeline
+from worker.service import pipeline
 
 TERMINAL = ("done", "partial", "failed", "cancelled")
 JOB_OPTIONS = {"segment_seconds": 2, "fps": 2}

@@ -26,7 +26,7 @@ from benchmarks.fake import CountingDescriber, fake_dashscope
 from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
-from worker.service import segment as pipeline
+from worker.service import pipeline
 
 
 @dataclass
@@ -57,7 +57,7 @@ def sampling_alone(settings: Settings, video: Path, data: Path, opts: JobOptions
     with ports.reader_for(str(video)) as reader:
         info = reader.probe()
         for plan in pipeline.plans_for(info, opts, settings):
-            pipeline.sample_segment(reader, plan, data / "alone" / f"seg_{plan.index:05d}", settings)
+            pipeline.sample_segment(build_ports(settings), reader, plan, data / "alone" / f"seg_{plan.index:05d}")
             count += 1
     return time.perf_counter() - started, count
 

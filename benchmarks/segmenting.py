@@ -32,8 +32,8 @@ from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.segmenters import Findings
 from worker.options import JobOptions
-from worker.service import reuse as segmenting
-from worker.service import segment as pipeline
+from worker.service import pipeline
+from worker.service import plan as segmenting
 
 KEY = "sk-benchmark-0000"
 

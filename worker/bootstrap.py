@@ -20,7 +20,8 @@ from worker.core.ports import Describer, Enqueuer
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
-from worker.service.segment import Event, Ports, _quiet, describer_kind
+from worker.service.context import Event, Ports, quiet
+from worker.service.plan import describer_kind
 
 
 @functools.cache
@@ -29,7 +30,7 @@ def store_for(url: str) -> SqlResultStore:
 
 
 def build_ports(
-    settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False, enqueuer: Enqueuer | None = None
+    settings: Settings, on_event: Event = quiet, *, shared_limits: bool = False, enqueuer: Enqueuer | None = None
 ) -> Ports:
     """Ports for one process. ``shared_limits`` (Celery workers): DashScope calls go through the
     cross-worker limiter in the broker's Redis (``worker.ratelimit``). ``enqueuer``: where follow-up
@@ -59,10 +60,17 @@ def build_ports(
                 use(RedisRateLimiter.from_settings(settings))
         return cache[key]
 
+    from worker.adapters.analysis import CvAnalyser
+    from worker.adapters.describers.cache import DescriptionCache
+    from worker.adapters.frames.local import LocalFrames
+
     return Ports(
         settings=settings,
         store=store,
         describer_for=describer_for,
+        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
+        analyser=CvAnalyser(settings.sampling),
+        cache=DescriptionCache(store.engine),
         reader_for=lambda path: open_reader(
             path,
             settings.limits,
@@ -100,7 +108,7 @@ def service_ports(
     return ports
 
 
-def inline_ports(settings: Settings, on_event: Event = _quiet) -> Ports:
+def inline_ports(settings: Settings, on_event: Event = quiet) -> Ports:
     """Ports whose enqueuer runs jobs, webhooks and schedule runs on threads of this process."""
     from worker.adapters.queue.inline import InlineEnqueuer
     from worker.service import jobs

@@ -116,7 +116,7 @@ def run(
     from worker.adapters.video.opencv import check_file
     from worker.bootstrap import drain, inline_ports
     from worker.service import jobs, sources
-    from worker.service import segment as pipeline
+    from worker.service import plan as planning
     from worker.sources import check_url
 
     settings = settings_from(config, data_dir, database_url)
@@ -134,8 +134,8 @@ def run(
                              "to the REST API")  # fmt: skip
         with open_reader(Path(video), settings.limits, settings.sampling.reader_backend) as reader:
             info = reader.probe()
-        est = pipeline.estimate(info, opts, settings)
-        pipeline.check_budget(est, opts, settings)
+        est = planning.estimate(info, opts, settings)
+        planning.check_budget(est, opts, settings)
         out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
         return
     reporter = _Reporter(sys.stderr.isatty())

@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError as DbOperationalError
 from worker import failpoints
 from worker.adapters.queue.celery import CeleryEnqueuer
 from worker.adapters.stores.sql import now
-from worker.bootstrap import build_ports
+from worker.bootstrap import build_ports, store_for
 from worker.celery_app import GC_FRAMES, PLAN_JOB, REAP_STALE, RUN_JOB, RUN_SEGMENT, app, soft_time_limit
 from worker.config import Settings, get_settings
 from worker.core.models import Description
@@ -34,8 +34,9 @@ from worker.core.ports import Describer, DescribeRequest
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.options import JobOptions
 from worker.service import jobs
+from worker.service import plan as planning
 from worker.service import segment as pipeline
-from worker.service.segment import Ports
+from worker.service.context import Ports
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,7 +150,7 @@ def _plan(task: Task[Any, Any], job_id: str) -> None:
         log.info("job %s is %s; not planning it", job_id, job.state)
         return
     try:
-        pipeline.plan(ports, job_id)
+        planning.plan(ports, job_id)
     except FramescribeError as exc:  # source, reader, describer or budget: the job failed with the reason
         log.warning("job %s failed at planning: %s", job_id, exc.message)
         finish_and_notify(ports, job_id)
@@ -263,7 +264,7 @@ def reap_stale() -> dict[str, int]:
     Re-running is harmless (idempotent tasks). Beat runs it (``beat_schedule`` in celery_app)."""
     ports = _task_ports()
     settings = ports.settings
-    store = ports.store
+    store = store_for(settings.resolved_database_url)  # the recovery queries are SQL-store specific
     window = settings.worker.visibility_timeout_s
     cutoff = now() - timedelta(seconds=window)
     queue = settings.worker.queue

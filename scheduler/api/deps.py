@@ -37,7 +37,7 @@ from scheduler.schedules import ScheduleMirror
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
 from worker.config import Settings
-from worker.service.segment import Ports
+from worker.service.context import Ports
 
 Scope = Literal["read", "write"]
 BEARER = {"WWW-Authenticate": 'Bearer realm="framescribe"'}

@@ -42,8 +42,9 @@ from worker.errors import (
     PlanError,
 )
 from worker.options import JobOptions
-from worker.service import segment as pipeline
-from worker.service.segment import Ports
+from worker.service import pipeline
+from worker.service import plan as planning
+from worker.service.context import Ports
 from worker.summarise import summarise
 
 KEY = "sk-test-SECRET-7f3a"
@@ -222,7 +223,7 @@ def request_for(tmp_path: Path, settings: Settings, clip: Path) -> DescribeReque
     with OpenCVReader(clip) as reader:
         info = reader.probe()
         plan = next(iter(pipeline.plans_for(info, JobOptions(), settings)))
-        sampled = pipeline.sample_segment(reader, plan, tmp_path / "seg", settings)
+        sampled = pipeline.sample_segment(build_ports(settings), reader, plan, tmp_path / "seg")
     return DescribeRequest("job", clip.name, plan, sampled.frames, float(plan.fps), "Describe.", "sys", "describe")
 
 
@@ -362,7 +363,7 @@ def test_running_job_stops_cleanly_at_a_cap(
 ) -> None:
     """The estimate can be wrong (a model snapshot billed differently, a retried job): the guard while
     running must hold on its own, so the pre-flight check is switched off here."""
-    monkeypatch.setattr(pipeline, "check_budget", lambda *a: None)
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
     settings = make_settings(tmp_path, fake)
     with OpenCVReader(clip_12s) as reader:
         per_segment = pipeline.estimate(reader.probe(), JobOptions(), settings).video_tokens // 3
@@ -563,7 +564,7 @@ def test_segment_tasks_stop_at_a_cap_one_by_one(
 ) -> None:
     """The Celery path (plan, run_segment per segment, finish): a segment that would pass the cap fails
     with the reason and makes no call; segments already described keep their results."""
-    monkeypatch.setattr(pipeline, "check_budget", lambda *a: None)
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
     ports = build_ports(make_settings(tmp_path, fake))
     job, _ = ports.store.create_job(str(clip_12s), clip_12s.name, {"max_calls": 2})
     indexes = pipeline.plan(ports, job.id)

@@ -13,9 +13,11 @@ from worker.core.models import Job, JobSummary, VideoInfo
 from worker.core.states import LIVE_JOB, RETRYABLE_JOB, TERMINAL_JOB, JobState
 from worker.errors import FramescribeError, JobConflict, QueueUnavailable
 from worker.options import JobOptions
-from worker.service import segment as pipeline
-from worker.service import sources
-from worker.service.segment import Estimate, Ports
+from worker.service import finish as finishing
+from worker.service import plan as planning
+from worker.service import runner, sources
+from worker.service.context import Ports
+from worker.service.plan import Estimate
 from worker.service.sources import Source
 
 log = logging.getLogger(__name__)
@@ -57,14 +59,14 @@ def submit(
 
 def estimate(info: VideoInfo, opts: JobOptions, ports: Ports) -> Estimate:
     """Segments, frames and video tokens for ``info``; refuses plans over the caps (BudgetExceeded)."""
-    est = pipeline.estimate(info, opts, ports.settings)
-    pipeline.check_budget(est, opts, ports.settings)
+    est = planning.estimate(info, opts, ports.settings)
+    planning.check_budget(est, opts, ports.settings)
     return est
 
 
 def finish(ports: Ports, job_id: str, reason: str | None = None) -> JobSummary | None:
     """Summarise once (the caller that wins the store's claim), then queue the webhook. None if lost."""
-    summary = pipeline.finish(ports, job_id, reason)
+    summary = finishing.finish(ports, job_id, reason)
     if summary is None:
         return None
     job = ports.store.get_job(job_id)
@@ -144,7 +146,7 @@ def run(ports: Ports, job_id: str) -> JobSummary:
     if job.state not in LIVE_JOB:
         raise JobConflict("not_runnable", f"job {job_id} is {job.state}; nothing to run")
     try:
-        return pipeline.run_inline(ports, job_id, finish)
+        return runner.run_inline(ports, job_id, finish)
     except FramescribeError as exc:
         state = ports.store.get_job(job_id).state
         if state in LIVE_JOB:

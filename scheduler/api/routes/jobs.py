@@ -35,7 +35,7 @@ from worker.core.models import Job, SegmentRow
 from worker.core.states import TERMINAL_JOB
 from worker.service import jobs as job_service
 from worker.service import sources
-from worker.service.segment import Ports
+from worker.service.context import Ports
 from worker.sources import download
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -72,3 +72,28 @@ class JpegWriter:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+class LocalFrames:
+    """The ``FrameWriter`` port on local disk: ``DATA_DIR/jobs/<job>/seg_<k>/`` JPEGs, OpenCV thumbs."""
+
+    def __init__(self, data_dir: Path, max_pixels: int, quality: int = 90, thumb_width: int = 480) -> None:
+        self.data_dir = data_dir
+        self.writer = JpegWriter(max_pixels, quality)
+        self.thumb_width = thumb_width
+
+    def folder(self, job_id: str, index: int) -> Path:
+        return segment_dir(self.data_dir, job_id, index)
+
+    def clear(self, folder: Path) -> None:
+        remove_tree(folder)
+
+    def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray) -> FrameRef:
+        return self.writer.write(folder, n, t_ms, image)
+
+    def thumb(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if w <= self.thumb_width:
+            return image.copy()
+        size = (self.thumb_width, max(1, round(h * self.thumb_width / w)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
