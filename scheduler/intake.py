@@ -110,7 +110,7 @@ def check_path(path: str, settings: Settings) -> Path:
 
 def check_folder(folder: str, settings: Settings) -> Path:
     """The real path of a folder inside the allowed roots (the same rules the schedule runs apply)."""
-    from worker.service.webhooks import resolve_folder
+    from worker.service.schedules import resolve_folder
 
     return resolve_folder(folder, list(settings.allowed_roots))
 

@@ -112,7 +112,8 @@ def inline_ports(settings: Settings, on_event: Event = quiet) -> Ports:
     """Ports whose enqueuer runs jobs, webhooks and schedule runs on threads of this process."""
     from worker.adapters.queue.inline import InlineEnqueuer
     from worker.service import jobs
-    from worker.service.webhooks import deliver_until_done, fire
+    from worker.service.schedules import fire
+    from worker.service.webhooks import deliver_until_done
 
     ports = build_ports(settings, on_event)
     ports.enqueuer = InlineEnqueuer(

@@ -27,13 +27,23 @@ from worker import failpoints
 from worker.adapters.queue.celery import CeleryEnqueuer
 from worker.adapters.stores.sql import now
 from worker.bootstrap import build_ports, store_for
-from worker.celery_app import GC_FRAMES, PLAN_JOB, REAP_STALE, RUN_JOB, RUN_SEGMENT, app, soft_time_limit
+from worker.celery_app import (
+    FIRE_SCHEDULE,
+    GC_FRAMES,
+    PLAN_JOB,
+    REAP_STALE,
+    RUN_JOB,
+    RUN_SEGMENT,
+    SEND_WEBHOOK,
+    app,
+    soft_time_limit,
+)
 from worker.config import Settings, get_settings
 from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.options import JobOptions
-from worker.service import jobs
+from worker.service import jobs, schedules, webhooks
 from worker.service import plan as planning
 from worker.service import segment as pipeline
 from worker.service.context import Ports
@@ -294,3 +304,29 @@ def gc_frames() -> dict[str, int]:
     from worker.retention import collect
 
     return collect(get_settings()).as_dict()
+
+
+# -- schedules and webhooks -------------------------------------------------------------------
+@_task(FIRE_SCHEDULE, bind=True)
+def fire_schedule(self: Task[Any, Any], schedule_id: str, manual: bool = False) -> dict[str, Any]:
+    """Beat (or ``POST /v1/schedules/{id}/run``) asks for one run of the schedule."""
+    settings = get_settings()
+    enqueuer = CeleryEnqueuer(settings, app=app, queue=_queue_of(self))
+    return schedules.fire(settings, schedule_id, str(self.request.id), enqueuer.enqueue_job, manual).as_dict()
+
+
+@_task(SEND_WEBHOOK, bind=True, max_retries=None)
+def send_webhook(self: Task[Any, Any], job_id: str) -> bool:
+    """POST the finished job to its webhook URL; retried with backoff until it is accepted or the
+    attempts (``scheduler.webhook_max_attempts``) are spent. Returns True when delivered."""
+    settings = get_settings()
+    attempt = int(self.request.retries) + 1
+    result = webhooks.deliver(settings, job_id, str(self.request.id), attempt)
+    if result is None or result.ok:
+        return result is not None
+    if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
+        log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
+        return False
+    delay = webhooks.webhook_delay(attempt, settings)
+    log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
+    raise cast(Exception, self.retry(countdown=delay))

@@ -26,7 +26,7 @@ from worker.config import Settings
 from worker.core import signing
 from worker.core.newfiles import FileFacts, check_glob, new_files
 from worker.errors import PlanError
-from worker.service.webhooks import FireResult, fire
+from worker.service.schedules import FireResult, fire
 
 pytestmark = pytest.mark.services
 

@@ -507,9 +507,13 @@ def test_retention_keeps_one_thumbnail_per_segment(tmp_path: Path) -> None:
     assert collect(settings).files_deleted == 0  # idempotent
 
 
-def test_service_tasks_module_is_optional() -> None:
-    assert "worker.tasks" in task_modules()
-    assert all(m in ("worker.tasks", "worker.service.webhooks") for m in task_modules())
+def test_every_task_lives_in_worker_tasks() -> None:
+    import worker.tasks
+    from worker.celery_app import FIRE_SCHEDULE, PLAN_JOB, RUN_SEGMENT, SEND_WEBHOOK, app
+
+    assert task_modules() == ["worker.tasks"]
+    assert {PLAN_JOB, RUN_SEGMENT, FIRE_SCHEDULE, SEND_WEBHOOK} <= set(app.tasks)
+    assert worker.tasks.send_webhook.name == SEND_WEBHOOK
 
 
 # -- soak ----------------------------------------------------------------------------------------
