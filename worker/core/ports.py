@@ -99,6 +99,10 @@ class FrameWriter(Protocol):
 
     def write(self, folder: Path, n: int, t_ms: int, image: Any) -> FrameRef: ...
 
+    def drop_job(self, job_id: str) -> None:
+        """Remove every frame of the job."""
+        ...
+
     def thumb(self, image: Any) -> Any:
         """A small in-memory copy of ``image`` for local analysis (hashes, the local describer)."""
         ...

@@ -8,6 +8,7 @@ when it ends, and a failure to build its describer, reader or source ends it ``f
 from __future__ import annotations
 
 import logging
+import shutil
 
 from worker.core.models import Job, JobSummary, VideoInfo
 from worker.core.states import LIVE_JOB, RETRYABLE_JOB, TERMINAL_JOB, JobState
@@ -126,17 +127,15 @@ def retry(ports: Ports, job_id: str) -> int:
 
 def delete(ports: Ports, job_id: str) -> None:
     """Delete a job (a live one is cancelled first), its rows, frames, download and upload."""
-    from worker.adapters.frames.local import job_dir, remove_tree
-
     job = ports.store.get_job(job_id)
     if job.state not in TERMINAL_JOB:
         ports.store.cancel_job(job_id)
     ports.store.delete_job(job_id)
-    remove_tree(job_dir(ports.settings.data_dir, job_id))
-    remove_tree(sources.download_dir(ports.settings, job_id))
+    ports.frames.drop_job(job_id)
+    shutil.rmtree(sources.download_dir(ports.settings, job_id), ignore_errors=True)
     upload = sources.upload_dir_of(ports.settings, job.source)
     if upload is not None:
-        remove_tree(upload)
+        shutil.rmtree(upload, ignore_errors=True)
 
 
 def run(ports: Ports, job_id: str) -> JobSummary:

@@ -88,6 +88,9 @@ class LocalFrames:
     def clear(self, folder: Path) -> None:
         remove_tree(folder)
 
+    def drop_job(self, job_id: str) -> None:
+        remove_tree(job_dir(self.data_dir, job_id))
+
     def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray) -> FrameRef:
         return self.writer.write(folder, n, t_ms, image)
 
