@@ -78,7 +78,7 @@ def describe_and_store(
     )
     # The cache key leaves $previous out: whether the previous call had finished is timing, not content.
     key_prompt = render(template or prompts.segment, {**variables, "previous": ""})
-    key = reuse.cache_key(request, key_prompt, describer, opts, ports.settings)
+    key = reuse.cache_key(request, key_prompt, describer, opts, ports.settings) if ports.cache else None
     hit = reuse.lookup(ports.cache, ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
