@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 from python_multipart.exceptions import MultipartParseError
@@ -29,7 +28,7 @@ from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
 from worker.service.sources import upload_dir_of as upload_dir_of  # re-exported
 from worker.service.sources import uploads_dir
-from worker.sources import MAX_REDIRECTS, check_url, resolve_local
+from worker.sources import check_url, get_checked, resolve_local
 
 HEAD_BYTES = 64 * 1024
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -123,32 +122,22 @@ def preflight_url(url: str, settings: Settings) -> str:
     """Fetch the first bytes of ``url`` (SSRF rules re-checked on every redirect) and sniff them.
 
     Returns the container kind. Raises SourceError (field ``url``) or ApiError 422 ``not_a_video``."""
-    allow = url_allow(settings)
-    current = url
+    range_ = {"Range": f"bytes=0-{HEAD_BYTES - 1}"}
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(PREFLIGHT_TIMEOUT_S), trust_env=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
-            try:
-                with client.stream("GET", current, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"}) as resp:
-                    if resp.is_redirect:
-                        location = resp.headers.get("location")
-                        if not location:
-                            raise SourceError("the server redirected without a Location header", field="url")
-                        current = urljoin(current, location)
-                        continue
-                    if resp.status_code not in (200, 206):
-                        raise SourceError(f"the server answered HTTP {resp.status_code} for the URL", field="url")
-                    head = b""
-                    for chunk in resp.iter_bytes(16 * 1024):
-                        head += chunk
-                        if len(head) >= HEAD_BYTES:
-                            break
-            except httpx.TimeoutException:
-                raise SourceError("the URL did not answer in time", field="url") from None
-            except httpx.HTTPError as exc:
-                raise SourceError(f"the URL could not be fetched ({type(exc).__name__})", field="url") from None
-            return require_video_head(head, "the URL", "url")
-    raise SourceError(f"the URL redirects more than {MAX_REDIRECTS} times", field="url")
+        try:
+            with get_checked(client, url, url_allow(settings), range_) as (_, resp):
+                if resp.status_code not in (200, 206):
+                    raise SourceError(f"the server answered HTTP {resp.status_code} for the URL", field="url")
+                head = b""
+                for chunk in resp.iter_bytes(16 * 1024):
+                    head += chunk
+                    if len(head) >= HEAD_BYTES:
+                        break
+        except httpx.TimeoutException:
+            raise SourceError("the URL did not answer in time", field="url") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"the URL could not be fetched ({type(exc).__name__})", field="url") from None
+    return require_video_head(head, "the URL", "url")
 
 
 def check_webhook(url: str, settings: Settings) -> None:

@@ -231,20 +231,7 @@ def _write_export(
         for chunk in chunks:
             sys.stdout.write(chunk)
         return
-    # Streams to a temp file beside the target, then renames: never half an export.
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    del atomic_write
+    atomic_write(target, chunks)  # streamed to a temp file beside the target, then renamed
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:

@@ -32,9 +32,10 @@ from worker.cli import (
     settings_from,
 )
 from worker.config import Settings
+from worker.core.states import TERMINAL_JOB
 from worker.errors import InputError
 
-TERMINAL = ("done", "partial", "failed", "cancelled")
+TERMINAL = TERMINAL_JOB
 
 
 def _source(video: str, settings: Settings) -> Any:

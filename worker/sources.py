@@ -11,7 +11,8 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -44,13 +45,17 @@ def resolve_local(path: str, allowed_roots: Sequence[Path]) -> Path:
         raise SourceError(f"{path}: no such file", field="path") from None
     except (OSError, RuntimeError) as exc:  # name too long, symlink loop
         raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field="path") from None
-    roots = [r.resolve() for r in allowed_roots]
-    if not any(real == r or real.is_relative_to(r) for r in roots):
+    if not inside_roots(real, allowed_roots):
         raise SourceError(f"{path}: outside the allowed folders", field="path")
     mode = real.stat().st_mode
     if not stat.S_ISREG(mode):
         raise SourceError(f"{path}: not a regular file", field="path")
     return real
+
+
+def inside_roots(real: Path, roots: Sequence[Path]) -> bool:
+    """Whether the resolved path ``real`` is one of ``roots`` or lies below one (roots resolved too)."""
+    return any(real == r or real.is_relative_to(r) for r in (root.resolve() for root in roots))
 
 
 # -- URLs --------------------------------------------------------------------------------------
@@ -126,29 +131,40 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allo
 
     The file appears only complete (temp file + rename)."""
     deadline = time.monotonic() + timeout_s
-    current = url
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(min(30.0, timeout_s))) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, allow)
-            try:
-                with client.stream("GET", current) as resp:
-                    if resp.is_redirect:
-                        location = resp.headers.get("location")
-                        if not location:
-                            raise SourceError("a redirect without a Location header", field="url")
-                        current = urljoin(current, location)
-                        continue
-                    if resp.status_code != 200:
-                        raise SourceError(f"the server answered HTTP {resp.status_code} for {url}", field="url")
-                    declared = resp.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
-                    return _save(resp, dest_dir, _filename(current), max_bytes, deadline)
-            except httpx.TimeoutException:
-                raise SourceError(f"downloading {url} timed out", field="url") from None
-            except httpx.HTTPError as exc:
-                raise SourceError(f"downloading {url} failed: {exc.__class__.__name__}", field="url") from None
-    raise SourceError(f"more than {MAX_REDIRECTS} redirects", field="url")
+        try:
+            with get_checked(client, url, allow) as (final, resp):
+                if resp.status_code != 200:
+                    raise SourceError(f"the server answered HTTP {resp.status_code} for {url}", field="url")
+                declared = resp.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
+                    raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
+                return _save(resp, dest_dir, _filename(final), max_bytes, deadline)
+        except httpx.TimeoutException:
+            raise SourceError(f"downloading {url} timed out", field="url") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"downloading {url} failed: {exc.__class__.__name__}", field="url") from None
+
+
+@contextmanager
+def get_checked(
+    client: httpx.Client, url: str, allow: Sequence[str] = (), headers: dict[str, str] | None = None
+) -> Iterator[tuple[str, httpx.Response]]:
+    """The one SSRF redirect loop: GET ``url`` following redirects by hand, the SSRF rules re-checked
+    on every hop; yields ``(final_url, streamed_response)``."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        check_url(current, allow)
+        with client.stream("GET", current, headers=headers) as resp:
+            if resp.is_redirect:
+                location = resp.headers.get("location")
+                if not location:
+                    raise SourceError("the server redirected without a Location header", field="url")
+                current = urljoin(current, location)
+                continue
+            yield current, resp
+            return
+    raise SourceError(f"the URL redirects more than {MAX_REDIRECTS} times", field="url")
 
 
 def _save(resp: httpx.Response, dest_dir: Path, name: str, max_bytes: int, deadline: float) -> Path:

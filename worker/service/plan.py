@@ -66,10 +66,7 @@ def model_of(opts: JobOptions, settings: Settings) -> str:
 
 
 def describer_kind(opts: JobOptions, settings: Settings) -> str:
-    kind = opts.describer or settings.describer.kind
-    if kind == "auto":
-        return "dashscope" if settings.dashscope_api_key else "local"
-    return kind
+    return settings.resolve_describer(opts.describer or settings.describer.kind)
 
 
 def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None = None) -> Estimate:

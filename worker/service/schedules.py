@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.core.newfiles import FileFacts, check_glob, new_files
 from worker.errors import FramescribeError, NotFound, SourceError
 from worker.options import JobOptions
-from worker.sources import check_url, resolve_local
+from worker.sources import check_url, inside_roots, resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def resolve_folder(folder: str, roots: list[Path]) -> Path:
         raise SourceError(f"{folder}: no such folder", field="source.folder") from None
     except (OSError, RuntimeError) as exc:
         raise SourceError(f"{folder[:200]}: cannot be resolved ({type(exc).__name__})", field="source.folder") from None
-    if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in roots):
+    if not inside_roots(real, roots):
         raise SourceError(f"{folder}: outside the allowed folders", field="source.folder")
     if not real.is_dir():
         raise SourceError(f"{folder}: not a folder", field="source.folder")

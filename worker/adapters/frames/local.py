@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -24,13 +25,19 @@ def segment_dir(data_dir: Path, job_id: str, index: int) -> Path:
     return job_dir(data_dir, job_id) / f"seg_{index:05d}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
+def atomic_write(path: Path, data: bytes | Iterable[str]) -> None:
+    """The one atomic write: a temp file in the same folder, then a rename, so readers never see half
+    a file. ``data`` is bytes, or text chunks streamed to disk (an export)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for chunk in data:
+                    fh.write(chunk)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
 from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, VideoInfo
 from worker.core.models import Job as Job  # re-exported: the store's callers import it from here
+from worker.core.states import ACTIVE_SEGMENT
+from worker.core.states import TERMINAL_JOB as TERMINAL_JOB  # re-exported
 from worker.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
-ACTIVE = ("pending", "running")
-TERMINAL_JOB = ("done", "partial", "failed", "cancelled")
+ACTIVE = ACTIVE_SEGMENT
 
 
 def now() -> datetime:
