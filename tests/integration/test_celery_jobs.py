@@ -187,7 +187,7 @@ def test_cancel_keeps_finished_segments_and_retry_requeues_the_rest(
     sqlite_cluster: Cluster, clip_12s: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = sqlite_cluster
-    caplog.set_level(logging.INFO, logger="worker.tasks")
+    caplog.set_level(logging.INFO, logger="worker.service.jobs")
     job_id = submit(c, clip_12s, arm=((2, "before_describe", "hold"), (3, "before_describe", "hold")))
     c.wait_held(job_id, 2, "before_describe")
     c.wait_held(job_id, 3, "before_describe")
