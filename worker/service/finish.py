@@ -14,6 +14,7 @@ from worker.core.summary import build_summary
 from worker.errors import FramescribeError
 from worker.service import reuse
 from worker.service.context import Ports
+from worker.service.options import resolve
 from worker.service.plan import describer_kind, options_of, request_limits
 from worker.summarise import summarise
 
@@ -58,7 +59,7 @@ def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | 
             log.warning("job %s: no model for the summary (%s); using the local summary", job.id, exc.message)
     if not callable(getattr(model, "complete", None)):
         return build_summary(rows(), duration_ms, stopped_reason)
-    preset = ports.prompts.get(opts.preset or ports.settings.describer.preset) or DEFAULT_PRESETS["describe"]
+    preset = ports.prompts.get(resolve(opts, ports.settings).preset) or DEFAULT_PRESETS["describe"]
     return summarise(
         rows,
         duration_ms,

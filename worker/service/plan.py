@@ -23,6 +23,7 @@ from worker.core.segments import clip_range
 from worker.errors import BudgetExceeded, FramescribeError, PlanError
 from worker.options import JobOptions, plan_params
 from worker.service.context import Ports
+from worker.service.options import resolve
 
 log = logging.getLogger(__name__)
 STATIC_TEXT = "No activity (static camera)."
@@ -62,11 +63,11 @@ def plans_for(
 
 
 def model_of(opts: JobOptions, settings: Settings) -> str:
-    return opts.model or settings.dashscope.model
+    return resolve(opts, settings).model
 
 
 def describer_kind(opts: JobOptions, settings: Settings) -> str:
-    return settings.resolve_describer(opts.describer or settings.describer.kind)
+    return resolve(opts, settings).describer
 
 
 def estimate(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None = None) -> Estimate:
@@ -100,16 +101,17 @@ PROMPT_HEADROOM_TOKENS = 4000  # system + segment prompt + previous description
 
 def request_limits(opts: JobOptions, settings: Settings) -> budget.ModelLimits:
     """The model's limits for one request, with the per-frame ``max_pixels`` cap DashScope applies."""
-    limits = budget.limits_for(model_of(opts, settings))
-    cap = opts.max_pixels or settings.dashscope.max_pixels
+    r = resolve(opts, settings)
+    limits = budget.limits_for(r.model)
+    cap = r.max_pixels
     if cap and cap < limits.video_max_pixels:
         limits = replace(limits, video_max_pixels=cap)
     return limits
 
 
 def check_budget(est: Estimate, opts: JobOptions, settings: Settings) -> None:
-    cap_tokens = opts.max_video_tokens or settings.dashscope.max_video_tokens
-    cap_calls = opts.max_calls or settings.dashscope.max_calls
+    r = resolve(opts, settings)
+    cap_tokens, cap_calls = r.max_video_tokens, r.max_calls
     if cap_tokens and est.video_tokens > cap_tokens:
         raise BudgetExceeded(
             f"estimated {est.video_tokens} video tokens exceed the cap of {cap_tokens} by "
@@ -157,7 +159,7 @@ def plan_of_row(store: ResultStore, job_id: str, index: int) -> SegmentPlan:
 
 
 def segmenter_of(opts: JobOptions, settings: Settings) -> str:
-    return opts.segmenter or settings.sampling.segmenter
+    return resolve(opts, settings).segmenter
 
 
 def motion_params(s: SamplingSettings) -> MotionParams:
@@ -220,11 +222,9 @@ def segment_tokens(ports: Ports, job: Job, frames: int) -> int:
 def cap_reason(ports: Ports, job: Job, frames: int, pending_calls: int, pending_tokens: int) -> str | None:
     """Why the next call must not be made: it would pass the job's ``max_calls`` or ``max_video_tokens``
     counting what is done and what is in flight. Calls are model calls for segments (not retries)."""
-    opts = options_of(job)
-    settings = ports.settings
-    cap_tokens = opts.max_video_tokens or settings.dashscope.max_video_tokens
-    cap_calls = opts.max_calls or settings.dashscope.max_calls
-    if not (cap_tokens or cap_calls) or describer_kind(opts, settings) != "dashscope":
+    r = resolve(options_of(job), ports.settings)
+    cap_tokens, cap_calls = r.max_video_tokens, r.max_calls
+    if not (cap_tokens or cap_calls) or not r.paid:
         return None
     store = ports.store
     made = store.counts(job.id).get("done", 0)

@@ -25,6 +25,7 @@ from worker.core.ports import Describer, DescribeRequest, DescriptionCache, Resu
 from worker.core.segmenters import count_times
 from worker.core.states import DESCRIBED_SEGMENT
 from worker.options import JobOptions
+from worker.service.options import resolve
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def cache_key(
     name = getattr(describer, "name", type(describer).__name__)
     if not settings.sampling.cache_descriptions or name == "local":
         return None
-    model = (opts.model or settings.dashscope.model) if name == "dashscope" else name
+    model = resolve(opts, settings).model if name == "dashscope" else name
     digest = gating.frames_digest((f.t_ms, hashlib.sha256(Path(f.path).read_bytes()).digest()) for f in request.frames)
     key = gating.CacheKey(
         digest, prompt, request.system_prompt, model, Fraction(request.fps).limit_denominator(1_000_000),

@@ -17,6 +17,7 @@ from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
 from worker.errors import BudgetExceeded, DecodeError, DescriberAuthError, FramescribeError
 from worker.service import reuse
 from worker.service.context import Ports
+from worker.service.options import resolve
 from worker.service.plan import cap_reason, options_of, plan_of_row
 
 
@@ -57,11 +58,12 @@ def describe_and_store(
     ports: Ports, job: Job, describer: Describer, sampled: Sampled, previous: str | None = None
 ) -> Description:
     opts = options_of(job)
-    preset_name = opts.preset or ports.settings.describer.preset
+    resolved = resolve(opts, ports.settings)
+    preset_name = resolved.preset
     prompts = ports.prompts.get(preset_name) or ports.prompts.get("describe") or DEFAULT_PRESETS["describe"]
     p = sampled.plan
     variables = segment_variables(job.source_name, p.start_ms, p.end_ms, float(p.fps), previous)
-    template = opts.prompt or ports.settings.describer.prompt
+    template = resolved.prompt
     if template and prompts.json_output:
         template = f"{template}\n{preset_for(preset_name).schema_hint}"
     request = DescribeRequest(
