@@ -29,27 +29,34 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # -- local paths -------------------------------------------------------------------------------
 def resolve_local(path: str, allowed_roots: Sequence[Path]) -> Path:
     """The real path of a regular file inside one of ``allowed_roots`` (after resolving symlinks)."""
-    if not allowed_roots:
-        raise SourceError(
-            "path sources are disabled: set FRAMESCRIBE_ALLOWED_ROOTS to the folders to allow", field="path"
-        )
-    if "\x00" in path:
-        raise SourceError("the path contains a NUL byte", field="path")
-    if not path or len(path) > MAX_PATH_CHARS:
-        raise SourceError(f"the path must be 1 to {MAX_PATH_CHARS} characters long", field="path")
-    if ".." in PurePosixPath(path).parts:
-        raise SourceError("the path may not contain '..'", field="path")
-    try:
-        real = Path(path).resolve(strict=True)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file", field="path") from None
-    except (OSError, RuntimeError) as exc:  # name too long, symlink loop
-        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field="path") from None
-    if not inside_roots(real, allowed_roots):
-        raise SourceError(f"{path}: outside the allowed folders", field="path")
+    real = resolve_inside(path, allowed_roots)
     mode = real.stat().st_mode
     if not stat.S_ISREG(mode):
         raise SourceError(f"{path}: not a regular file", field="path")
+    return real
+
+
+def resolve_inside(path: str, roots: Sequence[Path], *, noun: str = "path", kind: str = "file",
+                   field: str = "path") -> Path:  # fmt: skip
+    """The one path-inside-roots check (files and watched folders): the real path of ``path``, symlinks
+    resolved, inside one of ``roots``; no NUL, no '..', bounded length."""
+    if not roots:
+        raise SourceError(f"{noun} sources are disabled: set FRAMESCRIBE_ALLOWED_ROOTS to the folders to allow",
+                          field=field)  # fmt: skip
+    if "\x00" in path:
+        raise SourceError(f"the {noun} contains a NUL byte", field=field)
+    if not path or len(path) > MAX_PATH_CHARS:
+        raise SourceError(f"the {noun} must be 1 to {MAX_PATH_CHARS} characters long", field=field)
+    if ".." in PurePosixPath(path).parts:
+        raise SourceError(f"the {noun} may not contain '..'", field=field)
+    try:
+        real = Path(path).resolve(strict=True)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such {kind}", field=field) from None
+    except (OSError, RuntimeError) as exc:  # name too long, symlink loop
+        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field=field) from None
+    if not inside_roots(real, roots):
+        raise SourceError(f"{path}: outside the allowed folders", field=field)
     return real
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from tests.fakes.ports import FakeEnqueuer
 from worker.config import Settings, load_settings
+from worker.errors import QueueUnavailable
 
 API_REDIS = "redis://127.0.0.1:6379"
 API_DB, BEAT_DB, SPARE_DB = 4, 5, 6
@@ -50,42 +52,22 @@ def api_settings(tmp: Path, **overrides: Any) -> Settings:
 
 
 @dataclass
-class RecordingEnqueuer:
-    """Records what the API queues instead of sending it (for tests that need no worker)."""
+class RecordingEnqueuer(FakeEnqueuer):
+    """Records what the API queues instead of sending it (for tests that need no worker); ``down``
+    makes every publish fail as a broker that does not answer."""
 
-    jobs: list[str] = field(default_factory=list)
-    fires: list[str] = field(default_factory=list)
-    webhooks: list[str] = field(default_factory=list)
     down: bool = False
 
     def enqueue_job(self, job_id: str) -> None:
-        from worker.errors import QueueUnavailable
-
         if self.down:
             raise QueueUnavailable("the job queue (Redis) is not reachable; try again shortly")
-        self.jobs.append(job_id)
-
-    def enqueue_segment(self, job_id: str, index: int) -> None:
-        self.enqueue_job(job_id)
-
-    def send_webhook(self, job_id: str) -> None:
-        self.webhooks.append(job_id)
-
-    def fire_schedule(self, schedule_id: str) -> str:
-        self.fires.append(schedule_id)
-        return uuid.uuid4().hex
+        super().enqueue_job(job_id)
 
     def broker_ok(self) -> bool:
         return not self.down
 
     def workers(self, timeout_s: float = 1.0) -> int:
         return 0 if self.down else 1
-
-    def queue_depth(self) -> int | None:
-        return len(self.jobs)
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass

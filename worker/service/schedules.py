@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.core.newfiles import FileFacts, check_glob, new_files
 from worker.errors import FramescribeError, NotFound, SourceError
 from worker.options import JobOptions
-from worker.sources import check_url, inside_roots, resolve_local
+from worker.sources import check_url, resolve_inside, resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,7 @@ def store_of(settings: Settings) -> SqlResultStore:
 # -- schedules --------------------------------------------------------------------------------
 def resolve_folder(folder: str, roots: list[Path]) -> Path:
     """The real path of a watched folder, refused when it is (now) outside the allowed roots."""
-    if not roots:
-        raise SourceError("folder sources are disabled: FRAMESCRIBE_ALLOWED_ROOTS is empty", field="source.folder")
-    if "\x00" in folder or not folder or len(folder) > 4096:
-        raise SourceError("the folder must be 1 to 4096 characters without NUL bytes", field="source.folder")
-    if ".." in Path(folder).parts:
-        raise SourceError("the folder may not contain '..'", field="source.folder")
-    try:
-        real = Path(folder).resolve(strict=True)
-    except FileNotFoundError:
-        raise SourceError(f"{folder}: no such folder", field="source.folder") from None
-    except (OSError, RuntimeError) as exc:
-        raise SourceError(f"{folder[:200]}: cannot be resolved ({type(exc).__name__})", field="source.folder") from None
-    if not inside_roots(real, roots):
-        raise SourceError(f"{folder}: outside the allowed folders", field="source.folder")
+    real = resolve_inside(folder, roots, noun="folder", kind="folder", field="source.folder")
     if not real.is_dir():
         raise SourceError(f"{folder}: not a folder", field="source.folder")
     return real
