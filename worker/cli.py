@@ -128,16 +128,17 @@ def run(
     source = sources.resolve(video, settings) if sources.is_url(video) else sources.Source(
         str(Path(video).resolve()), Path(video).name
     )
-    if dry_run:
-        if sources.is_url(video):
-            raise InputError("--dry-run needs a local file: download the URL first, or submit it with --dry-run "
-                             "to the REST API")  # fmt: skip
+    if dry_run and sources.is_url(video):
+        raise InputError("--dry-run needs a local file: download the URL first, or submit it with --dry-run "
+                         "to the REST API")  # fmt: skip
+    if not sources.is_url(video):  # a plan over the caps is refused before a job exists, as by the REST API
         with open_reader(Path(video), settings.limits, settings.sampling.reader_backend) as reader:
             info = reader.probe()
         est = planning.estimate(info, opts, settings)
         planning.check_budget(est, opts, settings)
-        out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
-        return
+        if dry_run:
+            out.print_json(json.dumps({"video": info.as_dict(), "estimate": est.as_dict()}))
+            return
     reporter = _Reporter(sys.stderr.isatty())
     ports = inline_ports(settings, on_event=reporter)  # the webhook, if any, is sent from this process
     job, _ = jobs.create(ports, source, opts, webhook_url=webhook_url)

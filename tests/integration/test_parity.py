@@ -271,3 +271,24 @@ def test_cancel_mid_run_summarises_at_once(entries: dict[str, Entry], entry_name
         assert job.summary is not None and job.summary["segments_total"] == N
         if entry_name != "cli":  # the CLI's cancel queues the webhook for Celery workers (none here)
             assert e.deliveries(job_id, 1) == [(1, True)]
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_budget_cap_before_the_run_is_refused_without_a_job(entries: dict[str, Entry], entry_name: str) -> None:
+    """Over ``max_calls`` by the estimate: refused with the same reason before any job exists (no key needed:
+    the estimate makes no call)."""
+    e = entries[entry_name]
+    before = {j.id for j in e.store.list_jobs(limit=1000)}
+    opts = {**OPTS, "describer": "dashscope", "max_calls": 2}
+    if entry_name == "cli":
+        res = e.cli("run", str(e.media / "clip.mp4"), "--fps", "2", "--segment-seconds", "2", "--describer",
+                    "dashscope", "--max-calls", "2")  # fmt: skip
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        message = res.stderr
+    else:
+        with client(e.base) as http:
+            resp = http.post("/v1/jobs", json={**opts, "path": str(e.media / "clip.mp4")})
+        assert resp.status_code == 422 and resp.json()["error"]["code"] == "budget_exceeded"
+        message = resp.json()["error"]["message"]
+    assert "the job needs 6 model calls, 4 more than the cap of 2" in message
+    assert {j.id for j in e.store.list_jobs(limit=1000)} == before
