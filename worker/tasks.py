@@ -41,6 +41,7 @@ from worker.celery_app import (
 from worker.config import Settings, get_settings
 from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
+from worker.core.states import LIVE_JOB, JobState
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.options import JobOptions
 from worker.service import jobs, schedules, webhooks
@@ -156,7 +157,7 @@ def _plan(task: Task[Any, Any], job_id: str) -> None:
     except NotFound:
         log.warning("job %s: not in the store (deleted?); nothing to plan", job_id)
         return
-    if job.state not in ("queued", "running"):
+    if job.state not in LIVE_JOB:
         log.info("job %s is %s; not planning it", job_id, job.state)
         return
     try:
@@ -239,7 +240,7 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
         store.cancel_remaining(job_id, "the job was cancelled", only_if_cancelled=True)
         finish_and_notify(ports, job_id, "cancelled")
         return store.segment_state(job_id, index) or "missing"
-    store.set_job_state(job_id, "running", only_from=("queued",))
+    store.set_job_state(job_id, JobState.RUNNING, only_from=(JobState.QUEUED,))
     retry = task.request.retries < MAX_TRANSIENT_RETRIES
 
     def guarded(opts: JobOptions) -> Describer:

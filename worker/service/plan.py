@@ -20,6 +20,7 @@ from worker.core.ports import ResultStore, VideoReader
 from worker.core.sampling import sample_times
 from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans
 from worker.core.segments import clip_range
+from worker.core.states import LIVE_JOB, JobState
 from worker.errors import BudgetExceeded, FramescribeError, PlanError
 from worker.options import JobOptions, plan_params
 from worker.service.context import Ports
@@ -141,11 +142,11 @@ def plan(ports: Ports, job_id: str) -> list[int]:
         check_budget(est, opts, ports.settings)
         plans = list(plans_for(info, opts, ports.settings, findings))
     except FramescribeError as exc:
-        store.set_job_state(job_id, "failed", exc.message, only_from=("queued", "running"))
+        store.set_job_state(job_id, JobState.FAILED, exc.message, only_from=LIVE_JOB)
         raise
     store.plan_job(job_id, info, plans)
     static = store_static(store, job_id, plans)  # quiet spans: stored now, no model call
-    store.set_job_state(job_id, "running", only_from=("queued", "running"))
+    store.set_job_state(job_id, JobState.RUNNING, only_from=LIVE_JOB)
     ports.on_event("planned", {"job_id": job_id, "segments": len(plans), "video": info.as_dict()})
     for index in static:
         ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": STATIC_TEXT})

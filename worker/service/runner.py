@@ -12,6 +12,7 @@ from typing import Any
 from worker import failpoints
 from worker.core.models import Description, Job, JobSummary
 from worker.core.ports import Describer, DescribeRequest
+from worker.core.states import JobState
 from worker.core.summary import build_summary
 from worker.errors import DescriberAuthError, DescriberError, FramescribeError, InputError, StoreError
 from worker.service import reuse
@@ -50,7 +51,7 @@ def run_inline(
             except DescriberAuthError as exc:
                 fail(ports, job_id, index, exc, 0)
                 if stop is None:
-                    store.set_job_state(job_id, "running", exc.message, only_from=("running",))
+                    store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
                 stop = exc.message
             except (InputError, DescriberError, StoreError) as exc:
                 fail(ports, job_id, index, exc, 0)
