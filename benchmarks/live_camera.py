@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.live_servers import RtspServer, make_clip
+from worker.bootstrap import build_ports
 from worker.config import load_settings
 from worker.live.options import WatchOptions
 from worker.live.source import check_live
 from worker.live.store import LiveStore
 from worker.live.watcher import Counters, Watcher
-from worker.wiring import build_ports
 
 
 def quiet_with_event(path: Path) -> Path:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
 from benchmarks.fake import fake_dashscope
-from worker import pipeline
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
+from worker.service import pipeline
 
 TERMINAL = ("done", "partial", "failed", "cancelled")
 JOB_OPTIONS = {"segment_seconds": 2, "fps": 2}
@@ -167,8 +167,8 @@ def goal6(
     title = f"orchestration through Celery, {workers} workers, {len(clips)} short jobs"
     if why:
         return Goal("G6", title, 1.0, None, "-", "-", why, measured=False), []
+    from worker.adapters.queue import CeleryEnqueuer
     from worker.adapters.stores.sql import SqlResultStore
-    from worker.tasks import enqueue_job
 
     queue = f"fs-bench-{uuid.uuid4().hex[:12]}"
     api_key = f"sk-bench-{uuid.uuid4().hex[:12]}"
@@ -181,7 +181,7 @@ def goal6(
         ids = []
         for clip in batch:
             job, _ = store.create_job(str(clip.resolve()), clip.name, dict(JOB_OPTIONS))
-            enqueue_job(job.id, settings=settings)
+            CeleryEnqueuer(settings).enqueue_job(job.id)
             ids.append(job.id)
         return ids
 
@@ -225,7 +225,7 @@ class _InProcess:
     """The same jobs through ``run_inline`` in this process (its own store), warmed up by one job."""
 
     def __init__(self, data: Path, celery_settings: Settings, warm_clip: Path) -> None:
-        from worker.wiring import build_ports
+        from worker.bootstrap import build_ports
 
         data.mkdir(parents=True, exist_ok=True)
         settings = celery_settings.model_copy(

@@ -23,10 +23,10 @@ from typing import Any
 
 from benchmarks.common import Goal, Measure, fmt_s
 from benchmarks.fake import CountingDescriber, fake_dashscope
-from worker import pipeline
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.options import JobOptions
-from worker.wiring import build_ports
+from worker.service import pipeline
 
 
 @dataclass
@@ -57,7 +57,7 @@ def sampling_alone(settings: Settings, video: Path, data: Path, opts: JobOptions
     with ports.reader_for(str(video)) as reader:
         info = reader.probe()
         for plan in pipeline.plans_for(info, opts, settings):
-            pipeline.sample_segment(reader, plan, data / "alone" / f"seg_{plan.index:05d}", settings)
+            pipeline.sample_segment(build_ports(settings), reader, plan, data / "alone" / f"seg_{plan.index:05d}")
             count += 1
     return time.perf_counter() - started, count
 

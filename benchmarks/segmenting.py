@@ -28,11 +28,12 @@ from typing import Any
 
 from tests.fakes.dashscope_server import FakeDashScope
 from tests.media import VideoTruth, make_video
-from worker import pipeline, segmenting
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.segmenters import Findings
 from worker.options import JobOptions
-from worker.wiring import build_ports
+from worker.service import pipeline
+from worker.service import plan as segmenting
 
 KEY = "sk-benchmark-0000"
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 from python_multipart.exceptions import MultipartParseError
@@ -28,7 +27,9 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
-from worker.sources import MAX_REDIRECTS, check_url, pinned, resolve_local
+from worker.service.sources import upload_dir_of as upload_dir_of  # re-exported
+from worker.service.sources import uploads_dir
+from worker.sources import check_url, get_checked, resolve_local
 
 HEAD_BYTES = 64 * 1024
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -110,7 +111,7 @@ def check_path(path: str, settings: Settings) -> Path:
 
 def check_folder(folder: str, settings: Settings) -> Path:
     """The real path of a folder inside the allowed roots (the same rules the schedule runs apply)."""
-    from worker.service_tasks import resolve_folder
+    from worker.service.schedules import resolve_folder
 
     return resolve_folder(folder, list(settings.allowed_roots))
 
@@ -132,39 +133,26 @@ def preflight_url(url: str, settings: Settings) -> str:
 
 
 def _preflight(url: str, settings: Settings, deadline: float) -> str:
-    allow = url_allow(settings)
-    current = url
     read_s = max(0.2, min(PREFLIGHT_TIMEOUT_S, settings.security.url_check_timeout_s / 2))
     late = SourceError("the URL did not answer in time", field="url")
+    range_ = {"Range": f"bytes=0-{HEAD_BYTES - 1}"}
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            pin = pinned(current, allow)  # connect only to the address just checked (no DNS rebinding)
-            if time.monotonic() > deadline:
-                raise late
-            headers = {**pin.headers, "Range": f"bytes=0-{HEAD_BYTES - 1}"}
-            try:
-                with client.stream("GET", pin.url, headers=headers, extensions=pin.extensions) as resp:
-                    if resp.is_redirect:
-                        location = resp.headers.get("location")
-                        if not location:
-                            raise SourceError("the server redirected without a Location header", field="url")
-                        current = urljoin(current, location)
-                        continue
-                    if resp.status_code not in (200, 206):
-                        raise SourceError(f"the server answered HTTP {resp.status_code} for the URL", field="url")
-                    head = b""
-                    for chunk in resp.iter_bytes():  # every network read: the deadline holds for drips
-                        head += chunk
-                        if len(head) >= HEAD_BYTES:
-                            break
-                        if time.monotonic() > deadline:
-                            raise late
-            except httpx.TimeoutException:
-                raise SourceError("the URL did not answer in time", field="url") from None
-            except httpx.HTTPError as exc:
-                raise SourceError(f"the URL could not be fetched ({type(exc).__name__})", field="url") from None
-            return require_video_head(head, "the URL", "url")
-    raise SourceError(f"the URL redirects more than {MAX_REDIRECTS} times", field="url")
+        try:
+            with get_checked(client, url, url_allow(settings), range_, deadline=deadline) as (_, resp):
+                if resp.status_code not in (200, 206):
+                    raise SourceError(f"the server answered HTTP {resp.status_code} for the URL", field="url")
+                head = b""
+                for chunk in resp.iter_bytes():  # every network read: the deadline holds for drips
+                    head += chunk
+                    if len(head) >= HEAD_BYTES:
+                        break
+                    if time.monotonic() > deadline:
+                        raise late
+        except httpx.TimeoutException:
+            raise late from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"the URL could not be fetched ({type(exc).__name__})", field="url") from None
+    return require_video_head(head, "the URL", "url")
 
 
 def check_webhook(url: str, settings: Settings) -> None:
@@ -182,20 +170,6 @@ def check_webhook(url: str, settings: Settings) -> None:
 
 
 # -- uploads ----------------------------------------------------------------------------------
-def uploads_dir(settings: Settings) -> Path:
-    return settings.data_dir / "uploads"
-
-
-def upload_dir_of(settings: Settings, source: str) -> Path | None:
-    """The upload folder holding ``source`` when the job came from an upload, else None."""
-    root = uploads_dir(settings).resolve()
-    try:
-        path = Path(source).resolve()
-    except (OSError, ValueError):
-        return None
-    return path.parent if path.parent.parent == root else None
-
-
 def safe_filename(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:100].lstrip(".")

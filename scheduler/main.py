@@ -21,12 +21,13 @@ from scheduler.api import errors
 from scheduler.api.guards import RequestGuard
 from scheduler.api.models import JobCreate
 from scheduler.api.routes import health, jobs, schedules
-from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
+from scheduler.enqueue import CeleryEnqueuer, Enqueuer
 from scheduler.metrics import build_registry, http_labels
 from scheduler.ops_metrics import OpsCollector
 from scheduler.schedules import ScheduleMirror, configure_redbeat
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
+from worker.bootstrap import service_ports
 from worker.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqlResultStore(settings.resolved_database_url)
-        queue = enqueuer or (InlineEnqueuer(settings) if inline else CeleryEnqueuer(settings))
+        ports = service_ports(settings, store, enqueuer=enqueuer, inline=inline)
+        queue = ports.queue()
         beat_mirror = mirror
         if beat_mirror is None and isinstance(queue, CeleryEnqueuer):
             configure_redbeat(queue.app, settings, max_interval_s=beat_interval_s)
@@ -105,6 +107,7 @@ def create_app(
         app.state.store = store
         app.state.schedules = sched_store
         app.state.enqueuer = queue
+        app.state.ports = ports
         app.state.mirror = beat_mirror
         app.state.registry = registry
         app.state.http_latency = http

@@ -27,12 +27,13 @@ from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
 
 from worker.adapters.stores.schedules import Schedule
+from worker.celery_app import FIRE_SCHEDULE
 from worker.config import Settings
 from worker.errors import PlanError
 
 log = logging.getLogger(__name__)
 
-FIRE_SCHEDULE = "framescribe.fire_schedule"
+
 ENTRY_PREFIX = "fs-schedule:"
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 366 * 86400.0

@@ -224,8 +224,8 @@ def _finish(store: SqlResultStore, filters: Filters, result: AskResult, usage: U
 
 def build(settings: Settings) -> tuple[Embedder | None, Answerer | None, Any, PromptSet]:
     """The embedder, answer model and look-again describer the settings call for (None offline)."""
+    from worker.bootstrap import load_prompts
     from worker.indexing import embedder_for
-    from worker.wiring import load_prompts
 
     prompts = load_prompts().get("ask", DEFAULT_PROMPTS)
     embedder = embedder_for(settings)

@@ -260,16 +260,16 @@ def _frames(store: SqlResultStore, ev: Evidence, settings: Any) -> list[FrameRef
     if frames and all(Path(f.path).is_file() for f in frames):
         return frames
     try:  # retention deleted them: sample the segment again from its source, at the same times
-        from worker import pipeline
-        from worker.adapters.frames.local import segment_dir
-        from worker.adapters.video import open_reader
+        from worker.bootstrap import build_ports
+        from worker.service.plan import options_of, plan_of_row
+        from worker.service.segment import sample_segment
 
+        ports = build_ports(settings)
         job = store.get_job(ev.job_id)
-        plan = pipeline.plan_of_row(store, ev.job_id, ev.index)
-        with open_reader(job.source, settings.limits, settings.sampling.reader_backend) as reader:
-            sampled = pipeline.sample_segment(
-                reader, plan, segment_dir(settings.data_dir, ev.job_id, ev.index), settings
-            )
+        plan = plan_of_row(store, ev.job_id, ev.index)
+        with ports.open_source(job) as reader:
+            folder = ports.frames.folder(ev.job_id, ev.index)
+            sampled = sample_segment(ports, reader, plan, folder, options_of(job))
         return list(sampled.frames)
     except (FramescribeError, OSError) as exc:
         log.info("look again: cannot re-sample job %s segment %d: %s", ev.job_id, ev.index, exc)

@@ -26,13 +26,16 @@ RUN_JOB = "framescribe.run_job"  # alias of plan_job for enqueuers written again
 RUN_SEGMENT = "framescribe.run_segment"
 REAP_STALE = "framescribe.reap_stale"
 GC_FRAMES = "framescribe.gc_frames"
-SEND_WEBHOOK = "framescribe.send_webhook"  # defined in worker/service_tasks.py when it exists
+SEND_WEBHOOK = "framescribe.send_webhook"
+FIRE_SCHEDULE = "framescribe.fire_schedule"
+# The one publish retry policy: a client (CLI, REST API, a task) hears "broker down" in about a second.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.3, "interval_max": 0.5}
 
-TASK_MODULES = ("worker.tasks", "worker.service_tasks", "worker.live.tasks")
+TASK_MODULES = ("worker.tasks", "worker.live.tasks")  # every task body; the names above are the one definition
 
 
 def task_modules() -> list[str]:
-    """The task modules that exist in this install (service_tasks is optional)."""
+    """The task modules that exist in this install."""
     return [name for name in TASK_MODULES if importlib.util.find_spec(name) is not None]
 
 
@@ -124,10 +127,9 @@ def make_app(settings: Settings, name: str = "framescribe-producer") -> Celery:
             **celery_config(settings),
             # a client (CLI, REST API) should hear "broker down" in about a second, not hang
             "broker_connection_timeout": 2,
-            "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.3,
-                                          "interval_max": 0.5},
+            "task_publish_retry_policy": PUBLISH_RETRY,
         }
-    )  # fmt: skip
+    )
     return producer
 
 

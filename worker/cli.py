@@ -99,7 +99,7 @@ def job_options_from(args: dict[str, Any]) -> JobOptions:
 
 @app.command()
 def run(
-    video: Annotated[Path, typer.Argument(help="The video file to describe.")],
+    video: Annotated[str, typer.Argument(help="The video file (or http(s) URL) to describe.")],
     fps: FpsOpt = None,
     segment_seconds: SegmentSecondsOpt = None,
     overlap_seconds: OverlapOpt = None,
@@ -114,33 +114,53 @@ def run(
     max_calls: MaxCallsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens/cost only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Dry run: print JSON (default on a pipe).")] = False,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
-    from worker import pipeline
+    from worker.adapters.video import open_reader
     from worker.adapters.video.opencv import check_file
-    from worker.wiring import build_ports
+    from worker.bootstrap import drain, inline_ports
+    from worker.service import jobs, sources
+    from worker.service import plan as planning
+    from worker.sources import check_url
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
-    check_file(video, settings.limits)
+    if webhook_url:
+        check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
+    if not sources.is_url(video):
+        check_file(Path(video), settings.limits)
+    source = sources.resolve(video, settings) if sources.is_url(video) else sources.Source(
+        str(Path(video).resolve()), Path(video).name
+    )
+    if dry_run and sources.is_url(video):
+        raise InputError("--dry-run needs a local file: download the URL first, or submit it with --dry-run "
+                         "to the REST API")  # fmt: skip
     if dry_run:
         from worker import cli_estimate
 
-        cli_estimate.show(cli_estimate.report(video, opts, settings), out, as_json)
+        cli_estimate.show(cli_estimate.report(Path(video), opts, settings), out, as_json)
         return
+    if not sources.is_url(video):  # a plan over the caps is refused before a job exists, as by the REST API
+        with open_reader(Path(video), settings.limits, settings.sampling.reader_backend) as reader:
+            info = reader.probe()
+        est = planning.estimate(info, opts, settings)
+        planning.check_budget(est, opts, settings)
     reporter = _Reporter(sys.stderr.isatty())
-    ports = build_ports(settings, on_event=reporter)
-    job, _ = ports.store.create_job(str(video.resolve()), video.name, opts.stored())
+    ports = inline_ports(settings, on_event=reporter)  # the webhook, if any, is sent from this process
+    job, _ = jobs.create(ports, source, opts, webhook_url=webhook_url)
     out.print(f"job {job.id}")
     try:
         with reporter:
-            summary = pipeline.run_inline(ports, job.id)
+            summary = jobs.run(ports, job.id)
     except InputError as exc:
         raise InputError(f"{video}: {exc.message}" if str(video) not in exc.message else exc.message) from None
+    finally:
+        drain(ports)
     for row in ports.store.segment_rows(job.id):
         text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error}"
         out.print(f"[{span(row.start_ms, row.end_ms)}] {text}", markup=False)
@@ -212,7 +232,7 @@ def _write_export(
     store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None
 ) -> None:
     from worker.adapters.frames.local import atomic_write
-    from worker.wiring import export_input
+    from worker.bootstrap import export_input
 
     render, _, _ = renderer(fmt)
     data = export_input(store, job_id)
@@ -222,20 +242,7 @@ def _write_export(
         for chunk in chunks:
             sys.stdout.write(chunk)
         return
-    # Streams to a temp file beside the target, then renames: never half an export.
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    del atomic_write
+    atomic_write(target, chunks)  # streamed to a temp file beside the target, then renamed
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:

@@ -20,14 +20,15 @@ from worker.options import JobOptions
 
 def report(video: Path, opts: JobOptions, settings: Settings) -> dict[str, Any]:
     """Probe, run the segmenter's analysis pass when it has one, estimate, check the caps."""
-    from worker import pipeline, segmenting
-    from worker.adapters.video import open_reader
+    from worker.bootstrap import build_ports
+    from worker.service import plan as planning
 
-    with open_reader(video, settings.limits, settings.sampling.reader_backend) as reader:
+    ports = build_ports(settings)
+    with ports.reader_for(str(video)) as reader:
         info = reader.probe()
-        findings = segmenting.analyse(reader, info, opts, settings)
-    est = pipeline.estimate(info, opts, settings, findings)
-    pipeline.check_budget(est, opts, settings)
+        findings = planning.analyse(ports, reader, info, opts)
+    est = planning.estimate(info, opts, settings, findings)
+    planning.check_budget(est, opts, settings)
     return {"video": info.as_dict(), "estimate": est.as_dict()}
 
 

@@ -32,29 +32,24 @@ from worker.cli import (
     settings_from,
 )
 from worker.cli_store import open_store
+from worker.core.states import TERMINAL_JOB
 from worker.errors import InputError
 
 if TYPE_CHECKING:
     from worker.config import Settings
 
-TERMINAL = ("done", "partial", "failed", "cancelled")
+TERMINAL = TERMINAL_JOB
 
 
-def _source(video: str, settings: Settings) -> tuple[str, str]:
-    """(stored source, display name) for a path or an http(s) URL, checked as the worker will."""
-    from worker.sources import check_url, resolve_local
+def _source(video: str, settings: Settings) -> Any:
+    """The job source for a path or an http(s) URL, checked as the worker will (``service.sources``)."""
+    from worker.service import sources
 
-    if video.lower().startswith(("http://", "https://")):
-        check_url(video, allow=settings.scheduler.allow_private_urls)
-        return video, video.rsplit("/", 1)[-1].split("?", 1)[0] or video
-    if settings.allowed_roots:
-        real = resolve_local(video, settings.allowed_roots)
-    else:  # no roots configured: the submitting user's own file (one machine, or shared storage)
+    if not sources.is_url(video) and not settings.allowed_roots:  # the submitting user's own file
         from worker.adapters.video.opencv import check_file
 
-        real = Path(video).resolve()
-        check_file(real, settings.limits)
-    return str(real), real.name
+        check_file(Path(video).resolve(), settings.limits)
+    return sources.resolve(video, settings)
 
 
 @app.command()
@@ -82,9 +77,9 @@ def submit(
     database_url: DbOpt = None,
 ) -> None:
     """Queue VIDEO for the workers and print the job id at once."""
+    from worker.bootstrap import build_ports, celery_enqueuer
+    from worker.service import jobs
     from worker.sources import check_url
-    from worker.tasks import enqueue_job
-    from worker.wiring import store_for
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
@@ -92,13 +87,10 @@ def submit(
         raise InputError("--idempotency-key must be 1 to 200 characters", field="idempotency_key")
     if webhook_url:
         check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
-    source, name = _source(video, settings)
-    store = store_for(settings.resolved_database_url)
-    job, created = store.create_job(
-        source, name, opts.stored(), idempotency_key=idempotency_key, webhook_url=webhook_url
+    ports = build_ports(settings, enqueuer=celery_enqueuer(settings, queue))
+    job, _ = jobs.submit(
+        ports, _source(video, settings), opts, idempotency_key=idempotency_key, webhook_url=webhook_url
     )
-    if created:
-        enqueue_job(job.id, settings=settings, queue=queue)
     out.print(job.id)
     from worker.heartbeat import warn_no_worker  # Celery: only the commands that need it
 
@@ -182,18 +174,12 @@ def cancel(
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Stop a job's queued and running segments; finished segments are kept."""
-    from worker.tasks import finish_and_notify, producer_for
-    from worker.wiring import build_ports
+    """Stop a job's queued and running segments; finished segments are kept. Summary and webhook at once."""
+    from worker.bootstrap import build_ports, celery_enqueuer
+    from worker.service import jobs
 
     settings = settings_from(config, data_dir, database_url)
-    ports = build_ports(settings)
-    stopped = ports.store.cancel_job(job_id)
-    job = ports.store.get_job(job_id)
-    if job.state != "cancelled":
-        out.print(f"job {job_id} is already {job.state}; nothing to cancel")
-        return
-    finish_and_notify(ports, job_id, "cancelled", producer=producer_for(settings))
+    stopped = jobs.cancel(build_ports(settings, enqueuer=celery_enqueuer(settings)), job_id)
     out.print(f"job {job_id} cancelled: {stopped} segment(s) stopped, finished segments kept")
 
 
@@ -201,32 +187,27 @@ def cancel(
 def retry(
     job_id: str,
     queue: Annotated[str | None, typer.Option(help="Celery queue (default: worker.queue).")] = None,
+    inline: Annotated[bool, typer.Option("--inline", help="Run it in this process (no broker).")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Queue again only the failed (and cancelled) segments of a job; a job that never planned is re-planned."""
-    from worker.tasks import enqueue_job, producer_for, send_segment
-    from worker.wiring import store_for
+    """Run a failed, partial or cancelled job's failed and cancelled segments again (the job is re-planned
+    as the REST API does: re-probe, budget re-check; finished segments are kept)."""
+    from worker.bootstrap import build_ports, celery_enqueuer, drain, inline_ports
+    from worker.service import jobs
 
     settings = settings_from(config, data_dir, database_url)
-    store = store_for(settings.resolved_database_url)
-    job = store.get_job(job_id)
-    if job.segment_count == 0:
-        if not store.reopen_job(job_id):
-            out.print(f"job {job_id} is {job.state} and has no segments; nothing to retry")
-            return
-        enqueue_job(job_id, settings=settings, queue=queue)
+    ports = inline_ports(settings) if inline else build_ports(settings, enqueuer=celery_enqueuer(settings, queue))
+    reset = jobs.retry(ports, job_id)
+    if inline:
+        drain(ports, timeout_s=3600)
+        job = ports.store.get_job(job_id)
+        out.print(f"job {job_id} {job.state}" + (f": {job.error}" if job.error else ""))
+    elif reset:
+        out.print(f"job {job_id}: {reset} segment(s) queued again")
+    else:
         out.print(f"job {job_id} queued for planning again")
-        return
-    indexes = store.reset_failed(job_id)
-    if not indexes:
-        out.print(f"job {job_id} has no failed or cancelled segments; nothing to retry")
-        return
-    producer = producer_for(settings)
-    for index in indexes:
-        send_segment(job_id, index, queue or settings.worker.queue, producer)
-    out.print(f"job {job_id}: {len(indexes)} segment(s) queued again")
 
 
 @app.command()

@@ -102,9 +102,9 @@ def beat(
     get_settings.cache_clear()
     from scheduler.schedules import ScheduleMirror, configure_redbeat
     from worker.adapters.stores.schedules import ScheduleStore
+    from worker.bootstrap import store_for
     from worker.celery_app import app as celery_app
     from worker.celery_app import check_settings
-    from worker.wiring import store_for
 
     check_settings(settings)
     configure_redbeat(celery_app, settings, max_interval_s=max_interval)

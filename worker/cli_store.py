@@ -71,7 +71,7 @@ def sqlite_file(url: str) -> Path | None:
 def open_store(settings: Settings, *, read_only: bool = False) -> Any:
     """The result store; a read-only command that finds no SQLite file says where it looked instead of
     creating an empty store there."""
-    from worker.wiring import store_for
+    from worker.bootstrap import store_for
 
     url = settings.resolved_database_url
     path = sqlite_file(url)

@@ -38,11 +38,11 @@ def watch(
     database_url: DbOpt = None,
 ) -> None:
     """Watch a live camera: rolling segments described as they close, alerts to MQTT/webhooks, digests."""
+    from worker.bootstrap import build_ports
     from worker.live.options import WatchOptions, check_name, parse_duration
     from worker.live.source import check_live
     from worker.live.watcher import Watcher
     from worker.sources import check_url
-    from worker.wiring import build_ports
 
     settings = settings_from(config, data_dir, database_url)
     allow = [*settings.live.allow_cameras, *(allow_camera or [])]
@@ -76,7 +76,7 @@ def watch(
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop_keeping()
-    from worker import pipeline
+    from worker.service import pipeline
 
     pipeline.finish(ports, watcher.job_id, None)  # the camera's job gets its summary; a next run reopens it
     report: dict[str, Any] = {"camera": camera, "job_id": watcher.job_id, **counters.as_dict()}
@@ -86,9 +86,9 @@ def watch(
 @app.command()
 def streams(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
     """List the cameras (live streams) and their status."""
+    from worker.bootstrap import store_for
     from worker.live.source import LiveSource
     from worker.live.store import LiveStore
-    from worker.wiring import store_for
 
     settings = settings_from(config, data_dir, database_url)
     live = LiveStore(store_for(settings.resolved_database_url))

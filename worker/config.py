@@ -305,9 +305,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_describer(self) -> str:
-        if self.describer.kind == "auto":
+        return self.resolve_describer(self.describer.kind)
+
+    def resolve_describer(self, kind: str) -> str:
+        """The one "auto" rule: DashScope when an API key is set, else the local describer."""
+        if kind == "auto":
             return "dashscope" if self.dashscope_api_key else "local"
-        return self.describer.kind
+        return kind
 
     @classmethod
     def settings_customise_sources(

@@ -97,3 +97,17 @@ class NotFound(FramescribeError):
 
 class ConfigError(FramescribeError):
     code = "config_error"
+
+
+class QueueUnavailable(FramescribeError):
+    """The job queue (the broker) cannot be reached; nothing was queued."""
+
+    code = "queue_unavailable"
+
+
+class JobConflict(FramescribeError):
+    """The job's state forbids the request (cancel an ended job, retry a live one): HTTP 409."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -11,6 +11,8 @@ arms a point by writing the file ``<folder>/<job_id>.<index>.<point>`` whose tex
 * ``always-kill`` SIGKILL on every delivery (the file is not consumed): exercises the redelivery cap.
 
 Firing renames the file to ``<name>.fired`` first, so exactly one delivery acts on a one-shot point.
+A ``*`` in place of the job id arms the point for whichever job reaches it first (a job whose id the
+test cannot know in advance, such as ``framescribe run``'s).
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ def hit(point: str, job_id: str, index: int) -> None:
     root = os.environ.get(ENV)
     if not root:
         return
-    armed = Path(root) / f"{job_id}.{index}.{point}"
-    try:
-        action = armed.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    for name in (job_id, "*"):
+        armed = Path(root) / f"{name}.{index}.{point}"
+        try:
+            action = armed.read_text(encoding="utf-8").strip()
+            break
+        except FileNotFoundError:
+            continue
+    else:
         return
     if action == "always-kill":
         os.kill(os.getpid(), signal.SIGKILL)

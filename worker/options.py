@@ -80,9 +80,7 @@ DASHSCOPE_FIELDS = (
 
 def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | None = None) -> PlanParams:
     s = settings.sampling
-    kind: str = opts.describer or settings.describer.kind
-    if kind == "auto":
-        kind = settings.effective_describer
+    kind = settings.resolve_describer(opts.describer or settings.describer.kind)
     # a DashScope request must hold what the model accepts: plan within its frame limits
     limits = limits_for(opts.model or settings.dashscope.model) if kind == "dashscope" else None
     fps = opts.fps or s.fps

@@ -11,7 +11,8 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +23,17 @@ import httpx
 from worker.core.redact import redact_url
 from worker.errors import SourceError
 
-__all__ = ["check_url", "checked_source", "download", "pinned", "redact_url", "resolve_local"]
+__all__ = [
+    "check_url",
+    "checked_source",
+    "download",
+    "get_checked",
+    "inside_roots",
+    "pinned",
+    "redact_url",
+    "resolve_inside",
+    "resolve_local",
+]
 
 MAX_PATH_CHARS = 4096
 MAX_REDIRECTS = 5
@@ -34,33 +45,44 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # -- local paths -------------------------------------------------------------------------------
 def resolve_local(path: str, allowed_roots: Sequence[Path]) -> Path:
     """The real path of a regular file inside one of ``allowed_roots`` (after resolving symlinks)."""
-    if not allowed_roots:
-        raise SourceError(
-            "path sources are disabled: set FRAMESCRIBE_ALLOWED_ROOTS to the folders to allow", field="path"
-        )
-    if "\x00" in path:
-        raise SourceError("the path contains a NUL byte", field="path")
-    if not path or len(path) > MAX_PATH_CHARS:
-        raise SourceError(f"the path must be 1 to {MAX_PATH_CHARS} characters long", field="path")
-    if ".." in PurePosixPath(path).parts:
-        raise SourceError("the path may not contain '..'", field="path")
-    outside = SourceError(f"{path}: outside the allowed folders", field="path")
-    try:  # non-strict: a missing path and an existing one outside the roots get the same answer
-        real = Path(path).resolve()
-    except (OSError, RuntimeError):  # name too long, symlink loop, unreadable parent
-        raise SourceError(f"{path[:200]}: cannot be resolved", field="path") from None
-    roots = [r.resolve() for r in allowed_roots]
-    if not any(real == r or real.is_relative_to(r) for r in roots):
-        raise outside
-    try:
-        mode = real.stat().st_mode
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file", field="path") from None
-    except OSError as exc:
-        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field="path") from None
-    if not stat.S_ISREG(mode):
+    real = resolve_inside(path, allowed_roots)
+    if not stat.S_ISREG(real.stat().st_mode):
         raise SourceError(f"{path}: not a regular file", field="path")
     return real
+
+
+def resolve_inside(path: str, roots: Sequence[Path], *, noun: str = "path", kind: str = "file",
+                   field: str = "path") -> Path:  # fmt: skip
+    """The one path-inside-roots check (files and watched folders): the real path of ``path``, symlinks
+    resolved, inside one of ``roots``; no NUL, no '..', bounded length. A missing path and an existing
+    one outside the roots get the same answer (no existence oracle)."""
+    if not roots:
+        raise SourceError(f"{noun} sources are disabled: set FRAMESCRIBE_ALLOWED_ROOTS to the folders to allow",
+                          field=field)  # fmt: skip
+    if "\x00" in path:
+        raise SourceError(f"the {noun} contains a NUL byte", field=field)
+    if not path or len(path) > MAX_PATH_CHARS:
+        raise SourceError(f"the {noun} must be 1 to {MAX_PATH_CHARS} characters long", field=field)
+    if ".." in PurePosixPath(path).parts:
+        raise SourceError(f"the {noun} may not contain '..'", field=field)
+    try:  # non-strict: the roots are checked before the path's existence
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # name too long, symlink loop, unreadable parent
+        raise SourceError(f"{path[:200]}: cannot be resolved", field=field) from None
+    if not inside_roots(real, roots):
+        raise SourceError(f"{path}: outside the allowed folders", field=field)
+    try:
+        real.stat()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such {kind}", field=field) from None
+    except OSError as exc:
+        raise SourceError(f"{path[:200]}: cannot be resolved ({exc.__class__.__name__})", field=field) from None
+    return real
+
+
+def inside_roots(real: Path, roots: Sequence[Path]) -> bool:
+    """Whether the resolved path ``real`` is one of ``roots`` or lies below one (roots resolved too)."""
+    return any(real == r or real.is_relative_to(r) for r in (root.resolve() for root in roots))
 
 
 def checked_source(source: str, allowed_roots: Sequence[Path], data_dir: Path) -> str:
@@ -185,38 +207,55 @@ def _filename(url: str) -> str:
 
 
 def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allow: Sequence[str] = ()) -> Path:
-    """Fetch ``url`` into ``dest_dir`` within a size and time limit, re-checking every redirect hop.
-
-    The file appears only complete (temp file + rename)."""
+    """Fetch ``url`` into ``dest_dir`` within a size and a wall-clock time limit, re-checking every
+    redirect hop. The file appears only complete (temp file + rename)."""
     deadline = time.monotonic() + timeout_s
-    current = url
     shown = redact_url(url)
     # per-read timeout short, wall clock checked after every network read (a 1-byte drip is cut too)
     read_s = max(0.5, min(READ_TIMEOUT_S, timeout_s / 4))
     with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(read_s), trust_env=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            pin = pinned(current, allow)
-            if time.monotonic() > deadline:
-                raise SourceError("the download took longer than its time limit", field="url")
-            try:
-                with client.stream("GET", pin.url, headers=pin.headers, extensions=pin.extensions) as resp:
-                    if resp.is_redirect:
-                        location = resp.headers.get("location")
-                        if not location:
-                            raise SourceError("a redirect without a Location header", field="url")
-                        current = urljoin(current, location)
-                        continue
-                    if resp.status_code != 200:
-                        raise SourceError(f"the server answered HTTP {resp.status_code} for {shown}", field="url")
-                    declared = resp.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
-                    return _save(resp, dest_dir, _filename(current), max_bytes, deadline)
-            except httpx.TimeoutException:
-                raise SourceError(f"downloading {shown} timed out", field="url") from None
-            except httpx.HTTPError as exc:
-                raise SourceError(f"downloading {shown} failed: {exc.__class__.__name__}", field="url") from None
-    raise SourceError(f"more than {MAX_REDIRECTS} redirects", field="url")
+        try:
+            with get_checked(client, url, allow, deadline=deadline) as (final, resp):
+                if resp.status_code != 200:
+                    raise SourceError(f"the server answered HTTP {resp.status_code} for {shown}", field="url")
+                declared = resp.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
+                    raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
+                return _save(resp, dest_dir, _filename(final), max_bytes, deadline)
+        except httpx.TimeoutException:
+            raise SourceError(f"downloading {shown} timed out", field="url") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"downloading {shown} failed: {exc.__class__.__name__}", field="url") from None
+
+
+@contextmanager
+def get_checked(
+    client: httpx.Client,
+    url: str,
+    allow: Sequence[str] = (),
+    headers: dict[str, str] | None = None,
+    *,
+    deadline: float | None = None,
+) -> Iterator[tuple[str, httpx.Response]]:
+    """The one SSRF redirect loop: GET ``url`` following redirects by hand, the SSRF rules re-checked on
+    every hop and each request sent to the address just checked (``pinned``: no DNS rebinding); yields
+    ``(final_url, streamed_response)``. ``deadline`` (monotonic) is checked before every hop."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        pin = pinned(current, allow)
+        if deadline is not None and time.monotonic() > deadline:
+            raise SourceError("the URL did not answer within its time limit", field="url")
+        sent = {**(headers or {}), **pin.headers}
+        with client.stream("GET", pin.url, headers=sent, extensions=pin.extensions) as resp:
+            if resp.is_redirect:
+                location = resp.headers.get("location")
+                if not location:
+                    raise SourceError("the server redirected without a Location header", field="url")
+                current = urljoin(current, location)
+                continue
+            yield current, resp
+            return
+    raise SourceError(f"the URL redirects more than {MAX_REDIRECTS} times", field="url")
 
 
 def _save(resp: httpx.Response, dest_dir: Path, name: str, max_bytes: int, deadline: float) -> Path:

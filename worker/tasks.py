@@ -1,7 +1,7 @@
 """Thin Celery tasks: ids in, one pipeline step, states and retries out. Safe to run twice.
 
 ``plan_job`` probes the video and fans out one ``run_segment`` per pending segment; each
-``run_segment`` ends by trying ``pipeline.finish``, whose atomic claim in the store lets exactly one
+``run_segment`` ends by trying ``jobs.finish``, whose atomic claim in the store lets exactly one
 caller build the summary (no chord: reliability-plan §0.3). A re-delivered message finds its row
 done and does nothing but that finish attempt.
 """
@@ -9,26 +9,26 @@ done and does nothing but that finish attempt.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
 import logging
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import redis
-from celery import Celery, Task
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from kombu.exceptions import OperationalError
 from sqlalchemy.exc import InterfaceError as DbInterfaceError
 from sqlalchemy.exc import OperationalError as DbOperationalError
 
-from worker import failpoints, pipeline
+from worker import failpoints
+from worker.adapters.queue.celery import CeleryEnqueuer
 from worker.adapters.stores.sql import now
+from worker.bootstrap import build_ports, store_for
 from worker.celery_app import (
+    FIRE_SCHEDULE,
     GC_FRAMES,
     PLAN_JOB,
     REAP_STALE,
@@ -36,24 +36,18 @@ from worker.celery_app import (
     RUN_SEGMENT,
     SEND_WEBHOOK,
     app,
-    make_app,
     soft_time_limit,
-    task_modules,
 )
 from worker.config import Settings, get_settings
 from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
-from worker.errors import (
-    BudgetExceeded,
-    DescriberAuthError,
-    DescriberTransient,
-    FramescribeError,
-    InputError,
-    NotFound,
-)
+from worker.core.states import LIVE_JOB, JobState
+from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.options import JobOptions
-from worker.pipeline import Ports
-from worker.wiring import build_ports
+from worker.service import jobs, schedules, webhooks
+from worker.service import plan as planning
+from worker.service import segment as pipeline
+from worker.service.context import Ports
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,45 +65,11 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().broker_url, socket_timeout=10, socket_connect_timeout=10)
 
 
-def _job_ports(job_id: str) -> Ports:
-    """The process' ports, reading a URL source from this machine's download of it."""
+def _task_ports(task: Task[Any, Any] | None = None) -> Ports:
+    """The process' ports, publishing follow-up work to the queue ``task`` came from."""
     base = _ports()
-    return dataclasses.replace(base, reader_for=lambda src: base.reader_for(local_source(base.settings, job_id, src)))
-
-
-# -- sources ----------------------------------------------------------------------------------
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def local_source(settings: Settings, job_id: str, source: str) -> str:
-    """A local path for ``source``: an http(s) URL is downloaded once per machine into
-    ``DATA_DIR/sources/<job_id>/`` (size, time and SSRF limits); FFmpeg never sees the URL."""
-    if not source.lower().startswith(("http://", "https://")):
-        return source
-    from worker.sources import download
-
-    dest = settings.data_dir / "sources" / job_id
-    with _locked(dest / ".lock"):
-        have = sorted(p for p in dest.iterdir() if p.is_file() and not p.name.startswith("."))
-        if have:
-            return str(have[0])
-        path = download(
-            source,
-            dest,
-            max_bytes=settings.limits.max_download_bytes,
-            timeout_s=settings.limits.download_timeout_s,
-            allow=settings.scheduler.allow_private_urls,
-        )
-    log.info("job %s: downloaded the source to %s", job_id, path)
-    return str(path)
+    queue = _queue_of(task) if task is not None else base.settings.worker.queue
+    return dataclasses.replace(base, enqueuer=CeleryEnqueuer(base.settings, app=app, queue=queue))
 
 
 # -- describer guard: failpoints and Celery-level retry -------------------------------------------
@@ -178,52 +138,9 @@ def _forget_delivery(task: Task[Any, Any]) -> None:
         _redis().delete(f"framescribe:deliveries:{task.request.id}:{task.request.retries}")
 
 
-def finish_and_notify(ports: Ports, job_id: str, reason: str | None = None, producer: Celery | None = None) -> bool:
-    """Try to summarise the job (exactly one caller wins); then queue its webhook. True if this call won."""
-    summary = pipeline.finish(ports, job_id, reason)
-    if summary is None:
-        return False
-    job = ports.store.get_job(job_id)
-    log.info("job %s summarised: %s (%d of %d segments described)", job_id, job.state, summary.segments_done,
-             summary.segments_total)  # fmt: skip
-    if job.webhook_url and "worker.service_tasks" in task_modules():
-        sender = producer or app
-        try:
-            sender.send_task(SEND_WEBHOOK, [job_id], queue=ports.settings.worker.queue)
-        except OperationalError as exc:
-            log.warning("job %s: could not queue its webhook: %s", job_id, exc)
-    return True
-
-
-def send_segment(job_id: str, index: int, queue: str, producer: Celery | None = None) -> None:
-    (producer or app).send_task(RUN_SEGMENT, [job_id, index], queue=queue)
-
-
-_producers: dict[str, Celery] = {}
-
-
-def producer_for(settings: Settings) -> Celery:
-    """A Celery app that publishes with ``settings`` (one per broker URL and process)."""
-    if settings.broker_url not in _producers:
-        _producers[settings.broker_url] = make_app(settings)
-    return _producers[settings.broker_url]
-
-
-def enqueue_job(job_id: str, *, settings: Settings | None = None, queue: str | None = None) -> None:
-    """Queue a stored job for planning (the REST API and ``framescribe submit`` call this).
-
-    Raises:
-        FramescribeError: the broker cannot be reached (the job stays queued in the store).
-    """
-    s = settings or get_settings()
-    producer = app if settings is None else producer_for(settings)
-    try:
-        producer.send_task(PLAN_JOB, [job_id], queue=queue or s.worker.queue)
-    except OperationalError as exc:
-        raise FramescribeError(
-            f"job {job_id} is stored but could not be queued: the broker {s.broker_url.split('@')[-1]} is "
-            f"unreachable ({exc}). Start Redis, then `framescribe retry {job_id}`."
-        ) from None
+def finish_and_notify(ports: Ports, job_id: str, reason: str | None = None) -> bool:
+    """Try to summarise the job (exactly one caller wins) and queue its webhook. True if this call won."""
+    return jobs.finish(ports, job_id, reason) is not None
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -233,27 +150,26 @@ def _task(name: str, **options: Any) -> Callable[[F], F]:
 
 
 def _plan(task: Task[Any, Any], job_id: str) -> None:
-    ports = _job_ports(job_id)
+    ports = _task_ports(task)
     store = ports.store
     try:
         job = store.get_job(job_id)
     except NotFound:
         log.warning("job %s: not in the store (deleted?); nothing to plan", job_id)
         return
-    if job.state not in ("queued", "running"):
+    if job.state not in LIVE_JOB:
         log.info("job %s is %s; not planning it", job_id, job.state)
         return
     try:
-        pipeline.plan(ports, job_id)
-    except (InputError, BudgetExceeded) as exc:
+        planning.plan(ports, job_id)
+    except FramescribeError as exc:  # source, reader, describer or budget: the job failed with the reason
         log.warning("job %s failed at planning: %s", job_id, exc.message)
         finish_and_notify(ports, job_id)
         return
-    queue = _queue_of(task)
     pending = [row.index for row in store.segment_rows(job_id) if row.state == "pending"]
     for index in pending:
-        send_segment(job_id, index, queue)
-    log.info("job %s: %d segment task(s) queued on %s", job_id, len(pending), queue)
+        ports.queue().enqueue_segment(job_id, index)
+    log.info("job %s: %d segment task(s) queued on %s", job_id, len(pending), _queue_of(task))
     if not pending:
         finish_and_notify(ports, job_id)
 
@@ -302,7 +218,7 @@ def run_segment(self: Task[Any, Any], job_id: str, index: int) -> str:
 
 
 def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
-    ports = _job_ports(job_id)
+    ports = _task_ports(task)
     store, settings = ports.store, ports.settings
     delivery = _delivery(task, settings)
     if delivery > 1:
@@ -324,7 +240,7 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
         store.cancel_remaining(job_id, "the job was cancelled", only_if_cancelled=True)
         finish_and_notify(ports, job_id, "cancelled")
         return store.segment_state(job_id, index) or "missing"
-    store.set_job_state(job_id, "running", only_from=("queued",))
+    store.set_job_state(job_id, JobState.RUNNING, only_from=(JobState.QUEUED,))
     retry = task.request.retries < MAX_TRANSIENT_RETRIES
 
     def guarded(opts: JobOptions) -> Describer:
@@ -359,9 +275,9 @@ def reap_stale() -> dict[str, int]:
     failed after the job was stored, a worker that died while summarising): never-planned jobs,
     segments idle past the visibility timeout, and jobs whose segments all ended without a summary.
     Re-running is harmless (idempotent tasks). Beat runs it (``beat_schedule`` in celery_app)."""
-    ports = _ports()
+    ports = _task_ports()
     settings = ports.settings
-    store = ports.store
+    store = store_for(settings.resolved_database_url)  # the recovery queries are SQL-store specific
     window = settings.worker.visibility_timeout_s
     cutoff = now() - timedelta(seconds=window)
     queue = settings.worker.queue
@@ -372,13 +288,13 @@ def reap_stale() -> dict[str, int]:
         if need == "finish":
             counts["finish"] += finish_and_notify(ports, job_id)
         elif client.set(f"framescribe:reaped:{job_id}", 1, nx=True, ex=window):
-            app.send_task(PLAN_JOB, [job_id], queue=queue)
+            ports.queue().enqueue_job(job_id)
             counts["plan"] += 1
     for job_id, index, state in store.stale_segments(cutoff):
         if state == "pending" and backlog:  # its message is probably still waiting in the queue
             continue
         if client.set(f"framescribe:reaped:{job_id}:{index}", 1, nx=True, ex=window):
-            send_segment(job_id, index, queue)
+            ports.queue().enqueue_segment(job_id, index)
             counts["segments"] += 1
     if any(counts.values()):
         log.warning("reaper re-queued %s", counts)
@@ -391,3 +307,29 @@ def gc_frames() -> dict[str, int]:
     from worker.retention import collect
 
     return collect(get_settings()).as_dict()
+
+
+# -- schedules and webhooks -------------------------------------------------------------------
+@_task(FIRE_SCHEDULE, bind=True)
+def fire_schedule(self: Task[Any, Any], schedule_id: str, manual: bool = False) -> dict[str, Any]:
+    """Beat (or ``POST /v1/schedules/{id}/run``) asks for one run of the schedule."""
+    settings = get_settings()
+    enqueuer = CeleryEnqueuer(settings, app=app, queue=_queue_of(self))
+    return schedules.fire(settings, schedule_id, str(self.request.id), enqueuer.enqueue_job, manual).as_dict()
+
+
+@_task(SEND_WEBHOOK, bind=True, max_retries=None)
+def send_webhook(self: Task[Any, Any], job_id: str) -> bool:
+    """POST the finished job to its webhook URL; retried with backoff until it is accepted or the
+    attempts (``scheduler.webhook_max_attempts``) are spent. Returns True when delivered."""
+    settings = get_settings()
+    attempt = int(self.request.retries) + 1
+    result = webhooks.deliver(settings, job_id, str(self.request.id), attempt)
+    if result is None or result.ok:
+        return result is not None
+    if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
+        log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
+        return False
+    delay = webhooks.webhook_delay(attempt, settings)
+    log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
+    raise cast(Exception, self.retry(countdown=delay))

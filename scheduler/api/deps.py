@@ -37,6 +37,7 @@ from scheduler.schedules import ScheduleMirror
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
 from worker.config import Settings
+from worker.service.context import Ports
 
 Scope = Literal["read", "write"]
 BEARER = {"WWW-Authenticate": 'Bearer realm="framescribe"'}
@@ -71,6 +72,12 @@ def get_enqueuer(request: Request) -> Enqueuer:
     return enqueuer
 
 
+def get_ports(request: Request) -> Ports:
+    """The job service's ports (store, settings, describers, enqueuer) built at start-up."""
+    ports: Ports = request.app.state.ports
+    return ports
+
+
 def get_mirror(request: Request) -> ScheduleMirror | None:
     mirror: ScheduleMirror | None = request.app.state.mirror
     return mirror
@@ -80,6 +87,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[SqlResultStore, Depends(get_store)]
 SchedulesDep = Annotated[ScheduleStore, Depends(get_schedules)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+PortsDep = Annotated[Ports, Depends(get_ports)]
 MirrorDep = Annotated[ScheduleMirror | None, Depends(get_mirror)]
 
 

@@ -29,6 +29,7 @@ from worker.errors import (
     DescriberError,
     FramescribeError,
     InputError,
+    JobConflict,
     NotFound,
     StoreError,
 )
@@ -85,6 +86,8 @@ def error_response(
 def status_of(exc: FramescribeError) -> int:
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, JobConflict):
+        return 409
     if isinstance(exc, InputError | BudgetExceeded):
         return 422
     if isinstance(exc, StoreError | QueueUnavailable):

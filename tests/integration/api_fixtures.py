@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from tests.fakes.ports import FakeEnqueuer
 from worker.config import Settings, load_settings
+from worker.errors import QueueUnavailable
 
 API_REDIS = "redis://127.0.0.1:6379"
 API_DB, BEAT_DB, SPARE_DB = 4, 5, 6
@@ -50,35 +52,22 @@ def api_settings(tmp: Path, **overrides: Any) -> Settings:
 
 
 @dataclass
-class RecordingEnqueuer:
-    """Records what the API queues instead of sending it (for tests that need no worker)."""
+class RecordingEnqueuer(FakeEnqueuer):
+    """Records what the API queues instead of sending it (for tests that need no worker); ``down``
+    makes every publish fail as a broker that does not answer."""
 
-    jobs: list[str] = field(default_factory=list)
-    fires: list[str] = field(default_factory=list)
     down: bool = False
 
     def enqueue_job(self, job_id: str) -> None:
-        from scheduler.enqueue import QueueUnavailable
-
         if self.down:
             raise QueueUnavailable("the job queue (Redis) is not reachable; try again shortly")
-        self.jobs.append(job_id)
-
-    def fire_schedule(self, schedule_id: str) -> str:
-        self.fires.append(schedule_id)
-        return uuid.uuid4().hex
+        super().enqueue_job(job_id)
 
     def broker_ok(self) -> bool:
         return not self.down
 
     def workers(self, timeout_s: float = 1.0) -> int:
         return 0 if self.down else 1
-
-    def queue_depth(self) -> int | None:
-        return len(self.jobs)
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass
@@ -94,7 +83,7 @@ class Api:
         return client(self.base, key)
 
     def store(self) -> Any:
-        from worker.wiring import store_for
+        from worker.bootstrap import store_for
 
         return store_for(self.settings.resolved_database_url)
 

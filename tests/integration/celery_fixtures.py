@@ -191,12 +191,12 @@ class Cluster:
             w.stop()
 
     def submit(self, source: str | Path, key: str | None = None, **options: Any) -> str:
-        from worker.tasks import enqueue_job
+        from worker.adapters.queue import CeleryEnqueuer
 
         opts = {"segment_seconds": 2, "fps": 2, **options}
         job, created = self.store.create_job(str(source), Path(str(source)).name, opts, idempotency_key=key)
         if created:
-            enqueue_job(job.id, settings=self.settings)
+            CeleryEnqueuer(self.settings).enqueue_job(job.id)
         return job.id
 
     def arm(self, job_id: str, index: int, point: str, action: str = "kill") -> Path:

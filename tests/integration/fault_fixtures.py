@@ -121,12 +121,12 @@ def fault_cluster(
 
 def submit(c: Cluster, clip: Path, arm: tuple[tuple[int, str, str], ...] = (), **options: Any) -> str:
     """Store a job (2 s segments at 2 fps unless overridden), arm failpoints for it, then queue it."""
-    from worker.tasks import enqueue_job
+    from worker.adapters.queue import CeleryEnqueuer
 
     job, _ = c.store.create_job(str(clip), clip.name, {"segment_seconds": 2, "fps": 2, **options})
     for index, point, action in arm:
         c.arm(job.id, index, point, action)
-    enqueue_job(job.id, settings=c.settings)
+    CeleryEnqueuer(c.settings).enqueue_job(job.id)
     return job.id
 
 

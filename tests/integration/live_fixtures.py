@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from tests.live_servers import Subscriber, start_mosquitto
 from worker.adapters.stores.schema import SegmentDbRow
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.live.options import WatchOptions
 from worker.live.source import check_live
 from worker.live.store import LiveStore
 from worker.live.watcher import Counters, Watcher
-from worker.wiring import build_ports
 
 
 def live_settings(tmp: Path, database_url: str | None = None, **live: Any) -> Settings:

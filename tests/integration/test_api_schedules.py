@@ -26,7 +26,7 @@ from worker.config import Settings
 from worker.core import signing
 from worker.core.newfiles import FileFacts, check_glob, new_files
 from worker.errors import PlanError
-from worker.service_tasks import FireResult, fire
+from worker.service.schedules import FireResult, fire
 
 pytestmark = pytest.mark.services
 
@@ -288,7 +288,7 @@ def test_fire_is_race_free_on_postgresql(tmp_path: Path, clip_12s: Path) -> None
             assert sorted(queued) == sorted(j.id for j in jobs) and all(r.error is None for r in results)
         finally:
             store.close()
-            from worker.wiring import store_for
+            from worker.bootstrap import store_for
 
             store_for(url).close()
 

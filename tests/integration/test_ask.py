@@ -174,8 +174,8 @@ def test_look_again_resamples_frames_that_retention_deleted(tmp_path: Path, fake
     example = Path(__file__).resolve().parents[2] / "examples" / "street.mp4"
     if not example.exists():
         pytest.skip("examples/street.mp4 is missing")
-    from worker import pipeline
-    from worker.wiring import build_ports
+    from worker.bootstrap import build_ports
+    from worker.service import pipeline
 
     settings = _settings(tmp_path, fake, embedder="none", look_again_segments=1)
     local = settings.model_copy(update={"dashscope": settings.dashscope.model_copy(update={"api_key": None})})

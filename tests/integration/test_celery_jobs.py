@@ -96,12 +96,12 @@ def postgresql_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
 
 def submit(c: Cluster, clip: Path, arm: tuple[tuple[int, str, str], ...] = (), **options: Any) -> str:
     """Store a job, arm failpoints for it, then queue it."""
-    from worker.tasks import enqueue_job
+    from worker.adapters.queue import CeleryEnqueuer
 
     job, _ = c.store.create_job(str(clip), clip.name, {"segment_seconds": 2, "fps": 2, **options})
     for index, point, action in arm:
         c.arm(job.id, index, point, action)
-    enqueue_job(job.id, settings=c.settings)
+    CeleryEnqueuer(c.settings).enqueue_job(job.id)
     return job.id
 
 
@@ -187,7 +187,7 @@ def test_cancel_keeps_finished_segments_and_retry_requeues_the_rest(
     sqlite_cluster: Cluster, clip_12s: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = sqlite_cluster
-    caplog.set_level(logging.INFO, logger="worker.tasks")
+    caplog.set_level(logging.INFO, logger="worker.service.jobs")
     job_id = submit(c, clip_12s, arm=((2, "before_describe", "hold"), (3, "before_describe", "hold")))
     c.wait_held(job_id, 2, "before_describe")
     c.wait_held(job_id, 3, "before_describe")
@@ -276,9 +276,9 @@ def http_clip(clip_12s: Path) -> Iterator[str]:
 def test_url_source_is_downloaded_by_the_worker(sqlite_cluster: Cluster, http_clip: str, clip_12s: Path) -> None:
     c = sqlite_cluster
     job, _ = c.store.create_job(http_clip, clip_12s.name, {"segment_seconds": 2, "fps": 2})
-    from worker.tasks import enqueue_job
+    from worker.adapters.queue import CeleryEnqueuer
 
-    enqueue_job(job.id, settings=c.settings)
+    CeleryEnqueuer(c.settings).enqueue_job(job.id)
     assert c.wait(job.id).state == "done"
     downloaded = c.settings.data_dir / "sources" / job.id / clip_12s.name
     assert downloaded.read_bytes() == clip_12s.read_bytes()
@@ -507,9 +507,13 @@ def test_retention_keeps_one_thumbnail_per_segment(tmp_path: Path) -> None:
     assert collect(settings).files_deleted == 0  # idempotent
 
 
-def test_service_tasks_module_is_optional() -> None:
-    assert "worker.tasks" in task_modules()
-    assert all(m in ("worker.tasks", "worker.service_tasks") for m in task_modules())
+def test_every_task_lives_in_worker_tasks() -> None:
+    import worker.tasks
+    from worker.celery_app import FIRE_SCHEDULE, PLAN_JOB, RUN_SEGMENT, SEND_WEBHOOK, app
+
+    assert task_modules() == ["worker.tasks"]
+    assert {PLAN_JOB, RUN_SEGMENT, FIRE_SCHEDULE, SEND_WEBHOOK} <= set(app.tasks)
+    assert worker.tasks.send_webhook.name == SEND_WEBHOOK
 
 
 # -- soak ----------------------------------------------------------------------------------------
@@ -517,8 +521,8 @@ def test_service_tasks_module_is_optional() -> None:
 def test_reaper_recovers_a_job_whose_messages_a_bare_redis_lost(tmp_path: Path, clip_12s: Path) -> None:
     """Redis without persistence restarts mid-job: queued and unacked messages are gone. The reaper
     (beat runs it; here the test sends it) re-queues the stale segments and the job finishes."""
+    from worker.adapters.queue.celery import producer
     from worker.celery_app import REAP_STALE
-    from worker.tasks import producer_for
 
     server = RedisServer(tmp_path / "redis", appendonly=False)
     server.start()
@@ -531,7 +535,7 @@ def test_reaper_recovers_a_job_whose_messages_a_bare_redis_lost(tmp_path: Path, 
             assert redis.Redis(port=server.port).llen(c.queue) == 0  # the job's messages are lost
 
             def reaped() -> bool:
-                producer_for(c.settings).send_task(REAP_STALE, queue=c.queue)
+                producer(c.settings).send_task(REAP_STALE, queue=c.queue)
                 return c.store.get_job(job_id).state in ("done", "partial", "failed")
 
             wait_for(reaped, 120, "the reaper to recover the job", step=3)

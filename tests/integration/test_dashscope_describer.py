@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.fakes.dashscope_server import Behavior, FakeDashScope, RecordedRequest, video_tokens
-from worker import pipeline
 from worker.adapters.describers import retry
 from worker.adapters.describers.dashscope import DashScopeDescriber, build
 from worker.adapters.describers.retry import RetryPolicy, with_retries
@@ -30,6 +29,7 @@ from worker.adapters.describers.transport import AUTH_HINT, Reply, classify, par
 from worker.adapters.stores.schema import SegmentDbRow
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video.opencv import OpenCVReader
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.models import JobSummary, SegmentRow
 from worker.core.ports import DescribeRequest
@@ -42,9 +42,10 @@ from worker.errors import (
     PlanError,
 )
 from worker.options import JobOptions
-from worker.pipeline import Ports
+from worker.service import pipeline
+from worker.service import plan as planning
+from worker.service.context import Ports
 from worker.summarise import summarise
-from worker.wiring import build_ports
 
 KEY = "sk-test-SECRET-7f3a"
 MODEL = "qwen-vl-max-latest"
@@ -229,7 +230,7 @@ def request_for(tmp_path: Path, settings: Settings, clip: Path) -> DescribeReque
     with OpenCVReader(clip) as reader:
         info = reader.probe()
         plan = next(iter(pipeline.plans_for(info, JobOptions(), settings)))
-        sampled = pipeline.sample_segment(reader, plan, tmp_path / "seg", settings)
+        sampled = pipeline.sample_segment(build_ports(settings), reader, plan, tmp_path / "seg")
     return DescribeRequest("job", clip.name, plan, sampled.frames, float(plan.fps), "Describe.", "sys", "describe")
 
 
@@ -372,7 +373,7 @@ def test_running_job_stops_cleanly_at_a_cap(
 ) -> None:
     """The estimate can be wrong (a model snapshot billed differently, a retried job): the guard while
     running must hold on its own, so the pre-flight check is switched off here."""
-    monkeypatch.setattr(pipeline, "check_budget", lambda *a: None)
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
     settings = make_settings(tmp_path, fake)
     with OpenCVReader(clip_12s) as reader:
         per_segment = pipeline.estimate(reader.probe(), JobOptions(), settings).video_tokens // 3
@@ -573,7 +574,7 @@ def test_segment_tasks_stop_at_a_cap_one_by_one(
 ) -> None:
     """The Celery path (plan, run_segment per segment, finish): a segment that would pass the cap fails
     with the reason and makes no call; segments already described keep their results."""
-    monkeypatch.setattr(pipeline, "check_budget", lambda *a: None)
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
     ports = build_ports(make_settings(tmp_path, fake))
     job, _ = ports.store.create_job(str(clip_12s), clip_12s.name, {"max_calls": 2})
     indexes = pipeline.plan(ports, job.id)

@@ -26,13 +26,15 @@ from tests.integration.test_dashscope_describer import (  # noqa: F401 - fixture
     run,
     waits,
 )
-from worker import pipeline, segmenting
 from worker.adapters.describers.breaker import Breaker
 from worker.adapters.describers.dashscope import build
 from worker.adapters.video.opencv import OpenCVReader
+from worker.bootstrap import build_ports
 from worker.errors import DescriberTransient, DescriberUnavailable
 from worker.options import JobOptions
-from worker.pipeline import Ports
+from worker.service import pipeline
+from worker.service import plan as planning
+from worker.service.context import Ports
 
 
 def billed_video(fake: FakeDashScope) -> int:
@@ -59,7 +61,7 @@ def per_segment(settings: Any, clip: Path, **opts: Any) -> int:
     job_opts = JobOptions.parse(opts)
     with OpenCVReader(clip) as reader:
         info = reader.probe()
-        findings = segmenting.analyse(reader, info, job_opts, settings)
+        findings = planning.analyse(build_ports(settings), reader, info, job_opts)
     est = pipeline.estimate(info, job_opts, settings, findings)
     return est.video_tokens // max(1, est.calls)
 
@@ -98,7 +100,7 @@ def test_billed_never_exceeds_the_cap_and_stored_usage_equals_the_bill(
     preset: str,
     fault: str | None,
 ) -> None:
-    monkeypatch.setattr(pipeline, "check_budget", lambda *a: None)  # the running guard must hold alone
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)  # the running guard must hold alone
     fake.video_max_pixels = mode
     fake.reply_fn = _reply_for(preset)
     extra = {"max_pixels": max_pixels} if max_pixels else {}
@@ -259,7 +261,7 @@ def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_upload
 
 
 def build_ports_like(ports: Ports) -> Ports:
-    from worker.wiring import build_ports
+    from worker.bootstrap import build_ports
 
     return build_ports(ports.settings)
 
@@ -291,8 +293,8 @@ def test_the_summary_counts_against_max_calls(
     assert summary.calls == (4 if model_summary else 3)
     usage = assert_stored_equals_billed(ports, job_id, fake)
     # the summary's usage is in the exports and the API's usage, with the cost
+    from worker.bootstrap import export_input
     from worker.spend import usage_with_cost
-    from worker.wiring import export_input
 
     head = export_input(ports.store, job_id).job
     assert head["usage"] == usage and head["summary"]["usage"]["summary"].get("calls", 0) == int(model_summary)

@@ -45,11 +45,12 @@ from tests.integration.fault_fixtures import (
     write_figures,
 )
 from worker.adapters.video import open_reader
+from worker.bootstrap import build_ports
 from worker.config import Settings
 from worker.core.models import SegmentPlan
 from worker.core.sampling import sample_times
 from worker.errors import StoreError
-from worker.pipeline import sample_segment
+from worker.service.segment import sample_segment
 
 pytestmark = pytest.mark.services
 KEY = f"sk-faults-{uuid.uuid4().hex[:8]}"
@@ -312,5 +313,5 @@ def test_disk_full_while_writing_frames_names_the_cause_and_leaves_nothing(
     plan = SegmentPlan(0, 0, 2000, Fraction(2), tuple(sample_times(0, 2000, Fraction(2))))
     reader = open_reader(str(clip_4s), settings.limits, settings.sampling.reader_backend)
     with reader, pytest.raises(StoreError, match=r"^disk full: cannot write frame 2 to .*No space left on device"):
-        sample_segment(reader, plan, folder, settings)
+        sample_segment(build_ports(settings), reader, plan, folder)
     assert len(written) == 2 and not folder.exists()

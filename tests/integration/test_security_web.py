@@ -212,8 +212,8 @@ def test_csv_defuses_every_text_cell(keyed_api: Api, formula: str) -> None:
 
 # -- 12. TOCTOU: the worker checks where it opens ----------------------------------------------------
 def test_symlink_swapped_in_after_submit_is_not_followed(keyed_api: Api, tmp_path: Path) -> None:
-    from worker import pipeline
-    from worker.wiring import build_ports
+    from worker.bootstrap import build_ports
+    from worker.service import pipeline
 
     clip = keyed_api.media / "swap.mp4"
     shutil.copy(keyed_api.media / "clip.mp4", clip)

@@ -20,9 +20,9 @@ import pytest
 
 from tests.fakes.dashscope_server import FakeDashScope
 from tests.media import VideoTruth, make_video
-from worker import pipeline, segmenting
 from worker.adapters.analysis import Grid, analyse_video, phash
 from worker.adapters.video.opencv import OpenCVReader
+from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.gating import distance
 from worker.core.models import Description, SegmentRow, Usage
@@ -30,7 +30,8 @@ from worker.core.ports import DescribeRequest
 from worker.core.sampling import sample_times
 from worker.core.segmenters import MotionParams
 from worker.options import JobOptions
-from worker.wiring import build_ports
+from worker.service import pipeline
+from worker.service import plan as segmenting
 
 CUTS = (3.0, 7.4, 12.0, 16.6, 21.0)
 EVENTS = ((5.0, 6.5), (20.0, 22.0), (50.0, 51.0))
@@ -203,7 +204,7 @@ def test_motion_cuts_estimated_video_tokens_by_80_percent(camera_video: VideoTru
     opts = JobOptions.parse({"segmenter": "motion"})
     with OpenCVReader(camera_video.path) as reader:
         info = reader.probe()
-        findings = segmenting.analyse(reader, info, opts, settings)
+        findings = segmenting.analyse(build_ports(settings), reader, info, opts)
     fixed = pipeline.estimate(info, JobOptions(), settings)
     motion = pipeline.estimate(info, opts, settings, findings)
     assert motion.video_tokens <= 0.2 * fixed.video_tokens, (motion.video_tokens, fixed.video_tokens)

@@ -117,4 +117,4 @@ def test_core_imports_no_io_library() -> None:
             for name in names:
                 top = name.split(".")[0]
                 assert top not in IO_LIBS, f"{path.name} imports {name}"
-                assert not name.startswith(("worker.adapters", "worker.pipeline", "scheduler")), path.name
+                assert not name.startswith(("worker.adapters", "worker.service.segment", "scheduler")), path.name

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from worker.adapters.describers.structured import SHAPES, StructuredOutputError, parse_structured
+from worker.bootstrap import PROMPTS_FILE, load_prompts
 from worker.core.presets import PRESETS, apply_times, extract_json, preset_for, readable_text, repair_prompt
 from worker.core.prompts import DEFAULT_PRESETS, build_presets, render, segment_variables
 from worker.core.timestamps import OUT_OF_RANGE, SegmentClock
 from worker.errors import ConfigError
-from worker.wiring import PROMPTS_FILE, load_prompts
 
 CLOCK = SegmentClock(10_000, 20_000, tuple(range(10_000, 20_000, 1000)), 1.0)
 SEG_VARS = segment_variables("street.mp4", 10_000, 20_000, 1.0, "A man walks in.")

@@ -160,3 +160,16 @@ def analyse_video(
 
     findings = collect(analyse_frames(frames(), analyser), motion, start_ms, end_ms)
     return findings if broke else replace(findings, until_ms=end_ms)
+
+
+class CvAnalyser:
+    """The ``Analyser`` port: OpenCV/PySceneDetect analysis pass and pHash."""
+
+    def __init__(self, sampling: SamplingSettings) -> None:
+        self.sampling = sampling
+
+    def analyse(self, reader: Any, start_ms: int, end_ms: int, motion: MotionParams) -> Findings:
+        return analyse_video(reader, start_ms, end_ms, self.sampling, motion)
+
+    def phash(self, thumb: np.ndarray) -> int:
+        return phash(thumb)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
@@ -172,4 +173,41 @@ class JobSummary:
             },
             "chapters": [{"start_ms": s, "end_ms": e, "title": t} for s, e, t in self.chapters],
             "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A stored job, as the service sees it."""
+
+    id: str
+    state: str
+    source: str
+    source_name: str
+    options: dict[str, Any]
+    video: dict[str, Any] | None
+    segment_count: int
+    error: str | None
+    summary: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    schedule_id: str | None
+    webhook_url: str | None
+    idempotency_key: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "source": self.source,
+            "source_name": self.source_name,
+            "options": self.options,
+            "video": self.video,
+            "segment_count": self.segment_count,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "schedule_id": self.schedule_id,
         }

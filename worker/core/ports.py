@@ -1,12 +1,18 @@
-"""The roles adapters play. The pipeline depends on these, never on a technology."""
+"""The roles adapters play. The job service depends on these, never on a technology.
+
+Fakes for tests live in ``tests/fakes/ports.py`` (in memory: no SQLite, no OpenCV, no broker).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from worker.core.models import Description, FrameRef, SegmentPlan, VideoInfo
+from worker.core.models import Description, FrameRef, Job, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
+from worker.core.money import FrameBudget
+from worker.core.segmenters import Findings, MotionParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +43,165 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Enqueuer(Protocol):
+    """How work is queued: Celery over Redis, or a thread in this process. Nothing else knows.
+
+    Every method raises ``QueueUnavailable`` when the queue cannot take the work."""
+
+    def enqueue_job(self, job_id: str) -> None:
+        """Plan the job, then run its pending segments and finish it."""
+        ...
+
+    def enqueue_segment(self, job_id: str, index: int) -> None: ...
+
+    def send_webhook(self, job_id: str) -> None:
+        """Deliver the finished job's webhook (retried with backoff)."""
+        ...
+
+    def fire_schedule(self, schedule_id: str) -> str:
+        """One manual run of a schedule; returns the run's token."""
+        ...
+
+    def broker_ok(self) -> bool: ...
+
+    def workers(self, timeout_s: float = 1.0) -> int: ...
+
+    def queue_depth(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class VideoReader(Protocol):
+    """A video opened for reading: facts, then frames at target times (true PTS)."""
+
+    path: Path
+
+    def probe(self) -> VideoInfo: ...
+
+    def frames(self, targets_ms: Sequence[int]) -> Iterator[tuple[int, Any]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VideoReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class FrameWriter(Protocol):
+    """Where sampled frames go (JPEG files in production), and the small copies analysis uses."""
+
+    def folder(self, job_id: str, index: int) -> Path: ...
+
+    def clear(self, folder: Path) -> None:
+        """Remove the folder and what it holds (a redelivered segment rewrites it)."""
+        ...
+
+    def write(self, folder: Path, n: int, t_ms: int, image: Any, budget: FrameBudget | None = None) -> FrameRef:
+        """Write one frame, at the job's ``budget`` (pixel cap and side multiple) when given."""
+        ...
+
+    def drop_job(self, job_id: str) -> None:
+        """Remove every frame of the job."""
+        ...
+
+    def thumb(self, image: Any) -> Any:
+        """A small in-memory copy of ``image`` for local analysis (hashes, the local describer)."""
+        ...
+
+
+class Analyser(Protocol):
+    """Frame analysis: the scene/motion pass over a span, and perceptual hashes of thumbs."""
+
+    def analyse(self, reader: VideoReader, start_ms: int, end_ms: int, motion: MotionParams) -> Findings: ...
+
+    def phash(self, thumb: Any) -> int: ...
+
+
+class DescriptionCache(Protocol):
+    """Descriptions by call key, and per-job frame signatures for reusing a near-identical segment."""
+
+    def get(self, key: str) -> tuple[Description, Usage] | None: ...
+
+    def put(self, key: str, desc: Description) -> None: ...
+
+    def add_signature(self, job_id: str, index: int, hashes: Sequence[int]) -> None: ...
+
+    def signatures(self, job_id: str) -> Iterable[tuple[int, Sequence[int]]]: ...
+
+
+class TextModel(Protocol):
+    """A text completion model (the DashScope describer's ``complete``), for job summaries."""
+
+    def complete(self, system: str, prompt: str, *, what: str = ...) -> tuple[Any, int]: ...
+
+
+class ResultStore(Protocol):
+    """What the job service needs from the result store (SqlResultStore in production)."""
+
+    def create_job(
+        self,
+        source: str,
+        source_name: str,
+        options: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        schedule_id: str | None = None,
+        webhook_url: str | None = None,
+        state: str = "queued",
+    ) -> tuple[Job, bool]: ...
+
+    def get_job(self, job_id: str) -> Job: ...
+
+    def set_job_state(
+        self, job_id: str, state: str, error: str | None = None, *, only_from: Sequence[str] = ()
+    ) -> bool: ...
+
+    def plan_job(self, job_id: str, video: VideoInfo, plans: Sequence[SegmentPlan]) -> None: ...
+
+    def claim_segment(self, job_id: str, index: int) -> bool: ...
+
+    def save_segment(
+        self,
+        job_id: str,
+        index: int,
+        desc: Description,
+        frames: Sequence[FrameRef],
+        *,
+        state: str = "done",
+        reused_from: int | None = None,
+    ) -> bool: ...
+
+    def fail_segment(self, job_id: str, index: int, error: str, spent: Usage | None = None) -> bool:
+        """``spent``: what the failed calls cost (requests sent, tokens of replies lost after sending)."""
+        ...
+
+    def add_spent(self, job_id: str, index: int, spent: Usage) -> None:
+        """Add what failed requests cost to a segment that will be tried again (a Celery retry)."""
+        ...
+
+    def segment_state(self, job_id: str, index: int) -> str | None: ...
+
+    def segment_rows(self, job_id: str) -> Iterator[SegmentRow]: ...
+
+    def segment(self, job_id: str, index: int) -> SegmentRow: ...
+
+    def counts(self, job_id: str) -> dict[str, int]: ...
+
+    def usage(self, job_id: str) -> dict[str, int]: ...
+
+    def claim_summary(self, job_id: str) -> bool: ...
+
+    def finish_job(self, job_id: str, summary: JobSummary, state: str, error: str | None = None) -> None: ...
+
+    def cancel_job(self, job_id: str) -> int: ...
+
+    def reset_failed(self, job_id: str) -> list[int]: ...
+
+    def cancel_remaining(self, job_id: str, reason: str, *, only_if_cancelled: bool = False) -> int: ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+    def reopen_job(self, job_id: str) -> bool: ...
+

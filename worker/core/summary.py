@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable
 
 from worker.core.models import JobSummary, SegmentRow
+from worker.core.states import DESCRIBED_SEGMENT
 from worker.core.timecode import clock, span
 
-DONE_STATES = frozenset({"done", "static", "reused"})
+DONE_STATES = DESCRIBED_SEGMENT  # ``reused`` is a flag of a done segment, not a state
 
 
 def job_state(total: int, done: int, failed: int, stopped_reason: str | None = None) -> str:

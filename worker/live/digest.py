@@ -51,7 +51,7 @@ def make(w: Watcher, start: int, end: int) -> None:
     count = sum(1 for _ in _rows(w, start, end))
     model = None
     job = w.ports.store.get_job(w.job_id)
-    from worker import pipeline
+    from worker.service import pipeline
 
     opts = pipeline.options_of(job)
     if pipeline.describer_kind(opts, w.settings) == "dashscope":

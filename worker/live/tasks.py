@@ -12,10 +12,12 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
+from worker.adapters.stores.sql import SqlResultStore
+from worker.bootstrap import build_ports
 from worker.celery_app import app, soft_time_limit
 from worker.config import Settings, get_settings
 from worker.errors import FramescribeError
@@ -24,7 +26,6 @@ from worker.live.options import WatchOptions
 from worker.live.source import check_live
 from worker.live.store import LiveStore
 from worker.live.watcher import Watcher
-from worker.wiring import build_ports
 
 log = logging.getLogger(__name__)
 STREAM_RUN = "framescribe.stream_run"
@@ -43,7 +44,7 @@ def _standby_key(stream_id: str) -> str:
 def stream_run(stream_id: str) -> str:
     settings = get_settings()
     ports = build_ports(settings, shared_limits=True)
-    live = LiveStore(ports.store)
+    live = LiveStore(cast(SqlResultStore, ports.store))
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
     cfg = settings.live
     lease = Lease(client, stream_id, cfg.lease_ttl_s)
@@ -112,7 +113,7 @@ def _own(
         return "handed on"
     if live.desired(stream_id) == "deleted":
         job_id = watcher.job_id
-        from worker import pipeline
+        from worker.service import pipeline
 
         pipeline.finish(ports, job_id, "stream deleted")
     return "stopped"

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import cv2
 
-from worker import pipeline, segmenting
 from worker.adapters.frames.local import JpegWriter, segment_dir
+from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import SegmentPlan, VideoInfo
 from worker.errors import FramescribeError, StoreError
 from worker.live import digest as digests
@@ -35,6 +35,9 @@ from worker.live.rules import parse_rule
 from worker.live.schema import LiveSegmentRow
 from worker.live.source import LiveSource
 from worker.live.store import LiveStore
+from worker.service import plan as planning
+from worker.service.context import Ports
+from worker.service.segment import Sampled, describe_and_store
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG = 16  # closed segments waiting for the describer before new ones are refused
@@ -43,7 +46,7 @@ MAX_BACKLOG = 16  # closed segments waiting for the describer before new ones ar
 class Watcher:
     def __init__(
         self,
-        ports: pipeline.Ports,
+        ports: Ports,
         name: str,
         source: LiveSource,
         opts: WatchOptions,
@@ -60,7 +63,7 @@ class Watcher:
         self.opts = opts
         self.keep_going = keep_going
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}"
-        self.live = LiveStore(ports.store)
+        self.live = LiveStore(cast(SqlResultStore, ports.store))  # the live tables live beside the job tables
         self.stream = (
             self.live.get(stream_id) if stream_id else self.live.upsert_stream(name, source.url, opts.model_dump())
         )
@@ -185,7 +188,7 @@ class Watcher:
                             )
                             moved = motion_score(prev_small, small)
                             prev_small = small
-                            kept = Kept(*self.writer.encode(image), pipeline._thumb(image))
+                            kept = Kept(*self.writer.encode(image), self.ports.frames.thumb(image))
                             for window in cutter.push(LiveFrame(utc, d.pts_ms, kept, moved)):
                                 self._closed(window)
                                 if draining:  # the duration ended: stop at this wall-clock boundary
@@ -276,7 +279,7 @@ class Watcher:
         self.ports.store.plan_job(self.job_id, self.info, [plan])
         self.counters.segments += 1
         if w.static:
-            segmenting.store_static(self.ports.store, self.job_id, [plan])
+            planning.store_static(self.ports.store, self.job_id, [plan])
             self.counters.static += 1
         else:
             self._backlog = [f for f in self._backlog if not f.done()]
@@ -294,12 +297,12 @@ class Watcher:
                     self.counters.failed += 1
                 else:
                     thumbs = [f.image.thumb for f in shown]
-                    sampled = pipeline.Sampled(plan, refs, thumbs, segmenting.hashes_of(thumbs))
+                    sampled = Sampled(plan, refs, thumbs, [self.ports.analyser.phash(t) for t in thumbs])
                     self._backlog.append(self.pool.submit(self._describe, sampled, start_utc, w.end_utc_ms))
         if self.opts.digest_seconds:
             self._backlog.append(self.pool.submit(digests.due, self, w.end_utc_ms))
 
-    def _describe(self, sampled: pipeline.Sampled, start_utc: int, end_utc: int) -> None:
+    def _describe(self, sampled: Sampled, start_utc: int, end_utc: int) -> None:
         store = self.ports.store
         index = sampled.plan.index
         if not store.claim_segment(self.job_id, index):
@@ -319,8 +322,8 @@ class Watcher:
             return
         try:
             job = store.get_job(self.job_id)
-            desc = pipeline.describe_and_store(
-                self.ports, job, self.ports.describer_for(pipeline.options_of(job)), sampled, self.previous
+            desc = describe_and_store(
+                self.ports, job, self.ports.describer_for(planning.options_of(job)), sampled, self.previous
             )
         except FramescribeError as exc:
             store.fail_segment(self.job_id, index, exc.message)
@@ -340,7 +343,7 @@ class Watcher:
         rule: str,
         text: str,
         structured: dict[str, Any],
-        sampled: pipeline.Sampled,
+        sampled: Sampled,
         start_utc: int,
         end_utc: int,
     ) -> None:

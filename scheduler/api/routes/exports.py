@@ -74,7 +74,7 @@ async def export(
         Query(max_length=16, description="edl/otio: keep cuts scoring at least this (0–1)"),
     ] = None,
 ) -> StreamingResponse:
-    from worker.wiring import export_input
+    from worker.bootstrap import export_input
 
     render, media_type, ext = renderer(format)
     job = await run_in_threadpool(store.get_job, job_id)

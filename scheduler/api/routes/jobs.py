@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from scheduler import intake
-from scheduler.api.deps import EnqueuerDep, Principal, ReadAccess, SchedulesDep, SettingsDep, StoreDep, WriteAccess
+from scheduler.api.deps import PortsDep, Principal, ReadAccess, SchedulesDep, SettingsDep, StoreDep, WriteAccess
 from scheduler.api.errors import ApiError, validation_message
 from scheduler.api.guards import StreamSlots
 from scheduler.api.models import (
@@ -30,12 +30,14 @@ from scheduler.api.models import (
     SegmentsPublic,
     SummaryPublic,
 )
-from scheduler.enqueue import Enqueuer, QueueUnavailable
-from worker import pipeline, spend
-from worker.adapters.frames.local import job_dir, remove_tree
-from worker.adapters.stores.sql import TERMINAL_JOB, Job, SqlResultStore
+from worker import spend
+from worker.adapters.stores.sql import SqlResultStore
 from worker.config import Settings
-from worker.core.models import SegmentRow
+from worker.core.models import Job, SegmentRow
+from worker.core.states import TERMINAL_JOB
+from worker.service import jobs as job_service
+from worker.service import sources
+from worker.service.context import Ports
 from worker.sources import download
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -65,9 +67,7 @@ def links(job_id: str) -> dict[str, str]:
 
 
 def source_kind(job: Job, settings: Settings) -> Literal["path", "url", "upload"]:
-    if job.source.startswith(("http://", "https://")):
-        return "url"
-    return "upload" if intake.upload_dir_of(settings, job.source) else "path"
+    return sources.kind_of(job.source, settings)
 
 
 def public(job: Job, store: SqlResultStore, settings: Settings) -> dict[str, Any]:
@@ -132,11 +132,9 @@ def parse_upload_options(raw: bytes) -> JobCreate:
     return body
 
 
-def plan_estimate(info: Any, body: JobCreate, settings: Settings) -> dict[str, Any]:
+def plan_estimate(info: Any, body: JobCreate, ports: Ports) -> dict[str, Any]:
     """The dry-run answer; also refuses plans over the budget caps (422) before anything is queued."""
-    opts = body.options()
-    est = pipeline.estimate(info, opts, settings)
-    pipeline.check_budget(est, opts, settings)
+    est = job_service.estimate(info, body.options(), ports)
     return DryRunPublic(video=info.as_dict(), estimate=est.as_dict()).model_dump(mode="json")
 
 
@@ -152,15 +150,6 @@ def probe_url_copy(url: str, settings: Settings) -> Any:
             allow=intake.url_allow(settings),
         )
         return intake.probe_local(path, settings, "the URL's content", "url")
-
-
-def enqueue_or_withdraw(enqueuer: Enqueuer, store: SqlResultStore, job: Job) -> None:
-    """Queue the job; if the broker is down, remove the row again so that a retry starts clean."""
-    try:
-        enqueuer.enqueue_job(job.id)
-    except QueueUnavailable:
-        store.delete_job(job.id)
-        raise
 
 
 # -- submit -----------------------------------------------------------------------------------
@@ -196,7 +185,7 @@ async def submit(
     request: Request,
     settings: SettingsDep,
     store: StoreDep,
-    enqueuer: EnqueuerDep,
+    ports: PortsDep,
     principal: WriteAccess,
     idempotency_key: Annotated[str | None, Header(description="Same key, same job (per API key).")] = None,
 ) -> Response:
@@ -205,16 +194,14 @@ async def submit(
         return accepted(seen, False, store, settings)
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        return await _submit_upload(request, settings, store, enqueuer, key)
+        return await _submit_upload(request, settings, store, ports, key)
     if ctype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
     body = await read_json(request)
-    return await run_in_threadpool(_submit_json, body, settings, store, enqueuer, key)
+    return await run_in_threadpool(_submit_json, body, settings, store, ports, key)
 
 
-def _submit_json(
-    body: JobCreate, settings: Settings, store: SqlResultStore, enqueuer: Enqueuer, key: str | None
-) -> Response:
+def _submit_json(body: JobCreate, settings: Settings, store: SqlResultStore, ports: Ports, key: str | None) -> Response:
     if (body.path is None) == (body.url is None):
         raise ApiError(422, "invalid_field", "give exactly one source: path or url (or upload a file)", field="path")
     if body.webhook_url:
@@ -222,26 +209,22 @@ def _submit_json(
     if body.path is not None:
         real = intake.check_path(body.path, settings)
         info = intake.probe_local(real, settings, body.path, "path")
-        estimate = plan_estimate(info, body, settings)
+        estimate = plan_estimate(info, body, ports)
         if body.dry_run:
             return JSONResponse(estimate, status_code=200)
-        source, name = str(real), real.name
+        source = sources.Source(str(real), real.name)
     else:
         assert body.url is not None
         intake.preflight_url(body.url, settings)
         if body.dry_run:
-            return JSONResponse(plan_estimate(probe_url_copy(body.url, settings), body, settings), status_code=200)
-        source, name = body.url, body.url.split("?", 1)[0][:512]
-    job, created = store.create_job(
-        source, name, body.options().stored(), idempotency_key=key, webhook_url=body.webhook_url
-    )
-    if created:
-        enqueue_or_withdraw(enqueuer, store, job)
+            return JSONResponse(plan_estimate(probe_url_copy(body.url, settings), body, ports), status_code=200)
+        source = sources.Source(body.url, sources.url_name(body.url))
+    job, created = job_service.submit(ports, source, body.options(), idempotency_key=key, webhook_url=body.webhook_url)
     return accepted(job, created, store, settings)
 
 
 async def _submit_upload(
-    request: Request, settings: Settings, store: SqlResultStore, enqueuer: Enqueuer, key: str | None
+    request: Request, settings: Settings, store: SqlResultStore, ports: Ports, key: str | None
 ) -> Response:
     up = await intake.receive_upload(request, settings)
     try:
@@ -250,26 +233,20 @@ async def _submit_upload(
             intake.check_webhook(body.webhook_url, settings)
         assert up.path is not None
         info = await run_in_threadpool(intake.probe_local, up.path, settings, f"the upload '{up.filename}'", "file")
-        estimate = await run_in_threadpool(plan_estimate, info, body, settings)  # never plan on the event loop
+        estimate = await run_in_threadpool(plan_estimate, info, body, ports)  # never plan on the event loop
         if body.dry_run:
             up.discard()
             return JSONResponse(estimate, status_code=200)
         job, created = await run_in_threadpool(
-            store.create_job, str(up.path), up.filename, body.options().stored(),
+            job_service.submit, ports, sources.Source(str(up.path), up.filename), body.options(),
             idempotency_key=key, webhook_url=body.webhook_url,
         )  # fmt: skip
-    except BaseException:
+    except BaseException:  # QueueUnavailable included: the job was withdrawn
         up.discard()
         raise
     if not created:
         up.discard()
-        return accepted(job, False, store, settings)
-    try:
-        await run_in_threadpool(enqueue_or_withdraw, enqueuer, store, job)
-    except QueueUnavailable:
-        up.discard()
-        raise
-    return accepted(job, True, store, settings)
+    return accepted(job, created, store, settings)
 
 
 # -- read -------------------------------------------------------------------------------------
@@ -473,43 +450,20 @@ async def events(
 
 # -- control ----------------------------------------------------------------------------------
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=ERRORS, summary="Cancel a queued/running job")
-def cancel(job_id: JOB_ID, store: StoreDep, settings: SettingsDep, _: WriteAccess) -> dict[str, Any]:
-    job = store.get_job(job_id)
-    if job.state in TERMINAL_JOB:
-        raise ApiError(409, "already_ended", f"job {job_id} already ended ({job.state}); nothing to cancel")
-    store.cancel_job(job_id)
+def cancel(job_id: JOB_ID, store: StoreDep, settings: SettingsDep, ports: PortsDep, _: WriteAccess) -> dict[str, Any]:
+    job_service.cancel(ports, job_id)  # 409 already_ended; summary and webhook at once
     return public(store.get_job(job_id), store, settings)
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=JobPublic, responses=ERRORS,
              summary="Run a job's failed or cancelled segments again")  # fmt: skip
-def retry(
-    job_id: JOB_ID, store: StoreDep, settings: SettingsDep, enqueuer: EnqueuerDep, _: WriteAccess
-) -> dict[str, Any]:
-    job = store.get_job(job_id)
-    if job.state not in ("failed", "partial", "cancelled"):
-        raise ApiError(
-            409, "not_retryable", f"job {job_id} is {job.state}; only failed, partial or cancelled jobs retry"
-        )
-    reset = store.reset_failed(job_id)
-    if not reset:
-        if job.segment_count:
-            raise ApiError(409, "nothing_to_retry", f"job {job_id} has no failed or cancelled segments")
-        if not store.reopen_job(job_id):  # it failed before planning: plan it again
-            raise ApiError(409, "nothing_to_retry", f"job {job_id} cannot be reopened")
-    enqueuer.enqueue_job(job_id)
+def retry(job_id: JOB_ID, store: StoreDep, settings: SettingsDep, ports: PortsDep, _: WriteAccess) -> dict[str, Any]:
+    job_service.retry(ports, job_id)  # 409 not_retryable / nothing_to_retry
     return public(store.get_job(job_id), store, settings)
 
 
 @router.delete("/{job_id}", status_code=204, responses=ERRORS, summary="Delete a job, its rows and its frames")
-def delete(job_id: JOB_ID, store: StoreDep, schedules: SchedulesDep, settings: SettingsDep, _: WriteAccess) -> Response:
-    job = store.get_job(job_id)
-    if job.state not in TERMINAL_JOB:
-        store.cancel_job(job_id)
-    store.delete_job(job_id)
+def delete(job_id: JOB_ID, schedules: SchedulesDep, ports: PortsDep, _: WriteAccess) -> Response:
+    job_service.delete(ports, job_id)
     schedules.delete_deliveries(job_id)
-    remove_tree(job_dir(settings.data_dir, job_id))
-    upload = intake.upload_dir_of(settings, job.source)
-    if upload is not None:
-        remove_tree(upload)
     return Response(status_code=204)

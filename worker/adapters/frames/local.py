@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import numpy as np
 
 from worker.core.budget import frame_size
 from worker.core.models import FrameRef
+from worker.core.money import FrameBudget
 from worker.errors import StoreError
 
 
@@ -24,13 +26,19 @@ def segment_dir(data_dir: Path, job_id: str, index: int) -> Path:
     return job_dir(data_dir, job_id) / f"seg_{index:05d}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
+def atomic_write(path: Path, data: bytes | Iterable[str]) -> None:
+    """The one atomic write: a temp file in the same folder, then a rename, so readers never see half
+    a file. ``data`` is bytes, or text chunks streamed to disk (an export)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for chunk in data:
+                    fh.write(chunk)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -73,3 +81,33 @@ class JpegWriter:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+class LocalFrames:
+    """The ``FrameWriter`` port on local disk: ``DATA_DIR/jobs/<job>/seg_<k>/`` JPEGs, OpenCV thumbs."""
+
+    def __init__(self, data_dir: Path, max_pixels: int, quality: int = 90, thumb_width: int = 480) -> None:
+        self.data_dir = data_dir
+        self.writer = JpegWriter(max_pixels, quality)
+        self.thumb_width = thumb_width
+
+    def folder(self, job_id: str, index: int) -> Path:
+        return segment_dir(self.data_dir, job_id, index)
+
+    def clear(self, folder: Path) -> None:
+        remove_tree(folder)
+
+    def drop_job(self, job_id: str) -> None:
+        remove_tree(job_dir(self.data_dir, job_id))
+
+    def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray, budget: FrameBudget | None = None) -> FrameRef:
+        if budget is None or (budget.max_pixels, budget.factor) == (self.writer.max_pixels, self.writer.factor):
+            return self.writer.write(folder, n, t_ms, image)
+        return JpegWriter(budget.max_pixels, self.writer.quality, budget.factor).write(folder, n, t_ms, image)
+
+    def thumb(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if w <= self.thumb_width:
+            return image.copy()
+        size = (self.thumb_width, max(1, round(h * self.thumb_width / w)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,51 +17,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
 from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
+from worker.core.models import Job as Job  # re-exported: the store's callers import it from here
+from worker.core.states import ACTIVE_SEGMENT
+from worker.core.states import TERMINAL_JOB as TERMINAL_JOB  # re-exported
 from worker.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
-ACTIVE = ("pending", "running")
-TERMINAL_JOB = ("done", "partial", "failed", "cancelled")
+ACTIVE = ACTIVE_SEGMENT
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: str
-    state: str
-    source: str
-    source_name: str
-    options: dict[str, Any]
-    video: dict[str, Any] | None
-    segment_count: int
-    error: str | None
-    summary: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    schedule_id: str | None
-    webhook_url: str | None
-    idempotency_key: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "source": self.source,
-            "source_name": self.source_name,
-            "options": self.options,
-            "video": self.video,
-            "segment_count": self.segment_count,
-            "error": self.error,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "schedule_id": self.schedule_id,
-        }
 
 
 def _job(row: JobRow) -> Job:

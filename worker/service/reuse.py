@@ -1,7 +1,5 @@
-"""Segmenters, gating and reuse wired to the reader and the store: the steps pipeline.py calls.
+"""Spending less: thinning near-duplicate frames, the description cache and in-job reuse, accounting.
 
-* ``analyse`` + ``build``: one analysis pass (scene/motion/hybrid only), then the pure planners.
-* ``store_static``: quiet spans are stored at once as ``static`` rows; no model call, no frames.
 * ``dedup``: near-duplicate frames are dropped at a uniform stride (true times, true fps, >= 4 frames).
 * ``lookup`` / ``remember``: an exact cache (frames + prompt + model + fps) and in-job reuse of a
   near-identical segment (pHash distance); both store the segment as ``done`` with no tokens, flagged
@@ -13,86 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import Future
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from worker.adapters.analysis import analyse_video, phash
-from worker.adapters.describers.cache import DescriptionCache
-from worker.adapters.stores.sql import SqlResultStore
-from worker.adapters.video import VideoReader
-from worker.config import SamplingSettings, Settings
+from worker.config import Settings
 from worker.core import budget, gating
-from worker.core.models import Description, FrameRef, SegmentPlan, SegmentRow, VideoInfo
-from worker.core.ports import Describer, DescribeRequest
-from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans, count_times
-from worker.core.segments import clip_range
-from worker.core.summary import DONE_STATES
-from worker.options import JobOptions, plan_params
+from worker.core.models import Description, FrameRef, SegmentPlan, SegmentRow
+from worker.core.ports import Describer, DescribeRequest, DescriptionCache, ResultStore
+from worker.core.segmenters import count_times
+from worker.core.states import DESCRIBED_SEGMENT
+from worker.options import JobOptions
+from worker.service.options import resolve
 
 log = logging.getLogger(__name__)
-STATIC_TEXT = "No activity (static camera)."
-GATE = "gate"  # the describer name of segments no model saw
-
-
-def segmenter_of(opts: JobOptions, settings: Settings) -> str:
-    return opts.segmenter or settings.sampling.segmenter
-
-
-def motion_params(s: SamplingSettings) -> MotionParams:
-    return MotionParams(s.motion_threshold, s.min_event_s, s.pad_s, s.merge_gap_s)
-
-
-def hybrid_params(s: SamplingSettings) -> HybridParams:
-    return HybridParams(s.min_seconds, s.max_seconds)
-
-
-# -- planning ---------------------------------------------------------------------------------
-def analyse(reader: VideoReader, info: VideoInfo, opts: JobOptions, settings: Settings) -> Findings | None:
-    """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
-    if segmenter_of(opts, settings) == "fixed":
-        return None
-    p = plan_params(opts, settings, source_fps=info.fps)
-    start, end = clip_range(info.duration_ms, p.start_s, p.end_s)
-    findings = analyse_video(reader, start, end, settings.sampling, motion_params(settings.sampling))
-    log.info(
-        "%s: analysed %d frames: %d cut(s), %d motion event(s)",
-        reader.path.name,
-        findings.samples,
-        len(findings.cuts_ms),
-        len(findings.events),
-    )
-    return findings
-
-
-def build(info: VideoInfo, opts: JobOptions, settings: Settings, findings: Findings | None) -> Iterator[SegmentPlan]:
-    """The job's plans: fixed-length without findings, else the job's segmenter over them."""
-    p = plan_params(opts, settings, source_fps=info.fps)
-    return build_plans(
-        segmenter_of(opts, settings), info.duration_ms, info.fps, p, findings, hybrid_params(settings.sampling)
-    )
-
-
-def store_static(store: SqlResultStore, job_id: str, plans: Iterable[SegmentPlan]) -> list[int]:
-    """Store every static plan as a described ``static`` segment; returns their indexes."""
-    done = []
-    for p in plans:
-        if p.kind != "static":
-            continue
-        desc = Description(STATIC_TEXT, {"static": True}, describer=GATE, model=None)
-        if store.save_segment(job_id, p.index, desc, [], state="static"):
-            done.append(p.index)
-    return done
 
 
 # -- gating -----------------------------------------------------------------------------------
-def hashes_of(thumbs: Iterable[Any]) -> list[int]:
-    return [phash(t) for t in thumbs]
-
-
 def dedup(
     plan: SegmentPlan, frames: list[FrameRef], thumbs: list[Any], hashes: Sequence[int], settings: Settings
 ) -> tuple[SegmentPlan, list[FrameRef], list[Any]]:
@@ -120,7 +58,7 @@ def cache_key(
     name = getattr(describer, "name", type(describer).__name__)
     if not settings.sampling.cache_descriptions or name == "local":
         return None
-    model = (opts.model or settings.dashscope.model) if name == "dashscope" else name
+    model = resolve(opts, settings).model if name == "dashscope" else name
     digest = gating.frames_digest((f.t_ms, hashlib.sha256(Path(f.path).read_bytes()).digest()) for f in request.frames)
     key = gating.CacheKey(
         digest, prompt, request.system_prompt, model, Fraction(request.fps).limit_denominator(1_000_000),
@@ -130,10 +68,12 @@ def cache_key(
 
 
 def lookup(
-    store: SqlResultStore, job_id: str, index: int, key: str | None, hashes: Sequence[int], settings: Settings
-) -> tuple[Description, int | None] | None:
+    cache: DescriptionCache | None, store: ResultStore, job_id: str, index: int, key: str | None,
+    hashes: Sequence[int], settings: Settings,
+) -> tuple[Description, int | None] | None:  # fmt: skip
     """A description that makes the call unnecessary: ``(cached, None)`` or ``(copy, reused_from)``."""
-    cache = DescriptionCache(store.engine)
+    if cache is None:
+        return None
     if key is not None:
         hit = cache.get(key)
         if hit is not None:
@@ -154,11 +94,12 @@ def lookup(
 
 
 def remember(
-    store: SqlResultStore, job_id: str, index: int, key: str | None, desc: Description, hashes: Sequence[int],
-    settings: Settings,
+    cache: DescriptionCache | None, job_id: str, index: int, key: str | None, desc: Description,
+    hashes: Sequence[int], settings: Settings,
 ) -> None:  # fmt: skip
     """After a described segment is stored: cache its description, record its signature for reuse."""
-    cache = DescriptionCache(store.engine)
+    if cache is None:
+        return
     if key is not None and "cached" not in desc.flags:
         cache.put(key, desc)
     if settings.sampling.reuse_hash_distance > 0 and hashes:
@@ -201,7 +142,7 @@ def tokens_saved(
     w, h = budget.frame_size(int(video["width"]), int(video["height"]), px, limits.factor)
     saved = 0
     for row in rows:
-        if row.state not in DONE_STATES:
+        if row.state not in DESCRIBED_SEGMENT:
             continue
         copied = row.reused_from is not None or "cached" in row.flags
         if row.state == "done" and row.video_tokens == 0 and not copied:

@@ -16,11 +16,12 @@ from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import open_reader
 from worker.config import REPO_CONFIG, Settings
 from worker.core.exports import ExportInput
-from worker.core.ports import Describer
+from worker.core.ports import Describer, Enqueuer
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
-from worker.pipeline import Event, Ports, _quiet, describer_kind
+from worker.service.context import Event, Ports, quiet
+from worker.service.plan import describer_kind
 from worker.sources import checked_source
 
 
@@ -30,11 +31,18 @@ def store_for(url: str) -> SqlResultStore:
 
 
 def build_ports(
-    settings: Settings, on_event: Event = _quiet, *, shared_limits: bool = False, check_sources: bool = False
+    settings: Settings,
+    on_event: Event = quiet,
+    *,
+    shared_limits: bool = False,
+    enqueuer: Enqueuer | None = None,
+    check_sources: bool = False,
 ) -> Ports:
     """Ports for one process. ``shared_limits`` (Celery workers): DashScope calls go through the
-    cross-worker limiter in the broker's Redis (``worker.ratelimit``). ``check_sources`` (service jobs):
-    a local source is resolved and checked against the allowed roots again where it is opened."""
+    cross-worker limiter in the broker's Redis (``worker.ratelimit``). ``enqueuer``: where follow-up
+    work (jobs, segments, webhooks) goes; see ``celery_enqueuer`` and ``inline_ports``. ``check_sources``
+    (service jobs): a local source is resolved and checked against the allowed roots again where it is
+    opened."""
     store = store_for(settings.resolved_database_url)
     cache: dict[str, Describer] = {}
 
@@ -60,10 +68,17 @@ def build_ports(
                 use(RedisRateLimiter.from_settings(settings))
         return cache[key]
 
+    from worker.adapters.analysis import CvAnalyser
+    from worker.adapters.describers.cache import DescriptionCache
+    from worker.adapters.frames.local import LocalFrames
+
     return Ports(
         settings=settings,
         store=store,
         describer_for=describer_for,
+        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
+        analyser=CvAnalyser(settings.sampling),
+        cache=DescriptionCache(store.engine),
         reader_for=lambda path: open_reader(
             checked_source(path, settings.allowed_roots, settings.data_dir) if check_sources else path,
             settings.limits,
@@ -72,7 +87,64 @@ def build_ports(
         ),
         on_event=on_event,
         prompts=load_prompts(),
+        enqueuer=enqueuer,
+        indexer=_indexer(store, settings),
     )
+
+
+def _indexer(store: SqlResultStore, settings: Settings) -> Any:
+    """Search vectors of a stored segment (``worker.indexing``; never raises)."""
+    from worker.indexing import index_segment
+
+    def index(job_id: str, index: int, background: bool) -> None:
+        index_segment(store, settings, job_id, index, background=background)
+
+    return index
+
+
+def celery_enqueuer(settings: Settings, queue: str | None = None) -> Enqueuer:
+    """Publishes to Celery over ``settings.broker_url`` (the CLI's submit, cancel and retry)."""
+    from worker.adapters.queue.celery import CeleryEnqueuer
+
+    return CeleryEnqueuer(settings, queue=queue)
+
+
+def api_enqueuer(settings: Settings) -> Enqueuer:
+    """The REST API's Celery enqueuer: its own producer app, closed with the service."""
+    from worker.adapters.queue.celery import CeleryEnqueuer
+
+    return CeleryEnqueuer.private(settings)
+
+
+def service_ports(
+    settings: Settings, store: SqlResultStore, *, enqueuer: Enqueuer | None = None, inline: bool = False
+) -> Ports:
+    """The REST API's ports over its ``store``: ``enqueuer`` if given, else in-process (``inline``) or Celery."""
+    if enqueuer is None and inline:
+        ports = inline_ports(settings, check_sources=True)
+    else:
+        ports = build_ports(settings, check_sources=True)
+    ports.store = store
+    if ports.enqueuer is None:
+        ports.enqueuer = enqueuer or api_enqueuer(settings)
+    return ports
+
+
+def inline_ports(settings: Settings, on_event: Event = quiet, *, check_sources: bool = False) -> Ports:
+    """Ports whose enqueuer runs jobs, webhooks and schedule runs on threads of this process
+    (``check_sources``: see ``build_ports``)."""
+    from worker.adapters.queue.inline import InlineEnqueuer
+    from worker.service import jobs
+    from worker.service.schedules import fire
+    from worker.service.webhooks import deliver_until_done
+
+    ports = build_ports(settings, on_event, check_sources=check_sources)
+    ports.enqueuer = InlineEnqueuer(
+        run_job=lambda job_id: jobs.run(ports, job_id),
+        send_webhook=lambda job_id: deliver_until_done(settings, job_id),
+        fire_schedule=lambda schedule_id, token: fire(settings, schedule_id, token, ports.queue().enqueue_job, True),
+    )
+    return ports
 
 
 PROMPTS_FILE = REPO_CONFIG.parent / "prompts.yaml"
@@ -105,3 +177,10 @@ def export_input(store: SqlResultStore, job_id: str) -> ExportInput:
             yield seg
 
     return ExportInput(job=head, segments=segments())
+
+
+def drain(ports: Ports, timeout_s: float = 300.0) -> None:
+    """Wait (bounded) for the in-process queue's pending work, such as a webhook being retried."""
+    wait = getattr(ports.enqueuer, "drain", None)
+    if callable(wait):
+        wait(timeout_s)

@@ -1,0 +1,294 @@
+"""Parity: the same scenarios through every entry point end in the same states, rows, summaries and
+webhook deliveries, because every entry point calls the one job service (``worker.service.jobs``).
+
+Entry points: ``cli`` (``framescribe run`` / ``cancel`` / ``retry --inline`` as subprocesses),
+``inline`` (the REST API with the in-process enqueuer), ``celery`` (the REST API with two real
+``celery worker`` processes). Clip: ``clip_12s`` in 2 s segments at 2 fps -> 6 segments, local describer.
+Mid-run moments use failpoints armed for any job (``*.<index>.<point>``, see worker/failpoints.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.main import create_app
+from tests.integration.api_fixtures import (
+    API_DB,
+    API_REDIS,
+    WEBHOOK_SECRET,
+    WebhookReceiver,
+    api_settings,
+    client,
+    file_server,
+    serve,
+    wait_for,
+)
+from tests.integration.celery_fixtures import REPO, cluster
+from worker.adapters.stores.schedules import ScheduleStore
+from worker.adapters.stores.sql import SqlResultStore
+from worker.config import Settings
+from worker.core.models import Job
+
+pytestmark = pytest.mark.services
+OPTS = {"segment_seconds": 2, "fps": 2}
+N = 6
+TERMINAL = ("done", "partial", "failed", "cancelled")
+ENTRIES = ("cli", "inline", "celery")
+
+
+@dataclass
+class Entry:
+    name: str
+    settings: Settings
+    store: SqlResultStore
+    media: Path
+    failpoints: Path
+    base: str = ""
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    # -- driving --------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMESCRIBE_", "DASHSCOPE_"))}
+        env.update(
+            FRAMESCRIBE_DATA_DIR=str(self.settings.data_dir),
+            FRAMESCRIBE_DATABASE_URL=self.settings.resolved_database_url,
+            FRAMESCRIBE_BROKER_URL=self.settings.broker_url,
+            FRAMESCRIBE_ALLOWED_ROOTS=json.dumps([str(self.media)]),
+            FRAMESCRIBE_DESCRIBER__KIND="local",
+            FRAMESCRIBE_SCHEDULER__WEBHOOK_SECRET=WEBHOOK_SECRET,
+            FRAMESCRIBE_SCHEDULER__ALLOW_PRIVATE_URLS='["127.0.0.1"]',
+            FRAMESCRIBE_FAILPOINTS=str(self.failpoints),
+            NO_PROXY="127.0.0.1,localhost",
+            PYTHONPATH=str(REPO),
+        )
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=self.env(),
+            timeout=300, cwd=REPO,
+        )  # fmt: skip
+
+    def submit(self, kind: str, opts: dict[str, Any], webhook: str | None = None, url: str = "") -> str:
+        """Start a job from a ``path``, ``url`` or ``upload`` source; returns its id."""
+        clip = self.media / "clip.mp4"
+        if self.name == "cli":  # `framescribe run` describes a local file or a URL; an upload is a local file
+            args = ["run", url if kind == "url" else str(clip)]
+            for k, v in opts.items():
+                args += [f"--{k.replace('_', '-')}", str(v)]
+            if webhook:
+                args += ["--webhook-url", webhook]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=self.env(), cwd=REPO,
+            )  # fmt: skip
+            self.procs.append(proc)
+            assert proc.stdout is not None
+            first = proc.stdout.readline().split()
+            assert first[:1] == ["job"], (first, proc.stderr.read() if proc.stderr else "")
+            return first[1]
+        body: dict[str, Any] = {**opts, **({"webhook_url": webhook} if webhook else {})}
+        with client(self.base, timeout=60) as http:
+            if kind == "upload":
+                files: dict[str, Any] = {
+                    "file": ("clip.mp4", clip.read_bytes(), "video/mp4"),
+                    "options": (None, json.dumps(body)),
+                }
+                resp = http.post("/v1/jobs", files=files)
+            else:
+                resp = http.post("/v1/jobs", json={**body, **({"url": url} if kind == "url" else {"path": str(clip)})})
+        assert resp.status_code == 202, resp.text
+        return str(resp.json()["id"])
+
+    def cancel(self, job_id: str) -> None:
+        if self.name == "cli":
+            res = self.cli("cancel", job_id)
+            assert res.returncode == 0, res.stderr
+        else:
+            with client(self.base) as http:
+                resp = http.post(f"/v1/jobs/{job_id}/cancel")
+                assert resp.status_code == 200, resp.text
+
+    def retry(self, job_id: str) -> int:
+        """Retry; returns 0 when accepted, else the HTTP status / exit code."""
+        if self.name == "cli":
+            return self.cli("retry", job_id, "--inline").returncode
+        with client(self.base) as http:
+            resp = http.post(f"/v1/jobs/{job_id}/retry")
+            return 0 if resp.status_code == 202 else resp.status_code
+
+    def arm(self, index: int, point: str, action: str) -> None:
+        (self.failpoints / f"*.{index}.{point}").write_text(action, encoding="utf-8")
+
+    def wait_held(self, index: int, point: str) -> None:
+        wait_for((self.failpoints / f"*.{index}.{point}.held").exists, 60, f"segment {index} to reach {point}")
+
+    def release(self, index: int, point: str) -> None:
+        (self.failpoints / f"*.{index}.{point}.release").write_text("go", encoding="utf-8")
+
+    # -- observing ------------------------------------------------------------------------------
+    def wait(self, job_id: str) -> Job:
+        def ended() -> Job | None:
+            job = self.store.get_job(job_id)
+            return job if job.state in TERMINAL and job.summary is not None else None
+
+        job: Job = wait_for(ended, 120, f"job {job_id} to end on {self.name}")
+        for proc in self.procs:
+            proc.communicate(timeout=120)
+        self.procs.clear()
+        return job
+
+    def rows(self, job_id: str) -> list[tuple[int, str]]:
+        return [(r.index, r.state) for r in self.store.segment_rows(job_id)]
+
+    def deliveries(self, job_id: str, want: int) -> list[tuple[int, bool]]:
+        schedules = ScheduleStore(self.store.engine)
+
+        def got() -> Any:
+            items = schedules.deliveries(job_id)
+            return items if len(items) >= want else None
+
+        items = wait_for(got, 60, f"{want} webhook delivery(ies) of job {job_id}") if want else []
+        return [(d.attempt, d.ok) for d in items]
+
+
+@pytest.fixture(scope="module")
+def entries(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[dict[str, Entry]]:
+    with ExitStack() as stack:
+        made: dict[str, Entry] = {}
+        for name in ENTRIES:
+            tmp = tmp_path_factory.mktemp(f"parity-{name}")
+            settings = api_settings(tmp, scheduler={"allow_private_urls": ["127.0.0.1"]})
+            media = settings.allowed_roots[0]
+            shutil.copy(clip_12s, media / "clip.mp4")
+            failpoints = tmp / "failpoints"
+            failpoints.mkdir()
+            if name == "celery":
+                env: dict[str, Any] = {
+                    "FRAMESCRIBE_ALLOWED_ROOTS": json.dumps([str(media)]),
+                    "FRAMESCRIBE_SCHEDULER__WEBHOOK_SECRET": WEBHOOK_SECRET,
+                    "FRAMESCRIBE_SCHEDULER__ALLOW_PRIVATE_URLS": '["127.0.0.1"]',
+                }
+                c = stack.enter_context(
+                    cluster(tmp, settings.resolved_database_url, broker_url=f"{API_REDIS}/{API_DB}", **env)
+                )
+                settings = settings.model_copy(
+                    update={"worker": c.settings.worker, "broker_url": c.settings.broker_url,
+                            "data_dir": c.settings.data_dir}
+                )  # fmt: skip
+                failpoints = c.failpoints
+            entry = Entry(name, settings, SqlResultStore(settings.resolved_database_url), media, failpoints)
+            if name == "inline":
+                os.environ["FRAMESCRIBE_FAILPOINTS"] = str(failpoints)  # the runner thread reads it
+                stack.callback(os.environ.pop, "FRAMESCRIBE_FAILPOINTS", None)
+            if name != "cli":
+                entry.base = stack.enter_context(serve(create_app(settings, inline=name == "inline")))
+            made[name] = entry
+        yield made
+
+
+@pytest.fixture(scope="module")
+def http_clip(clip_12s: Path) -> Iterator[str]:
+    with file_server(clip_12s) as server:
+        yield server.url("/clip.mp4")
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+@pytest.mark.parametrize("kind", ["path", "url", "upload"])
+def test_every_source_ends_done_with_one_webhook(
+    entries: dict[str, Entry], entry_name: str, kind: str, http_clip: str
+) -> None:
+    e = entries[entry_name]
+    with WebhookReceiver() as hook:
+        job_id = e.submit(kind, OPTS, webhook=hook.url("/hook"), url=http_clip)
+        job = e.wait(job_id)
+        assert (job.state, job.error) == ("done", None)
+        assert e.rows(job_id) == [(i, "done") for i in range(N)]
+        assert job.summary is not None and job.summary["state"] == "done" and job.summary["segments_done"] == N
+        assert e.deliveries(job_id, 1) == [(1, True)]
+        payload = json.loads(hook.hits[0].body)
+        assert payload["job"]["id"] == job_id and payload["job"]["state"] == "done"
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_missing_api_key_fails_the_job_with_the_reason(entries: dict[str, Entry], entry_name: str) -> None:
+    e = entries[entry_name]
+    with WebhookReceiver() as hook:
+        job_id = e.submit("path", {**OPTS, "describer": "dashscope"}, webhook=hook.url("/hook"))
+        job = e.wait(job_id)
+        assert job.state == "failed" and job.error is not None and "DASHSCOPE_API_KEY" in job.error
+        assert e.rows(job_id) == []
+        assert job.summary is not None and job.summary["state"] == "failed"
+        assert e.deliveries(job_id, 1) == [(1, True)]
+        assert json.loads(hook.hits[0].body)["job"]["state"] == "failed"
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_retry_of_a_partial_job_runs_only_what_failed(entries: dict[str, Entry], entry_name: str) -> None:
+    e = entries[entry_name]
+    e.arm(3, "before_describe", "reject")
+    job_id = e.submit("path", OPTS)
+    job = e.wait(job_id)
+    assert job.state == "partial"
+    assert e.rows(job_id) == [(i, "failed" if i == 3 else "done") for i in range(N)]
+    described = {r.index: r.description for r in e.store.segment_rows(job_id)}
+    assert e.retry(job_id) == 0
+    job = e.wait(job_id)
+    assert (job.state, job.error) == ("done", None)
+    assert e.rows(job_id) == [(i, "done") for i in range(N)]
+    again = {r.index: r.description for r in e.store.segment_rows(job_id)}
+    assert all(again[i] == described[i] for i in range(N) if i != 3)  # kept, not described again
+    assert e.retry(job_id) != 0  # a done job has nothing to retry: refused on every entry point
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_cancel_mid_run_summarises_at_once(entries: dict[str, Entry], entry_name: str) -> None:
+    e = entries[entry_name]
+    e.arm(2, "before_describe", "hold")
+    with WebhookReceiver() as hook:
+        webhook = hook.url("/hook")
+        job_id = e.submit("path", OPTS, webhook=webhook)
+        e.wait_held(2, "before_describe")
+        e.cancel(job_id)
+        job = e.store.get_job(job_id)
+        assert job.state == "cancelled" and job.summary is not None  # finished by the cancel, not later
+        e.release(2, "before_describe")
+        job = e.wait(job_id)
+        rows = dict(e.rows(job_id))
+        assert job.state == "cancelled" and rows[2] == "cancelled"
+        assert set(rows.values()) <= {"done", "cancelled"} and list(rows.values()).count("done") < N
+        assert job.summary is not None and job.summary["segments_total"] == N
+        if entry_name != "cli":  # the CLI's cancel queues the webhook for Celery workers (none here)
+            assert e.deliveries(job_id, 1) == [(1, True)]
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_budget_cap_before_the_run_is_refused_without_a_job(entries: dict[str, Entry], entry_name: str) -> None:
+    """Over ``max_calls`` by the estimate: refused with the same reason before any job exists (no key needed:
+    the estimate makes no call)."""
+    e = entries[entry_name]
+    before = {j.id for j in e.store.list_jobs(limit=1000)}
+    opts = {**OPTS, "describer": "dashscope", "max_calls": 2}
+    if entry_name == "cli":
+        res = e.cli("run", str(e.media / "clip.mp4"), "--fps", "2", "--segment-seconds", "2", "--describer",
+                    "dashscope", "--max-calls", "2")  # fmt: skip
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        message = res.stderr
+    else:
+        with client(e.base) as http:
+            resp = http.post("/v1/jobs", json={**opts, "path": str(e.media / "clip.mp4")})
+        assert resp.status_code == 422 and resp.json()["error"]["code"] == "budget_exceeded"
+        message = resp.json()["error"]["message"]
+    assert "the job needs 6 model calls, 4 more than the cap of 2" in message
+    assert {j.id for j in e.store.list_jobs(limit=1000)} == before

@@ -1,0 +1,79 @@
+"""Finishing a job: the caller that wins the store's atomic claim builds and stores the summary, once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from worker import spend
+from worker.core.models import Job, JobSummary, SegmentRow
+from worker.core.ports import ResultStore
+from worker.core.prompts import DEFAULT_PRESETS
+from worker.core.summary import build_summary
+from worker.errors import FramescribeError
+from worker.service import reuse
+from worker.service.context import Ports
+from worker.service.options import resolve
+from worker.service.plan import describer_kind, options_of, request_limits
+from worker.summarise import summarise
+
+log = logging.getLogger(__name__)
+
+
+def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobSummary | None:
+    """Summarise once: the caller that wins the atomic claim builds and stores the summary."""
+    store = ports.store
+    if not store.claim_summary(job_id):
+        return None
+    job = store.get_job(job_id)
+    duration = int((job.video or {}).get("duration_ms", 0))
+    stopped_reason = stopped_reason or (job.video or {}).get("warning") or _cancel_reason(store, job_id)
+    summary = job_summary(ports, job, duration, stopped_reason)
+    opts = options_of(job)
+    if describer_kind(opts, ports.settings) == "dashscope":
+        limits = request_limits(opts, ports.settings)
+        saved = reuse.tokens_saved(store.segment_rows(job_id), job.video, limits, ports.settings)
+        summary = replace(summary, video_tokens_saved=saved)
+        summary = spend.with_cost(summary, opts, ports.settings)
+    error = job.error
+    if summary.state == "failed" and not error:
+        failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
+        error = f"no segment could be described: {failed}" if failed else "no segment could be described"
+    store.finish_job(job_id, summary, summary.state, error)
+    ports.on_event("job_done", {"job_id": job_id, "state": summary.state})
+    return summary
+
+
+def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None) -> JobSummary:
+    """A DashScope summary over the segment descriptions when the job used DashScope, else local."""
+    opts = options_of(job)
+
+    def rows() -> Iterator[SegmentRow]:
+        return ports.store.segment_rows(job.id)
+
+    model: Any = None
+    if describer_kind(opts, ports.settings) == "dashscope":
+        try:
+            model = ports.describer_for(opts)
+        except FramescribeError as exc:
+            log.warning("job %s: no model for the summary (%s); using the local summary", job.id, exc.message)
+    if not callable(getattr(model, "complete", None)):
+        return build_summary(rows(), duration_ms, stopped_reason)
+    preset = ports.prompts.get(resolve(opts, ports.settings).preset) or DEFAULT_PRESETS["describe"]
+    return summarise(
+        rows,
+        duration_ms,
+        stopped_reason,
+        model=model,
+        template=preset.summary,
+        source_name=job.source_name,
+        batch_tokens=ports.settings.dashscope.summary_batch_tokens,
+        job_id=job.id,
+        calls_left=spend.summary_calls_left(ports.store.counts(job.id).get("done", 0), opts, ports.settings),
+    )
+
+
+def _cancel_reason(store: ResultStore, job_id: str) -> str | None:
+    return next((r.error for r in store.segment_rows(job_id) if r.state == "cancelled" and r.error), None)

@@ -1,0 +1,144 @@
+"""The in-process runner (``framescribe run``, the inline queue): one sequential decode pass feeds a
+bounded pool of describer calls, so sampling the next segments overlaps the calls in flight."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from worker import failpoints
+from worker.core.models import Description, Job, JobSummary
+from worker.core.ports import Describer, DescribeRequest
+from worker.core.states import JobState
+from worker.core.summary import build_summary
+from worker.errors import DescriberAuthError, DescriberError, FramescribeError, InputError, StoreError
+from worker.service import reuse
+from worker.service.context import Ports
+from worker.service.finish import finish
+from worker.service.plan import cap_reason, options_of, plan, plan_of_row, segment_tokens
+from worker.service.segment import Sampled, describe_and_store, fail, sample_segment
+
+
+def run_inline(
+    ports: Ports, job_id: str, finish_job: Callable[[Ports, str, str | None], JobSummary | None] = finish
+) -> JobSummary:
+    """The embedded runner: one sequential decode pass feeds a bounded pool of describer calls,
+    so sampling the next segments overlaps the calls in flight. ``finish_job`` summarises at the end
+    (the job service passes its own, which also sends the webhook)."""
+    store = ports.store
+    indexes = plan(ports, job_id)
+    job = store.get_job(job_id)
+    opts = options_of(job)
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
+    limit = max(1, ports.settings.describer.concurrency)
+    wait_previous = ports.settings.describer.continuity
+    stop: str | None = None
+    inflight: deque[tuple[int, Future[Description], int]] = deque()  # (index, call, estimated video tokens)
+    before: Future[Description] | None = None  # the previous segment's call, for $previous
+    flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
+    halt = threading.Event()  # set by a call refused for its credentials: queued calls are not made
+
+    def settle(block: bool) -> None:
+        nonlocal stop
+        while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
+            index, fut, _ = inflight.popleft()
+            try:
+                desc = fut.result()
+                ports.index(job_id, index)  # vectors for meaning-based search
+                ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+            except DescriberAuthError as exc:
+                fail(ports, job_id, index, exc, 0)
+                if stop is None:
+                    store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
+                stop = exc.message
+            except (InputError, DescriberError, StoreError) as exc:
+                fail(ports, job_id, index, exc, 0)
+            except _Halted:
+                pass  # never called; cancelled below with the reason
+            if not block and len(inflight) <= limit:
+                return
+
+    with (
+        ports.open_source(job) as reader,
+        ThreadPoolExecutor(limit, thread_name_prefix="describe") as pool,
+    ):
+        for index in indexes:
+            if stop or store.get_job(job_id).state == "cancelled":
+                break
+            plan_ = plan_of_row(store, job_id, index)
+            stop = cap_reason(ports, job, plan_.frame_count, len(inflight), sum(t for _, _, t in inflight))
+            if stop:  # the next call would pass a cap: keep what is done, describe no more
+                break
+            if not store.claim_segment(job_id, index):
+                before = None
+                continue
+            try:
+                sampled = sample_segment(ports, reader, plan_, ports.frames.folder(job_id, index), opts)
+            except (InputError, StoreError) as exc:
+                fail(ports, job_id, index, exc, plan_.start_ms)
+                before = None
+                continue
+            reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
+            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt)
+            flying[index] = (sampled.hashes, fut)
+            inflight.append((index, fut, segment_tokens(ports, job, plan_.frame_count)))
+            before = fut
+            settle(block=False)
+        settle(block=True)
+    if stop:
+        store.cancel_remaining(job_id, stop)
+    summary = finish_job(ports, job_id, stop)
+    if summary is None:  # somebody else summarised (a cancel, or a concurrent runner)
+        stored = store.get_job(job_id).summary or {}
+        return build_summary(store.segment_rows(job_id), int(stored.get("duration_ms", 0)), stop)
+    return summary
+
+
+class _Failpoints:
+    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them)."""
+
+    def __init__(self, inner: Describer, job_id: str) -> None:
+        self.inner, self.name, self.job_id = inner, inner.name, job_id
+
+    def describe(self, request: DescribeRequest) -> Description:
+        failpoints.hit("before_describe", self.job_id, request.plan.index)
+        desc = self.inner.describe(request)
+        failpoints.hit("after_describe", self.job_id, request.plan.index)
+        return desc
+
+    def __getattr__(self, name: str) -> Any:  # complete(), listener ... of the real describer
+        return getattr(self.inner, name)
+
+
+class _Halted(Exception):
+    """A queued call dropped because an earlier one was refused for its credentials."""
+
+
+def _describe_after(
+    ports: Ports,
+    job: Job,
+    describer: Describer,
+    sampled: Sampled,
+    before: Future[Description] | None,
+    wait: bool,
+    halt: threading.Event | None = None,
+) -> Description:
+    """Describe with the previous segment's description as context: waited for when ``continuity``
+    is on (calls run one after another), else only when it has already finished."""
+    previous = None
+    if before is not None and (wait or before.done()):
+        try:
+            previous = before.result().text
+        except (FramescribeError, _Halted):
+            previous = None
+    if halt is not None and halt.is_set():
+        raise _Halted
+    try:
+        return describe_and_store(ports, job, describer, sampled, previous)
+    except DescriberAuthError:
+        if halt is not None:
+            halt.set()
+        raise

@@ -1,0 +1,167 @@
+"""One segment: sample (decode + write frames) -> describe (or reuse) -> store. A Celery task body.
+
+Idempotent: a stored segment is left alone; a redelivery rewrites the segment's frame folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker import spend
+from worker.core.models import Description, FrameRef, Job, SegmentPlan, Usage
+from worker.core.ports import Describer, DescribeRequest, ResultStore, VideoReader
+from worker.core.presets import preset_for
+from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
+from worker.errors import BudgetExceeded, DecodeError, DescriberAuthError, FramescribeError
+from worker.options import JobOptions
+from worker.service import reuse
+from worker.service.context import Ports
+from worker.service.options import resolve
+from worker.service.plan import cap_reason, options_of, plan_of_row
+
+
+@dataclass
+class Sampled:
+    plan: SegmentPlan
+    frames: list[FrameRef]
+    thumbs: list[Any]
+    hashes: list[int] = field(default_factory=list)  # pHash of every sampled frame (before dedup)
+
+
+def sample_segment(
+    ports: Ports, reader: VideoReader, plan: SegmentPlan, folder: Path, opts: JobOptions | None = None
+) -> Sampled:
+    """Decode the plan's frames and write them (the folder is emptied first: a redelivery rewrites
+    it) at the size the job's estimate assumes. Keeps only small analysis copies in memory."""
+    settings, writer = ports.settings, ports.frames
+    fb = spend.frame_budget(opts or JobOptions(), settings)
+    writer.clear(folder)
+    frames: list[FrameRef] = []
+    thumbs: list[Any] = []
+    try:
+        for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
+            frames.append(writer.write(folder, n, t_ms, image, fb))
+            thumbs.append(writer.thumb(image))
+        if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
+            raise DecodeError(
+                f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "
+                f"{plan.end_ms / 1000:.2f}s",
+                at_ms=plan.start_ms,
+            )
+    except FramescribeError:
+        writer.clear(folder)  # a failed segment leaves no frames behind (and a full disk gets no fuller)
+        raise
+    hashes = [ports.analyser.phash(t) for t in thumbs]
+    plan, frames, thumbs = reuse.dedup(plan, frames, thumbs, hashes, settings)
+    return Sampled(plan, frames, thumbs, hashes)
+
+
+def describe_and_store(
+    ports: Ports, job: Job, describer: Describer, sampled: Sampled, previous: str | None = None
+) -> Description:
+    opts = options_of(job)
+    resolved = resolve(opts, ports.settings)
+    preset_name = resolved.preset
+    prompts = ports.prompts.get(preset_name) or ports.prompts.get("describe") or DEFAULT_PRESETS["describe"]
+    p = sampled.plan
+    variables = segment_variables(job.source_name, p.start_ms, p.end_ms, float(p.fps), previous)
+    template = resolved.prompt
+    if template and prompts.json_output:
+        template = f"{template}\n{preset_for(preset_name).schema_hint}"
+    request = DescribeRequest(
+        job_id=job.id,
+        source_name=job.source_name,
+        plan=p,
+        frames=sampled.frames,
+        fps=float(p.fps),
+        prompt=render(template or prompts.segment, variables),
+        system_prompt=prompts.system,
+        preset=preset_name,
+        previous=previous,
+        thumbs=sampled.thumbs,
+    )
+    # The cache key leaves $previous out: whether the previous call had finished is timing, not content.
+    key_prompt = render(template or prompts.segment, {**variables, "previous": ""})
+    key = reuse.cache_key(request, key_prompt, describer, opts, ports.settings) if ports.cache else None
+    hit = reuse.lookup(ports.cache, ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
+    if hit is not None:  # an identical call was cached, or a near-identical segment was described
+        desc, source = hit
+        ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
+        if source is None:
+            reuse.remember(ports.cache, job.id, p.index, None, desc, sampled.hashes, ports.settings)
+        return desc
+    started = time.monotonic()
+    desc = describer.describe(request)
+    if desc.usage.latency_ms == 0:
+        latency = round((time.monotonic() - started) * 1000)
+        u = desc.usage
+        desc = Description(
+            desc.text,
+            desc.structured,
+            desc.describer,
+            desc.model,
+            Usage(u.input_tokens, u.output_tokens, u.video_tokens, u.request_id, latency, max(1, u.attempts)),
+            desc.flags,
+        )
+    ports.store.save_segment(job.id, p.index, desc, sampled.frames)
+    reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
+    return desc
+
+
+def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:
+    # decode errors name their time themselves; a describer error carries what its requests cost
+    ports.store.fail_segment(job_id, index, exc.message, getattr(exc, "spent", None))
+    ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
+
+
+def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | None = None) -> str:
+    """Process one segment (a Celery task body). Idempotent: a stored segment is left alone.
+
+    Returns the segment's state; DescriberAuthError propagates (it fails the whole job)."""
+    store = ports.store
+    if not store.claim_segment(job_id, index):
+        return store.segment_state(job_id, index) or "missing"
+    job = store.get_job(job_id)
+    plan_ = plan_of_row(store, job_id, index)
+    own = reader is None
+    try:
+        rdr = reader or ports.open_source(job)
+    except FramescribeError as exc:
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
+    try:
+        reason = cap_reason(ports, job, plan_.frame_count, pending_calls=0, pending_tokens=0)
+        if reason:  # another segment already spent the budget: stop here, without a call
+            raise BudgetExceeded(reason)
+        sampled = sample_segment(ports, rdr, plan_, ports.frames.folder(job_id, index), options_of(job))
+        previous = stored_description(store, job_id, index - 1)
+        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous)
+    except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
+    except DescriberAuthError as exc:
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        raise
+    except FramescribeError as exc:  # input, describer (or building it), store
+        fail(ports, job_id, index, exc, plan_.start_ms)
+        return "failed"
+    finally:
+        if own:
+            rdr.close()
+    ports.index(job_id, index, background=True)  # vectors for meaning-based search
+    ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+    return "done"
+
+
+def stored_description(store: ResultStore, job_id: str, index: int) -> str | None:
+    """The description of a done segment (the $previous context of the next one), else None."""
+    if index < 0:
+        return None
+    try:
+        row = store.segment(job_id, index)
+    except FramescribeError:
+        return None
+    return row.description if row.state == "done" else None
