@@ -27,8 +27,8 @@ from sqlalchemy import text
 
 from benchmarks.common import machine
 from worker.adapters.stores.sql import SqlResultStore
-from worker.core.embedding import to_blob
 from worker.core.models import Description, SegmentPlan, VideoInfo
+from worker.embedding import to_blob
 from worker.indexing import reindex
 from worker.retrieval import search
 

@@ -21,10 +21,10 @@ from worker.adapters.stores.vectors import Filters, VectorStore
 from worker.ask_evidence import Evidence, gather, look_again, wants_look_again
 from worker.config import Settings
 from worker.core.citations import Citation, Span, check, cite
-from worker.core.embedding import Embedder
 from worker.core.models import Usage
 from worker.core.prompts import PromptSet, render
 from worker.core.where import Condition, infer_where
+from worker.embedding import Embedder
 from worker.errors import DescriberError, FramescribeError, InputError
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ from typing import Any
 
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters
-from worker.core.embedding import Embedder, rrf
 from worker.core.models import FrameRef, SegmentPlan, Usage
 from worker.core.ports import DescribeRequest
 from worker.core.search import terms
 from worker.core.where import Condition
+from worker.embedding import Embedder, rrf
 from worker.errors import FramescribeError, InputError
 from worker.retrieval import Hit, search
 

@@ -16,7 +16,7 @@ from typing import Any
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore
 from worker.config import Settings
-from worker.core.embedding import Embedder, segment_text, text_hash
+from worker.embedding import Embedder, segment_text, text_hash
 from worker.errors import FramescribeError
 
 log = logging.getLogger(__name__)

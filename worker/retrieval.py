@@ -23,10 +23,10 @@ from worker.adapters.stores.search import MAX_LIMIT, SearchHit
 from worker.adapters.stores.search import search as text_search
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore, source_matches
-from worker.core.embedding import Embedder, cosine_top, rrf
 from worker.core.negation import contradicts
 from worker.core.search import terms
 from worker.core.where import Condition, matches
+from worker.embedding import Embedder, cosine_top, rrf
 from worker.errors import InputError
 
 log = logging.getLogger(__name__)

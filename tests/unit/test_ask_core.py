@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.core.citations import Span, check, cite, parse_time
-from worker.core.embedding import cosine_top, rrf, segment_text
 from worker.core.negation import contradicts, positive_text
 from worker.core.where import infer_where, matches, parse_where
+from worker.embedding import cosine_top, rrf, segment_text
 from worker.errors import InputError
 
 SPANS = [Span(10_000, 20_000, ("a", 1)), Span(20_000, 30_000, ("a", 2)), Span(60_000, 70_000, ("a", 6)),

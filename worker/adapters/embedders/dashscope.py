@@ -19,7 +19,7 @@ from dashscope.common.error import AuthenticationError, DashScopeException
 from worker.adapters.describers.retry import RetryPolicy, with_retries
 from worker.adapters.describers.transport import AUTH_HINT, Reply, classify
 from worker.config import Settings
-from worker.core.embedding import normalise
+from worker.embedding import normalise
 from worker.errors import ConfigError, DescriberAuthError, DescriberRejected, DescriberTransient
 
 BATCH = 10  # text-embedding-v3/v4 take at most 10 texts per request

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, delete, insert, text
 
 from worker.adapters.stores.sql import SqlResultStore
-from worker.core.embedding import to_blob
+from worker.embedding import to_blob
 
 meta = MetaData()
 VECTORS = Table(
