@@ -105,8 +105,10 @@ def test_bad_options_one_line_error(tmp_path: Path, clip_12s: Path, args: list[s
     assert message in res.stderr
 
 
-def test_run_leaves_failed_job_not_half_written(tmp_path: Path, clip_12s: Path) -> None:
+def test_run_refuses_a_bad_plan_before_any_job_exists(tmp_path: Path, clip_12s: Path) -> None:
+    """A plan that cannot work is refused before a job is created (as the REST API does): nothing half-written."""
     res = cli("run", str(clip_12s), "--start", "500", data=tmp_path / "d")
-    assert res.returncode == 2
-    listed = cli("jobs", "list", "--state", "failed", data=tmp_path / "d")
-    assert "failed" in listed.stdout and "clip12.mp4" in listed.stdout
+    assert res.returncode == 2 and "past the end" in res.stderr
+    listed = cli("jobs", "list", data=tmp_path / "d")
+    assert "clip12.mp4" not in listed.stdout
+    assert not list((tmp_path / "d").glob("jobs/*")), "no frames were written"

@@ -91,7 +91,7 @@ def test_ask_box_streams_a_checked_answer_and_citations_land_on_segments(
         assert "[00:10–00:20]" in answer and "[00:58]" not in answer, "the unsupported citation was removed"
         assert "Removed [00:58]" in page.inner_text(".ask-notes")
         assert "qwen-plus" in page.inner_text(".ask-byline")
-        assert fake.last("text-generation").stream, "the model's reply was streamed through to the page"
+        assert fake.text_generations()[-1].stream, "the model's reply was streamed through to the page"
         link = page.locator(".ask-answer a.cite")
         assert link.count() == 1 and link.inner_text() == "[00:10–00:20]"
         page.goto(url + "/#/")  # leave the job page, then follow the citation from the answer

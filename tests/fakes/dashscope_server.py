@@ -500,6 +500,10 @@ class FakeDashScope:
     def requests_of(self, kind: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.kind == kind]
 
+    def text_generations(self) -> list[RecordedRequest]:
+        """Calls of ``dashscope.Generation`` (text models: summaries, answers), kind ``generation``."""
+        return [r for r in self.requests_of("generation") if r.path.rstrip("/").endswith(TEXT_GENERATION_PATH)]
+
     def last(self, kind: str | None = None) -> RecordedRequest:
         reqs = self.requests if kind is None else self.requests_of(kind)
         if not reqs:

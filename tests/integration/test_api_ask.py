@@ -25,6 +25,7 @@ def _settings(tmp_path: Path, fake: FakeDashScope | None) -> Settings:
     ds = {"api_key": "sk-test", "base_url": fake.base_http_api_url, "max_attempts": 1} if fake else {}
     return load_settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'api.db'}",
                          describer={"kind": "local"}, api_keys=[KEY], dashscope=ds,
+                         security={"allowed_hosts": ["testserver"]},  # TestClient's Host
                          ask={"embedder": "dashscope" if fake else "none", "embed_dimension": 256,
                               "look_again": False})  # fmt: skip
 

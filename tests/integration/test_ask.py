@@ -79,10 +79,10 @@ def test_answer_cites_evidence_and_a_citation_outside_it_is_removed(tmp_path: Pa
     assert [(c["text"], c["index"], c["job_id"]) for c in result.citations] == [("[00:10–00:20]", 1, job)]
     assert [c["text"] for c in result.unsupported_citations] == ["[00:45]"]
     assert "".join(deltas).startswith("A white van parked"), "the answer streamed as it was written"
-    gen = fake.last("text-generation")
+    gen = fake.text_generations()[-1]
     assert gen.model == "qwen-plus" and "[00:10–00:20] (gate.mp4) A white van parks" in (gen.prompt or "")
     assert "Cite every moment" in (gen.system or "")
-    assert {r.kind for r in fake.requests} == {"embedding", "text-generation"}
+    assert {r.kind for r in fake.requests} == {"embedding", "generation"}
     rec = VectorStore(store).ask_usage(job)
     assert rec["calls"] == 1 and rec["input_tokens"] == result.usage["input_tokens"] > 0
 
@@ -97,7 +97,7 @@ def test_no_evidence_means_no_model_call(tmp_path: Path, fake: FakeDashScope) ->
     result = ask(store, settings, "did a helicopter land on the roof?", filters=Filters(job=job),
                  embedder=embedder, answerer=answerer, looker=looker, prompts=prompts)  # fmt: skip
     assert result.kind == "no_evidence" and result.answer == NO_EVIDENCE and result.evidence == []
-    assert fake.requests_of("text-generation") == [] and fake.requests_of("generation") == []
+    assert fake.requests_of("generation") == []
 
 
 def test_look_again_sends_the_stored_frames_with_the_true_fps(tmp_path: Path, fake: FakeDashScope) -> None:
@@ -109,21 +109,21 @@ def test_look_again_sends_the_stored_frames_with_the_true_fps(tmp_path: Path, fa
     fake.reset()
 
     def reply(rec: Any) -> str:
-        if rec.kind == "generation":
+        if rec.videos:  # the look-again call to Qwen-VL (frames), not the text answer
             return "The van is white with a blue stripe."
         return "The van was white with a blue stripe [00:12]."
 
     fake.reply_fn = reply
     result = ask(store, settings, "what colour was the van that parked?", filters=Filters(job=job),
                  embedder=embedder, answerer=answerer, looker=looker, prompts=prompts)  # fmt: skip
-    (vl,) = fake.requests_of("generation")
+    (vl,) = [r for r in fake.requests_of("generation") if r.videos]
     assert vl.fps == 0.5, "the true sampling rate, not a default"
     expected = [(tmp_path / f"f1_{n}.jpg").read_bytes() for n in range(5)]
     assert vl.frames == [expected], "the stored frames of the top segment, in order"
     assert "what colour was the van" in (vl.prompt or "")
     looked = [e for e in result.evidence if e.kind == "look_again"]
     assert [(e.index, e.text) for e in looked] == [(1, "The van is white with a blue stripe.")]
-    assert "looked again" in (fake.last("text-generation").prompt or "")
+    assert "looked again" in (fake.text_generations()[-1].prompt or "")
     assert result.citations[0]["index"] == 1 and result.usage["video_tokens"] > 0 and result.usage["calls"] == 2
 
 
@@ -167,7 +167,7 @@ def test_model_errors_fall_back_to_an_extractive_answer(tmp_path: Path, fake: Fa
     fake.enqueue(Behavior.error("InvalidParameter", "bad request", status=400))
     result = ask(store, settings, "when did the van park?", answerer=answerer, prompts=prompts)
     assert result.kind == "extractive" and any("answer model failed" in n for n in result.notes)
-    assert len(fake.requests_of("text-generation")) == 1
+    assert len(fake.text_generations()) == 1
 
 
 def test_look_again_resamples_frames_that_retention_deleted(tmp_path: Path, fake: FakeDashScope) -> None:
@@ -190,7 +190,7 @@ def test_look_again_resamples_frames_that_retention_deleted(tmp_path: Path, fake
     question = "what colour were the clothes of the people visible?"
     scope = Filters(job=job.id, to_ms=5000)
     result = ask(ports.store, settings, question, filters=scope, answerer=answerer, looker=looker, prompts=prompts)
-    (vl,) = fake.requests_of("generation")
+    (vl,) = [r for r in fake.requests_of("generation") if r.videos]
     assert vl.fps == 1 and len(vl.frames[0]) == len(stored) == 5, "re-sampled at the stored times and rate"
     assert all(Path(f.path).is_file() for f in ports.store.frames(job.id, 0))
     assert [e.kind for e in result.evidence][:1] == ["look_again"]
