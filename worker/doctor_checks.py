@@ -347,7 +347,8 @@ def run_checks(
     results.append(_timed(lambda: check_dashscope_key(settings)))
     if online:
         results.append(_timed(lambda: check_dashscope_online(settings)))
-    results.append(_timed(lambda: check_mqtt(settings)))
+    if not embedded:  # alerts go out from live cameras (`framescribe watch`), never from `framescribe run`
+        results.append(_timed(lambda: check_mqtt(settings)))
     return results
 
 
