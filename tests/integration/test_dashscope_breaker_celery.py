@@ -35,7 +35,7 @@ def fake() -> Iterator[FakeDashScope]:
 
 
 def test_an_outage_stops_the_job_worker_wide_and_retry_finishes_it(tmp_path: Path, fake: FakeDashScope) -> None:
-    from worker.tasks import producer_for, send_segment
+    from worker.bootstrap import celery_enqueuer
 
     clip = ffmpeg_video(tmp_path / "clip6.mp4", seconds=6)  # 3 segments of 2 s
     client = redis.Redis.from_url(FAULT_REDIS)
@@ -54,9 +54,9 @@ def test_an_outage_stops_the_job_worker_wide_and_retry_finishes_it(tmp_path: Pat
         time.sleep(1.0)  # the breaker's cooldown (then one probe goes through and closes it)
         indexes = c.store.reset_failed(job_id)
         assert indexes
-        producer = producer_for(c.settings)
+        queue = celery_enqueuer(c.settings, c.settings.worker.queue)
         for index in indexes:
-            send_segment(job_id, index, c.settings.worker.queue, producer)
+            queue.enqueue_segment(job_id, index)
         done = c.wait(job_id, timeout=90)
         assert done.state == "done", c.progress(job_id)
         usage = c.store.usage(job_id)
