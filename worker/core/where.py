@@ -25,7 +25,8 @@ _EXPR = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|!=|==|=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$
 MAX_FILTERS = 8
 
 
-def _count(value: Any) -> float | None:
+def fact_number(value: Any) -> float | None:
+    """A structured fact as a number: a count, a list's length, a mapping's max/count/score, a numeric string."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
@@ -34,7 +35,7 @@ def _count(value: Any) -> float | None:
         return float(len(value))
     if isinstance(value, Mapping):
         inner = value.get("max", value.get("count", value.get("score")))
-        return _count(inner) if inner is not None else None
+        return fact_number(inner) if inner is not None else None
     if isinstance(value, str):
         try:
             return float(value)
@@ -47,25 +48,25 @@ def _highlight(s: Mapping[str, Any]) -> float | None:
     items = s.get("highlights")
     if not isinstance(items, list):
         return None
-    scores = [_count(h.get("score")) for h in items if isinstance(h, Mapping)]
+    scores = [fact_number(h.get("score")) for h in items if isinstance(h, Mapping)]
     found = [x for x in scores if x is not None]
     return max(found, default=0.0)
 
 
 def _motion(s: Mapping[str, Any]) -> float | None:
     m = s.get("motion")
-    return _count(m.get("score")) if isinstance(m, Mapping) else None
+    return fact_number(m.get("score")) if isinstance(m, Mapping) else None
 
 
 FACTS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
-    "people": lambda s: _count(s.get("people")),
-    "vehicles": lambda s: _count(s.get("vehicles")),
-    "threat": lambda s: _count(s.get("threat_level")),
-    "threat_level": lambda s: _count(s.get("threat_level")),
+    "people": lambda s: fact_number(s.get("people")),
+    "vehicles": lambda s: fact_number(s.get("vehicles")),
+    "threat": lambda s: fact_number(s.get("threat_level")),
+    "threat_level": lambda s: fact_number(s.get("threat_level")),
     "highlight": _highlight,
     "motion": _motion,
-    "concerns": lambda s: _count(s.get("concerns")),
-    "events": lambda s: _count(s.get("events")),
+    "concerns": lambda s: fact_number(s.get("concerns")),
+    "events": lambda s: fact_number(s.get("events")),
 }
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worker.core.where import fact_number
 from worker.errors import InputError
 
 Facts = tuple[str, Mapping[str, Any]]  # (description text, structured fields)
@@ -71,21 +72,6 @@ def field_value(structured: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, list | tuple | dict):
-        return float(len(value))
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 _CMP: dict[str, Callable[[Any, Any], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
@@ -100,7 +86,7 @@ def _compare(name: str, op: str, raw: str, is_number: bool) -> Check:
     def check(facts: Facts) -> bool:
         value = field_value(facts[1], name)
         if is_number:
-            n = _number(value if value is not None else 0)
+            n = fact_number(value if value is not None else 0)
             return n is not None and _CMP[op](n, float(raw))
         if op not in ("==", "!="):
             return False
