@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from worker.core.sampling import as_fraction, sample_times, spread
@@ -13,7 +13,7 @@ from worker.core.segments import PlanParams, plan_segments
 from worker.errors import PlanError
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     duration_ms=st.integers(min_value=200, max_value=4 * 3600 * 1000),
     source_fps=st.sampled_from([10.0, 24.0, 25.0, 29.97, 30.0, 60.0]),
@@ -22,6 +22,8 @@ from worker.errors import PlanError
     overlap_frac=st.floats(min_value=0.0, max_value=0.9),
     start_frac=st.floats(min_value=0.0, max_value=0.5),
 )
+@example(duration_ms=10_002_000, source_fps=10.0, fps=2.0, seg=3.0, overlap_frac=0.75, start_frac=0.0)  # frame cap
+@example(duration_ms=10_000_500, source_fps=10.0, fps=2.0, seg=2.5, overlap_frac=0.8, start_frac=0.0)  # segment cap
 def test_planner_invariants(
     duration_ms: int, source_fps: float, fps: float, seg: float, overlap_frac: float, start_frac: float
 ) -> None:
@@ -30,8 +32,12 @@ def test_planner_invariants(
     )
     try:
         plans = list(plan_segments(duration_ms, source_fps, p))
-    except PlanError:
+    except PlanError as exc:
         per_segment = math.floor(seg * fps)
+        if "would sample" in exc.message or "would make" in exc.message:  # the job-wide frame / segment caps
+            segments = duration_ms * (1 - start_frac) / 1000 / (seg * (1 - overlap_frac))
+            assert segments * per_segment > p.max_frames_per_job / 2 or segments > p.max_segments_per_job / 2
+            return
         frames = math.floor(duration_ms * (1 - start_frac) * source_fps / 1000)
         assert per_segment < 4 or per_segment > 512 or frames < 4 or round(duration_ms * start_frac) >= duration_ms
         return
