@@ -89,6 +89,7 @@ class LocalFrames:
     def __init__(self, data_dir: Path, max_pixels: int, quality: int = 90, thumb_width: int = 480) -> None:
         self.data_dir = data_dir
         self.writer = JpegWriter(max_pixels, quality)
+        self._writers: dict[tuple[int, int], JpegWriter] = {(max_pixels, self.writer.factor): self.writer}
         self.thumb_width = thumb_width
 
     def folder(self, job_id: str, index: int) -> Path:
@@ -101,9 +102,18 @@ class LocalFrames:
         remove_tree(job_dir(self.data_dir, job_id))
 
     def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray, budget: FrameBudget | None = None) -> FrameRef:
-        if budget is None or (budget.max_pixels, budget.factor) == (self.writer.max_pixels, self.writer.factor):
-            return self.writer.write(folder, n, t_ms, image)
-        return JpegWriter(budget.max_pixels, self.writer.quality, budget.factor).write(folder, n, t_ms, image)
+        return self._writer(budget).write(folder, n, t_ms, image)
+
+    def _writer(self, budget: FrameBudget | None) -> JpegWriter:
+        """The writer for a job's frame budget: made once per budget, not per frame."""
+        if budget is None:
+            return self.writer
+        key = (budget.max_pixels, budget.factor)
+        if key not in self._writers:
+            if len(self._writers) >= 64:  # per-job budgets are few; bounded all the same
+                self._writers.clear()
+            self._writers[key] = JpegWriter(budget.max_pixels, self.writer.quality, budget.factor)
+        return self._writers[key]
 
     def thumb(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
