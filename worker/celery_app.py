@@ -107,7 +107,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            "framescribe-reap-stale": {"task": REAP_STALE, "schedule": max(30.0, w.visibility_timeout_s / 4)},
+            # every worker runs the recovery loop itself (celery_app._Recovery); beat's run is a backstop
+            "framescribe-reap-stale": {"task": REAP_STALE, "schedule": max(5.0, w.reaper_interval_s * 6)},
         },
     }
 
@@ -158,7 +159,29 @@ class _FrameRetention(bootsteps.StartStopStep):  # type: ignore[misc]
             self.tref.cancel()
 
 
+class _Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The recovery loop (worker/recovery.py) in a thread of this worker's main process, started after
+    the pool: re-queues orphaned work within seconds (leases in the store), whether or not beat runs."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.loop: Any = None
+
+    def start(self, parent: Any) -> None:
+        from worker.recovery import Loop
+
+        self.loop = Loop(get_settings())
+        self.loop.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+
+
 app.steps["worker"].add(_FrameRetention)
+app.steps["worker"].add(_Recovery)
 heartbeat.install(app)  # worker heartbeats + queue consumption in Redis (submit/status/doctor/metrics read them)
 logs.connect_celery()  # logging.format (text|json) with job_id/segment on every line
 

@@ -169,6 +169,19 @@ class WorkerSettings(Section):
     retry_max_delay_s: int = Field(600, ge=1)
     queue: str = Field("framescribe", min_length=1, description="Celery queue jobs are sent to and consumed from.")
     frames_retention_days: float | None = Field(None, description="Delete frames older than this.")
+    # -- recovery (issue 16): leases in the store, so orphaned work is found in seconds, not after the
+    # visibility timeout. A running segment's (and a summary's) lease is renewed every lease_heartbeat_s;
+    # one that expired (its worker died or lost Redis) is re-queued by the recovery loop of any worker.
+    lease_ttl_s: float = Field(20.0, ge=3, le=3600, description="A running segment's or summary's lease (s).")
+    lease_heartbeat_s: float = Field(4.0, gt=0, le=600, description="How often a running task renews its lease.")
+    reaper_interval_s: float = Field(5.0, gt=0, le=3600, description="How often a worker runs the recovery loop.")
+    requeue_grace_s: float = Field(
+        15.0, ge=1, description="Pending work with no message in the broker for this long is re-sent."
+    )
+    max_segment_attempts: int = Field(6, ge=1, description="Claims of one segment before it is failed.")
+    store_retry_max_delay_s: float = Field(
+        5.0, gt=0, le=600, description="Longest wait between retries while the result store is down."
+    )
 
 
 class SchedulerSettings(Section):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from worker.errors import DescriberAuthError, DescriberRejected, DescriberTransient
 
-POINTS = ("before_describe", "after_describe", "after_store")
+POINTS = ("before_describe", "after_describe", "after_store", "after_summary_claim")  # the last: index -1
 ENV = "FRAMESCRIBE_FAILPOINTS"
 
 

@@ -14,7 +14,6 @@ import logging
 import random
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import redis
@@ -24,8 +23,8 @@ from sqlalchemy.exc import InterfaceError as DbInterfaceError
 from sqlalchemy.exc import OperationalError as DbOperationalError
 
 from worker import failpoints
+from worker.adapters.queue.broker_scan import URGENT
 from worker.adapters.queue.celery import CeleryEnqueuer
-from worker.adapters.stores.sql import now
 from worker.bootstrap import build_ports, store_for
 from worker.celery_app import (
     FIRE_SCHEDULE,
@@ -43,7 +42,9 @@ from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
 from worker.core.states import LIVE_JOB, JobState
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
+from worker.leases import new_owner, renewing
 from worker.options import JobOptions
+from worker.recovery import PLANNING, over_attempts, sweep
 from worker.service import jobs, schedules, webhooks
 from worker.service import plan as planning
 from worker.service import segment as pipeline
@@ -160,8 +161,17 @@ def _plan(task: Task[Any, Any], job_id: str) -> None:
     if job.state not in LIVE_JOB:
         log.info("job %s is %s; not planning it", job_id, job.state)
         return
+    w = ports.settings.worker
+    client, key = _redis(), f"{PLANNING}{job_id}"
+
+    def hold() -> None:  # the recovery loop does not re-send a plan that is being made
+        client.set(key, 1, px=int(w.lease_ttl_s * 1000))
+
+    with suppress(redis.RedisError):
+        hold()
     try:
-        planning.plan(ports, job_id)
+        with renewing(hold, w.lease_heartbeat_s, f"job {job_id} planning"):
+            planning.plan(ports, job_id)
     except FramescribeError as exc:  # source, reader, describer or budget: the job failed with the reason
         log.warning("job %s failed at planning: %s", job_id, exc.message)
         finish_and_notify(ports, job_id)
@@ -175,16 +185,22 @@ def _plan(task: Task[Any, Any], job_id: str) -> None:
 
 
 STORE_DOWN = (DbOperationalError, DbInterfaceError)  # the result store is unreachable (restart, network)
-STORE_DOWN_MAX_RETRIES = 100  # at up to worker.retry_max_delay_s apart: rides out a store restart or failover
+STORE_DOWN_MAX_RETRIES = 720  # at up to worker.store_retry_max_delay_s (5 s) apart: about an hour of outage
 
 
 def _retry_store_down(task: Task[Any, Any], what: str, exc: Exception) -> Exception:
     """Nothing can be recorded while the store is down: the task runs again later (it is idempotent),
     instead of failing with its segment left ``running`` until the reaper notices."""
-    settings = get_settings()
-    delay = retry_delay(min(task.request.retries, 6), None, settings)
+    delay = store_retry_delay(task.request.retries, get_settings())
     log.warning("%s: the result store is unreachable (%s); retrying in %.1f s", what, type(exc).__name__, delay)
-    return cast(Exception, task.retry(countdown=delay, max_retries=STORE_DOWN_MAX_RETRIES))
+    return cast(Exception, task.retry(countdown=delay, max_retries=STORE_DOWN_MAX_RETRIES, priority=URGENT))
+
+
+def store_retry_delay(retries: int, settings: Settings) -> float:
+    """0.5, 1, 2 ... s with jitter, never above ``worker.store_retry_max_delay_s``: work resumes within
+    seconds of the database returning."""
+    cap = settings.worker.store_retry_max_delay_s
+    return float(min(cap, 0.5 * 2 ** min(retries, 10)) * random.uniform(0.5, 1.0))
 
 
 @_task(PLAN_JOB, bind=True)
@@ -241,19 +257,29 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
         finish_and_notify(ports, job_id, "cancelled")
         return store.segment_state(job_id, index) or "missing"
     store.set_job_state(job_id, JobState.RUNNING, only_from=(JobState.QUEUED,))
+    sql = store_for(settings.resolved_database_url)  # leases are SQL-store specific
+    if over_attempts(settings, sql, job_id, index):
+        finish_and_notify(ports, job_id)
+        return store.segment_state(job_id, index) or "missing"
     retry = task.request.retries < MAX_TRANSIENT_RETRIES
+    w, owner = settings.worker, new_owner()
 
     def guarded(opts: JobOptions) -> Describer:
         return _Guarded(ports.describer_for(opts), job_id, index, retry)
 
+    def renew() -> bool:
+        return sql.renew_segment_lease(job_id, index, owner, w.lease_ttl_s)
+
     try:
-        pipeline.run_segment(dataclasses.replace(ports, describer_for=guarded), job_id, index)
+        with renewing(renew, w.lease_heartbeat_s, f"job {job_id} segment {index}"):
+            pipeline.run_segment(dataclasses.replace(ports, describer_for=guarded), job_id, index)
     except _RetryLater as exc:
         if (spent := getattr(exc.cause, "spent", None)) is not None:  # its requests are money even if retried
             store.add_spent(job_id, index, spent)
         delay = retry_delay(task.request.retries, exc.cause.retry_after_s, settings)
         log.warning("job %s segment %d: %s; retrying in %.1f s", job_id, index, exc.cause.message, delay)
-        raise task.retry(countdown=delay, exc=exc.cause) from None
+        sql.renew_segment_lease(job_id, index, owner, delay + w.lease_ttl_s)  # held over the countdown
+        raise task.retry(countdown=delay, exc=exc.cause, priority=URGENT) from None
     except DescriberAuthError as exc:
         log.warning("job %s: the describer refused our credentials (%s); stopping the job", job_id, exc.message)
         store.cancel_remaining(job_id, exc.message)
@@ -261,6 +287,12 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
     except SoftTimeLimitExceeded:
         limit = soft_time_limit(settings)
         store.fail_segment(job_id, index, f"the segment took longer than {limit} s (worker.task_time_limit_s)")
+        finish_and_notify(ports, job_id)
+    except STORE_DOWN:
+        raise
+    except Exception as exc:  # a bug or an unexpected library error: the row still ends with the reason
+        log.exception("job %s segment %d: unexpected error", job_id, index)
+        store.fail_segment(job_id, index, f"internal error: {type(exc).__name__}: {exc}"[:4000])
         finish_and_notify(ports, job_id)
     else:
         failpoints.hit("after_store", job_id, index)
@@ -271,34 +303,11 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
 
 @_task(REAP_STALE)
 def reap_stale() -> dict[str, int]:
-    """Re-queue work a lost message left behind (Redis restarted without persistence, a publish that
-    failed after the job was stored, a worker that died while summarising): never-planned jobs,
-    segments idle past the visibility timeout, and jobs whose segments all ended without a summary.
-    Re-running is harmless (idempotent tasks). Beat runs it (``beat_schedule`` in celery_app)."""
-    ports = _task_ports()
-    settings = ports.settings
+    """One pass of the recovery loop (worker/recovery.py), which every worker also runs every
+    ``worker.reaper_interval_s``: beat's schedule is a backstop."""
+    settings = get_settings()
     store = store_for(settings.resolved_database_url)  # the recovery queries are SQL-store specific
-    window = settings.worker.visibility_timeout_s
-    cutoff = now() - timedelta(seconds=window)
-    queue = settings.worker.queue
-    client = _redis()
-    backlog = int(client.llen(queue))
-    counts = {"plan": 0, "segments": 0, "finish": 0, "summary_claims": store.reopen_stale_summaries(cutoff)}
-    for job_id, need in store.stale_jobs(cutoff):
-        if need == "finish":
-            counts["finish"] += finish_and_notify(ports, job_id)
-        elif client.set(f"framescribe:reaped:{job_id}", 1, nx=True, ex=window):
-            ports.queue().enqueue_job(job_id)
-            counts["plan"] += 1
-    for job_id, index, state in store.stale_segments(cutoff):
-        if state == "pending" and backlog:  # its message is probably still waiting in the queue
-            continue
-        if client.set(f"framescribe:reaped:{job_id}:{index}", 1, nx=True, ex=window):
-            ports.queue().enqueue_segment(job_id, index)
-            counts["segments"] += 1
-    if any(counts.values()):
-        log.warning("reaper re-queued %s", counts)
-    return counts
+    return sweep(settings, store, _redis(), CeleryEnqueuer(settings, app=app, queue=settings.worker.queue))
 
 
 @_task(GC_FRAMES)
@@ -320,16 +329,10 @@ def fire_schedule(self: Task[Any, Any], schedule_id: str, manual: bool = False) 
 
 @_task(SEND_WEBHOOK, bind=True, max_retries=None)
 def send_webhook(self: Task[Any, Any], job_id: str) -> bool:
-    """POST the finished job to its webhook URL; retried with backoff until it is accepted or the
-    attempts (``scheduler.webhook_max_attempts``) are spent. Returns True when delivered."""
-    settings = get_settings()
-    attempt = int(self.request.retries) + 1
-    result = webhooks.deliver(settings, job_id, str(self.request.id), attempt)
-    if result is None or result.ok:
-        return result is not None
-    if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
-        log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
-        return False
-    delay = webhooks.webhook_delay(attempt, settings)
-    log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
-    raise cast(Exception, self.retry(countdown=delay))
+    """POST the finished job to its webhook URL from its outbox row (same delivery id on every attempt);
+    retried with backoff until accepted or ``scheduler.webhook_max_attempts`` are spent. A sender that
+    dies leaves the row due: the recovery loop sends it again. Returns True when delivered."""
+    outcome = webhooks.send_from_outbox(get_settings(), job_id)
+    if outcome.retry_in_s is None:
+        return outcome.delivered
+    raise cast(Exception, self.retry(countdown=outcome.retry_in_s + 0.05, priority=URGENT))

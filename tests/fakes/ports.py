@@ -162,7 +162,7 @@ class FakeStore:
             "attempts": sum(r.attempts for r in rows),
         }
 
-    def claim_summary(self, job_id: str) -> bool:
+    def claim_summary(self, job_id: str, owner: str | None = None, lease_s: float = 60.0) -> bool:
         with self.lock:
             active = any(r.state in ACTIVE_SEGMENT for r in self.segment_rows(job_id))
             if self.summary_state[job_id] != "none" or active:
@@ -170,7 +170,12 @@ class FakeStore:
             self.summary_state[job_id] = "claimed"
             return True
 
-    def finish_job(self, job_id: str, summary: JobSummary, state: str, error: str | None = None) -> None:
+    def renew_summary(self, job_id: str, owner: str, lease_s: float) -> bool:
+        return self.summary_state[job_id] == "claimed"
+
+    def finish_job(
+        self, job_id: str, summary: JobSummary, state: str, error: str | None = None, *, owner: str | None = None
+    ) -> bool:
         with self.lock:
             self.summary_state[job_id] = "done"
             values: dict[str, Any] = {"summary": summary.as_dict(), "finished_at": _now()}
@@ -179,6 +184,7 @@ class FakeStore:
             if self.jobs[job_id].state != "cancelled":
                 values["state"] = state
             self._set(job_id, **values)
+            return True
 
     def cancel_job(self, job_id: str) -> int:
         with self.lock:

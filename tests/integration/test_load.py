@@ -39,6 +39,7 @@ from tests.integration.fault_fixtures import (
     worker_rss_kb,
     write_figures,
 )
+from worker.adapters.queue.broker_scan import list_keys
 from worker.adapters.stores.sql import SqlResultStore
 
 pytestmark = pytest.mark.services
@@ -96,7 +97,7 @@ def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
 
             def finished() -> bool:
                 nonlocal depth_max
-                depth_max = max(depth_max, int(client.llen(c.queue)))
+                depth_max = max(depth_max, sum(int(client.llen(k)) for k in list_keys(c.queue)))
                 with c.store.session() as s:
                     from sqlalchemy import func, select
 
@@ -117,7 +118,8 @@ def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
             wait_for(finished, 60 + jobs * 3, f"{jobs} jobs to finish", step=1)
             elapsed = time.monotonic() - started
             rss_end = rss.now()
-        wait_for(lambda: client.llen(c.queue) == 0 and client.hlen("unacked") == 0, 30, "the queue to drain")
+        drained = lambda: not any(client.llen(k) for k in list_keys(c.queue)) and client.hlen("unacked") == 0  # noqa: E731
+        wait_for(drained, 30, "the queue to drain")
         jobs_rows = [c.store.get_job(i) for i in ids]
         latencies = [(j.finished_at - j.created_at).total_seconds() for j in jobs_rows if j.finished_at]
         states = {s: sum(j.state == s for j in jobs_rows) for s in {j.state for j in jobs_rows}}

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from worker import spend
+from worker import failpoints, spend
 from worker.core.models import Job, JobSummary, SegmentRow
 from worker.core.ports import ResultStore
 from worker.core.prompts import DEFAULT_PRESETS
 from worker.core.summary import build_summary
 from worker.errors import FramescribeError
+from worker.leases import new_owner, renewing
 from worker.service import reuse
 from worker.service.context import Ports
 from worker.service.options import resolve
@@ -23,10 +24,26 @@ log = logging.getLogger(__name__)
 
 
 def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobSummary | None:
-    """Summarise once: the caller that wins the atomic claim builds and stores the summary."""
-    store = ports.store
-    if not store.claim_summary(job_id):
+    """Summarise once: the caller that wins the store's summary lease builds and stores the summary. The
+    lease is renewed while the summary is built (a model call may take a while); a finisher that dies
+    lets it expire and another (the recovery loop) takes over. Storing is conditional on still holding
+    it, in one transaction with the webhook's outbox row: exactly one summary, one delivery id."""
+    store, w = ports.store, ports.settings.worker
+    owner = new_owner()
+    if not store.claim_summary(job_id, owner, w.lease_ttl_s):
         return None
+    failpoints.hit("after_summary_claim", job_id, -1)
+    with renewing(lambda: store.renew_summary(job_id, owner, w.lease_ttl_s), w.lease_heartbeat_s, f"job {job_id}"):
+        summary, error = _build(ports, job_id, stopped_reason)
+    if not store.finish_job(job_id, summary, summary.state, error, owner=owner):
+        log.warning("job %s: the summary lease was taken over while summarising; the other finisher stores it", job_id)
+        return None
+    ports.on_event("job_done", {"job_id": job_id, "state": summary.state})
+    return summary
+
+
+def _build(ports: Ports, job_id: str, stopped_reason: str | None) -> tuple[JobSummary, str | None]:
+    store = ports.store
     job = store.get_job(job_id)
     duration = int((job.video or {}).get("duration_ms", 0))
     stopped_reason = stopped_reason or (job.video or {}).get("warning") or _cancel_reason(store, job_id)
@@ -41,9 +58,7 @@ def finish(ports: Ports, job_id: str, stopped_reason: str | None = None) -> JobS
     if summary.state == "failed" and not error:
         failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
         error = f"no segment could be described: {failed}" if failed else "no segment could be described"
-    store.finish_job(job_id, summary, summary.state, error)
-    ports.on_event("job_done", {"job_id": job_id, "state": summary.state})
-    return summary
+    return summary, error
 
 
 def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None) -> JobSummary:

@@ -11,13 +11,13 @@ import json
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 
 from worker.adapters.stores.schedules import ScheduleStore
-from worker.adapters.stores.sql import SqlResultStore
+from worker.adapters.stores.sql import SqlResultStore, now
 from worker.config import Settings
 from worker.core import signing
 from worker.errors import NotFound, SourceError
@@ -133,16 +133,43 @@ def deliver(settings: Settings, job_id: str, delivery_id: str, attempt: int) -> 
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivered: bool
+    retry_in_s: float | None = None  # another attempt is due after this long (same delivery id)
+
+
+def send_from_outbox(settings: Settings, job_id: str) -> Outcome:
+    """One attempt at the job's outbox row (written with its summary): claimed first, so two senders never
+    post the same attempt; the same delivery id on every attempt. A sender that dies leaves the row due
+    again once its hold passes, and the recovery loop sends it: at least once, never lost."""
+    store = store_of(settings)
+    claim = store.claim_webhook(job_id, hold_s=WEBHOOK_TIMEOUT_S + 50)
+    if claim is None:
+        return Outcome(False)
+    delivery_id, attempt = claim
+    result = deliver(settings, job_id, delivery_id, attempt)
+    if result is None:
+        store.webhook_done(delivery_id, "given_up", "nothing to send (job deleted or no URL)")
+        return Outcome(False)
+    if result.ok:
+        store.webhook_done(delivery_id, "sent")
+        return Outcome(True)
+    if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
+        log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
+        store.webhook_done(delivery_id, "given_up", result.error)
+        return Outcome(False)
+    delay = webhook_delay(attempt, settings)
+    store.webhook_done(delivery_id, "pending", result.error, retry_at=now() + timedelta(seconds=delay))
+    log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
+    return Outcome(False, delay)
+
+
 def deliver_until_done(settings: Settings, job_id: str) -> bool:
-    """The in-process webhook sender: attempts with the same backoff as ``send_webhook``, one delivery id.
-    Returns True when delivered."""
-    delivery_id = uuid.uuid4().hex
-    for attempt in range(1, settings.scheduler.webhook_max_attempts + 1):
-        result = deliver(settings, job_id, delivery_id, attempt)
-        if result is None or result.ok:
-            return result is not None
-        if not result.retryable or attempt >= settings.scheduler.webhook_max_attempts:
-            log.warning("job %s: webhook not delivered after %d attempt(s): %s", job_id, attempt, result.error)
-            return False
-        time.sleep(webhook_delay(attempt, settings))
-    return False
+    """The in-process webhook sender: the outbox's attempts with the same backoff as ``send_webhook``, one
+    delivery id. Returns True when delivered."""
+    while True:
+        outcome = send_from_outbox(settings, job_id)
+        if outcome.retry_in_s is None:
+            return outcome.delivered
+        time.sleep(outcome.retry_in_s + 0.05)

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker.adapters.queue.broker_scan import NORMAL, list_keys
 from worker.celery_app import FIRE_SCHEDULE, PLAN_JOB, PUBLISH_RETRY, RUN_SEGMENT, SEND_WEBHOOK, make_app
 from worker.config import Settings
 from worker.errors import QueueUnavailable
@@ -53,6 +54,9 @@ class CeleryEnqueuer:
         return enq
 
     def send(self, task: str, args: list[Any], **options: Any) -> str:
+        """Publish ``task``; new work goes to the NORMAL priority list, ``priority=URGENT`` (retried and
+        re-queued work) to the list every worker consumes first."""
+        options.setdefault("priority", NORMAL)
         try:
             result = self.app.send_task(
                 task, args=args, queue=self.queue, retry=True, retry_policy=PUBLISH_RETRY, **options
@@ -102,7 +106,7 @@ class CeleryEnqueuer:
 
     def queue_depth(self) -> int | None:
         try:
-            return int(self.redis.llen(self.queue))
+            return sum(int(self.redis.llen(name)) for name in list_keys(self.queue))
         except Exception:
             return None
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 
 from worker.adapters.stores.engine import now
 from worker.adapters.stores.jobs import JobsMixin
-from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
+from worker.adapters.stores.schema import FrameDbRow, JobRow, OutboxRow, SegmentDbRow
 from worker.core.models import JobSummary
 from worker.core.states import ACTIVE_SEGMENT as ACTIVE
 from worker.core.states import TERMINAL_JOB
@@ -17,31 +19,74 @@ from worker.core.states import TERMINAL_JOB
 class FinishingMixin(JobsMixin):
     """The end of a job: exactly one summary, cancels, retries."""
 
-    def claim_summary(self, job_id: str) -> bool:
-        """Atomically claim the right to summarise: only once, and only when no segment is active."""
+    def claim_summary(self, job_id: str, owner: str | None = None, lease_s: float = 60.0) -> bool:
+        """Claim the right to summarise as a lease: only when no segment is active, and only when nobody
+        holds it or the holder's lease expired (a finisher that died mid-summary is taken over)."""
         active = exists().where(SegmentDbRow.job_id == job_id, SegmentDbRow.state.in_(ACTIVE))
+        ts = now()
+        expired = or_(
+            JobRow.summary_lease_until < ts,
+            and_(JobRow.summary_lease_until.is_(None), JobRow.updated_at < ts - timedelta(seconds=lease_s)),
+        )
+        free = or_(JobRow.summary_state == "none", and_(JobRow.summary_state == "claimed", expired))
         with self.session() as s, s.begin():
             res = s.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.summary_state == "none", ~active)
-                .values(summary_state="claimed", updated_at=now())
+                .where(JobRow.id == job_id, free, ~active)
+                .values(
+                    summary_state="claimed",
+                    summary_owner=owner,
+                    summary_lease_until=ts + timedelta(seconds=lease_s),
+                    updated_at=ts,
+                )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def finish_job(self, job_id: str, summary: JobSummary, state: str, error: str | None = None) -> None:
+    def renew_summary(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend the summary lease ``owner`` holds; False when it was lost (taken over or finished)."""
         with self.session() as s, s.begin():
-            values: dict[str, Any] = {
-                "summary": summary.as_dict(),
-                "summary_state": "done",
-                "updated_at": now(),
-                "finished_at": now(),
-            }
-            if error is not None:
-                values["error"] = error[:4000]
-            s.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.state != "cancelled").values(state=state, **values)
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.summary_state == "claimed", JobRow.summary_owner == owner)
+                .values(summary_lease_until=now() + timedelta(seconds=lease_s))
             )
-            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.state == "cancelled").values(**values))
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def finish_job(
+        self,
+        job_id: str,
+        summary: JobSummary,
+        state: str,
+        error: str | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Store the summary and, for a job with a webhook URL, its outbox row, in one transaction; only
+        while the summary claim is still ``owner``'s (when given). False: the lease was lost, nothing
+        written (another finisher took over)."""
+        ts = now()
+        values: dict[str, Any] = {
+            "summary": summary.as_dict(),
+            "summary_state": "done",
+            "summary_lease_until": None,
+            "updated_at": ts,
+            "finished_at": ts,
+        }
+        if error is not None:
+            values["error"] = error[:4000]
+        mine = [JobRow.id == job_id]
+        if owner is not None:
+            mine += [JobRow.summary_state == "claimed", JobRow.summary_owner == owner]
+        with self.session() as s, s.begin():
+            n = s.execute(update(JobRow).where(*mine, JobRow.state != "cancelled").values(state=state, **values))
+            m = s.execute(update(JobRow).where(*mine, JobRow.state == "cancelled").values(**values))
+            if not (n.rowcount or m.rowcount):  # type: ignore[attr-defined]
+                return False
+            if s.scalar(select(JobRow.webhook_url).where(JobRow.id == job_id)):
+                s.execute(delete(OutboxRow).where(OutboxRow.job_id == job_id))  # a retried job's earlier one
+                s.add(OutboxRow(delivery_id=uuid.uuid4().hex, job_id=job_id, created_at=ts, state="pending",
+                                attempts=0, next_at=ts))  # fmt: skip
+        return True
 
     def cancel_job(self, job_id: str) -> int:
         """Cancel queued/running segments (finished ones stay); returns how many were cancelled."""
@@ -97,6 +142,7 @@ class FinishingMixin(JobsMixin):
     def delete_job(self, job_id: str) -> None:
         self.get_job(job_id)
         with self.session() as s, s.begin():
+            s.execute(delete(OutboxRow).where(OutboxRow.job_id == job_id))
             s.execute(delete(FrameDbRow).where(FrameDbRow.job_id == job_id))
             s.execute(delete(SegmentDbRow).where(SegmentDbRow.job_id == job_id))
             s.execute(delete(JobRow).where(JobRow.id == job_id))

@@ -32,6 +32,9 @@ class JobRow(Base):
     schedule_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the summary claim as a lease (migration 0008): a finisher that dies is taken over when it expires
+    summary_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    summary_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SegmentDbRow(Base):
@@ -63,6 +66,23 @@ class SegmentDbRow(Base):
     reused_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     flags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # a running segment's lease (migration 0008), renewed by the task's heartbeat; expired = orphaned
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutboxRow(Base):
+    """A finished job's webhook, written in the summary's transaction; sent at least once (same id)."""
+
+    __tablename__ = "webhook_outbox"
+
+    delivery_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))  # pending|sent|given_up
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FrameDbRow(Base):

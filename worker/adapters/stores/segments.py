@@ -28,7 +28,13 @@ class SegmentsMixin(StoreBase):
                     SegmentDbRow.index == index,
                     SegmentDbRow.state.in_(("pending", "running", "failed")),
                 )
-                .values(state="running", attempts=SegmentDbRow.attempts + 1, updated_at=now())
+                .values(
+                    state="running",
+                    attempts=SegmentDbRow.attempts + 1,
+                    updated_at=now(),
+                    lease_owner=None,  # a fresh claim: an earlier attempt's expired lease no longer counts
+                    lease_until=None,
+                )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
