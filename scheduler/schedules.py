@@ -17,14 +17,22 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis
 from celery import Celery
 from celery.schedules import BaseSchedule, schedstate
 from croniter import croniter
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
-from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
+from redbeat.schedulers import (
+    RedBeatScheduler,
+    RedBeatSchedulerEntry,
+    acquire_distributed_beat_lock,
+    ensure_conf,
+    get_redis,
+)
 
 from worker.adapters.stores.schedules import Schedule
 from worker.celery_app import FIRE_SCHEDULE
@@ -179,9 +187,36 @@ class FramescribeEntry(RedBeatSchedulerEntry):  # type: ignore[misc]
 
 
 class FramescribeBeat(RedBeatScheduler):  # type: ignore[misc]
-    """RedBeat's scheduler with framescribe's entries (``celery beat -S scheduler.schedules:FramescribeBeat``)."""
+    """RedBeat's scheduler with framescribe's entries (``celery beat -S scheduler.schedules:FramescribeBeat``).
+
+    Rides out Redis outages (issue 16): RedBeat's tick extends its lock and reads its entries in Redis,
+    and a ConnectionError there used to end ``framescribe beat``. Here a Redis error is logged and the
+    tick is tried again; a lock lost meanwhile (Redis restarted without persistence) is taken again when
+    free, and this beat fires nothing while another one holds it."""
 
     Entry = FramescribeEntry
+    _outage = 0
+
+    def tick(self, min: Any = min, **kwargs: Any) -> float:
+        try:
+            if self.lock_key and self.lock is None:  # Redis was down when beat started: take the lock now
+                acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=self))
+            interval = float(super().tick(min=min, **kwargs))
+        except redis.exceptions.LockError:  # not ours any more: take it again when nobody holds it
+            self._outage += 1
+            if self.lock is not None and self.lock.acquire(blocking=False):
+                log.warning("beat: the schedule lock was lost (Redis restarted?); taken again")
+                self._outage = 0
+            return float(self.max_interval)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._outage += 1
+            if self._outage == 1 or self._outage % 12 == 0:
+                log.warning("beat: Redis unreachable (%s: %s); still running, retrying", type(exc).__name__, exc)
+            return float(self.max_interval)
+        if self._outage:
+            log.warning("beat: Redis reachable again after %d failed tick(s)", self._outage)
+            self._outage = 0
+        return interval
 
 
 def redbeat_prefix(settings: Settings) -> str:
