@@ -19,11 +19,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from scheduler.api import errors
-from scheduler.api.feed import JobFeed, feed_events, listen_redis
+from scheduler.api.feed import FeedCollector, JobFeed, feed_events, listen_redis
 from scheduler.api.guards import RequestGuard
 from scheduler.api.models import JobCreate
 from scheduler.api.routes import health, job_events, job_submit, jobs, schedules
-from scheduler.enqueue import CeleryEnqueuer, Enqueuer
+from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
 from scheduler.metrics import build_registry, http_labels
 from scheduler.ops_metrics import OpsCollector
 from scheduler.schedules import ScheduleMirror, configure_redbeat
@@ -95,7 +95,7 @@ def create_app(
         feed = JobFeed(store, settings.security.event_fallback_poll_s)  # the event streams' change feed
         ports = service_ports(settings, store, enqueuer=enqueuer, inline=inline, on_event=feed_events(feed))
         queue = ports.queue()
-        if isinstance(queue, CeleryEnqueuer):  # the workers announce row changes on the broker's Redis
+        if not isinstance(queue, InlineEnqueuer):  # workers elsewhere announce row changes on the broker's Redis
             feed.listen_with(functools.partial(listen_redis, settings.broker_url, CHANNEL))
         beat_mirror = mirror
         if beat_mirror is None and isinstance(queue, CeleryEnqueuer):
@@ -108,6 +108,7 @@ def create_app(
             except Exception as exc:  # Redis down at start: the API still serves; beat syncs on its start
                 log.warning("cannot sync schedules into Redis at start: %s", exc)
         registry, http = build_registry(store, queue.queue_depth)
+        registry.register(FeedCollector(feed))
         registry.register(OpsCollector(store, settings))  # stuck jobs, errors, spend, heartbeats (ops/)
         app.state.settings = settings
         app.state.store = store

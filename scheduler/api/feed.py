@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from worker.adapters.queue.changes import changed_job
@@ -95,6 +97,10 @@ class JobFeed:
     @property
     def watched(self) -> int:
         return len(self._hubs)
+
+    @property
+    def viewers(self) -> int:
+        return sum(h.viewers for h in list(self._hubs.values()))
 
     # -- viewers ---------------------------------------------------------------------------------
     async def watch(self, job_id: str, heartbeat_s: float) -> AsyncIterator[Snapshot | None]:
@@ -174,6 +180,20 @@ class JobFeed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hub.changed.wait(), self.fallback_s)
             await asyncio.sleep(COALESCE_S)
+
+
+class FeedCollector(Collector):
+    """``/metrics``: store reads of the event feeds, jobs watched and streams open."""
+
+    def __init__(self, feed: JobFeed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[Metric]:
+        reads = CounterMetricFamily("framescribe_event_feed_reads", "Store reads by the event streams' feeds.")
+        reads.add_metric([], self.feed.reads)
+        yield reads
+        yield GaugeMetricFamily("framescribe_event_feeds", "Jobs with open event streams.", value=self.feed.watched)
+        yield GaugeMetricFamily("framescribe_event_streams", "Open event streams.", value=self.feed.viewers)
 
 
 def feed_events(feed: JobFeed) -> Callable[[str, dict[str, Any]], None]:
