@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_review_page import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e import test_review_page
+from tests.e2e.test_review_page import CHROMIUM
 from tests.integration.api_fixtures import Api, running_api
 from tests.integration.celery_fixtures import wait_for
 
@@ -37,14 +38,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[Ap
         yield a
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+browser = test_review_page.browser  # the module's headless Chromium fixture
 
 
 def attacker_site(html: str) -> tuple[http.server.ThreadingHTTPServer, str]:

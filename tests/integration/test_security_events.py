@@ -126,22 +126,16 @@ def test_a_worker_notice_reaches_every_viewer_with_one_read(slow_poll_api: Api) 
     wait_until(lambda: metric(api.base, "framescribe_event_feeds") == 0, "the feed to close with its viewers")
 
 
-def test_cancel_through_the_api_wakes_the_streams(slow_poll_api: Api) -> None:
+@pytest.mark.parametrize(("method", "suffix", "status", "end"), [("POST", "/cancel", 200, "cancelled"),
+                                                            ("DELETE", "", 204, "deleted")])  # fmt: skip
+def test_api_writes_wake_the_streams(slow_poll_api: Api, method: str, suffix: str, status: int, end: str) -> None:
+    """Cancel and delete through the API wake the job's streams at once (no worker involved)."""
     job_id = seed_running(slow_poll_api, 2)
     viewer = Stream(slow_poll_api.base, job_id)
     wait_until(lambda: viewer.has(lambda n, d: n == "state"), "the first snapshot")
     with slow_poll_api.http() as http:
-        assert http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
-    wait_until(lambda: viewer.has(lambda n, d: n == "end" and d["state"] == "cancelled"), "the pushed end")
-
-
-def test_deleting_a_watched_job_ends_its_streams(slow_poll_api: Api) -> None:
-    job_id = seed_running(slow_poll_api, 2)
-    viewer = Stream(slow_poll_api.base, job_id)
-    wait_until(lambda: viewer.has(lambda n, d: n == "state"), "the first snapshot")
-    with slow_poll_api.http() as http:
-        assert http.delete(f"/v1/jobs/{job_id}").status_code == 204
-    wait_until(lambda: viewer.has(lambda n, d: n == "end" and d["state"] == "deleted"), "the end of a deleted job")
+        assert http.request(method, f"/v1/jobs/{job_id}{suffix}").status_code == status
+    wait_until(lambda: viewer.has(lambda n, d: n == "end" and d["state"] == end), "the pushed end")
 
 
 def test_a_missed_notice_only_delays(tmp_path: Path, clip_12s: Path) -> None:
