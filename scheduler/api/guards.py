@@ -134,10 +134,12 @@ class RequestGuard:
             )
             return
         limit = body_cap(scope, headers, s)
-        started, seen = time.monotonic(), 0
+        started, seen, complete = time.monotonic(), 0, False
 
         async def guarded() -> Message:
-            nonlocal seen
+            nonlocal seen, complete
+            if complete:  # the body is in: what follows is the wait for a disconnect (streams), never timed
+                return await receive()
             allowed = s.security.body_timeout_s + seen / s.security.min_upload_bytes_per_s
             remaining = started + allowed - time.monotonic()
             try:
@@ -145,6 +147,7 @@ class RequestGuard:
             except TimeoutError:
                 raise HTTPException(408, "the request body did not arrive in time") from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > limit:  # FastAPI re-raises HTTPException from body parsing (others become 400)
                     raise HTTPException(413, f"the body is larger than {limit} bytes")

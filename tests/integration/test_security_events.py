@@ -165,3 +165,18 @@ def test_inline_jobs_push_their_rows_to_every_viewer(tmp_path: Path, clip_12s: P
             assert v.events[-1] == ("end", {"job_id": job_id, "state": "done"})
         # one read per change (planned, 4 segments, done) plus the first, never one per viewer per poll
         assert metric(base, "framescribe_event_feed_reads") <= 4 + 3
+
+
+def test_a_stream_outlives_the_body_timeout(tmp_path: Path, clip_12s: Path) -> None:
+    """The body deadline (security.body_timeout_s) covers the request body only: an event stream left
+    open longer still gets its changes, and nothing is logged as an error (it was a 408 inside the
+    open stream, an ASGI exception)."""
+    with running_api(tmp_path, security={"body_timeout_s": 0.3, "event_fallback_poll_s": 120}) as api:
+        shutil.copy(clip_12s, api.media / "clip.mp4")
+        job_id = seed_running(api, 2)
+        viewer = Stream(api.base, job_id)
+        wait_until(lambda: viewer.has(lambda n, d: n == "state"), "the first snapshot")
+        time.sleep(1.0)  # the scenario: idle past the body deadline
+        store_segment(api, job_id, 0, "still listening")
+        RedisChanges(api.settings.broker_url)("segment_done", {"job_id": job_id, "index": 0})
+        wait_until(lambda: viewer.has(lambda n, d: n == "segment" and d["description"] == "still listening"), "push")
