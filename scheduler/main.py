@@ -6,6 +6,7 @@ plug in through ``OPTIONAL_ROUTERS``. OpenAPI at ``/openapi.json``, docs at ``/d
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -18,13 +19,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from scheduler.api import errors
+from scheduler.api.feed import FeedCollector, JobFeed, feed_events, listen_redis
 from scheduler.api.guards import RequestGuard
 from scheduler.api.models import JobCreate
-from scheduler.api.routes import health, jobs, schedules
-from scheduler.enqueue import CeleryEnqueuer, Enqueuer
+from scheduler.api.routes import health, job_events, job_submit, jobs, schedules
+from scheduler.enqueue import CeleryEnqueuer, Enqueuer, InlineEnqueuer
 from scheduler.metrics import build_registry, http_labels
 from scheduler.ops_metrics import OpsCollector
 from scheduler.schedules import ScheduleMirror, configure_redbeat
+from worker.adapters.queue.changes import CHANNEL
 from worker.adapters.stores.schedules import ScheduleStore
 from worker.adapters.stores.sql import SqlResultStore
 from worker.bootstrap import service_ports
@@ -89,8 +92,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqlResultStore(settings.resolved_database_url)
-        ports = service_ports(settings, store, enqueuer=enqueuer, inline=inline)
+        feed = JobFeed(store, settings.security.event_fallback_poll_s)  # the event streams' change feed
+        ports = service_ports(settings, store, enqueuer=enqueuer, inline=inline, on_event=feed_events(feed))
         queue = ports.queue()
+        if not isinstance(queue, InlineEnqueuer):  # workers elsewhere announce row changes on the broker's Redis
+            feed.listen_with(functools.partial(listen_redis, settings.broker_url, CHANNEL))
         beat_mirror = mirror
         if beat_mirror is None and isinstance(queue, CeleryEnqueuer):
             configure_redbeat(queue.app, settings, max_interval_s=beat_interval_s)
@@ -102,18 +108,21 @@ def create_app(
             except Exception as exc:  # Redis down at start: the API still serves; beat syncs on its start
                 log.warning("cannot sync schedules into Redis at start: %s", exc)
         registry, http = build_registry(store, queue.queue_depth)
+        registry.register(FeedCollector(feed))
         registry.register(OpsCollector(store, settings))  # stuck jobs, errors, spend, heartbeats (ops/)
         app.state.settings = settings
         app.state.store = store
         app.state.schedules = sched_store
         app.state.enqueuer = queue
         app.state.ports = ports
+        app.state.feed = feed
         app.state.mirror = beat_mirror
         app.state.registry = registry
         app.state.http_latency = http
         try:
             yield
         finally:
+            await feed.close()
             if enqueuer is None:
                 queue.close()
             store.close()
@@ -140,7 +149,9 @@ def create_app(
         return response
 
     app.include_router(health.router)
+    app.include_router(job_submit.router)
     app.include_router(jobs.router)
+    app.include_router(job_events.router)
     app.include_router(schedules.router)
     include_optional_routers(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

@@ -18,11 +18,11 @@ from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters
 from worker.core.models import FrameRef, SegmentPlan, Usage
 from worker.core.ports import DescribeRequest
-from worker.core.search import terms
+from worker.core.search import SearchHit, terms
 from worker.core.where import Condition
 from worker.embedding import Embedder, rrf
 from worker.errors import FramescribeError, InputError
-from worker.retrieval import Hit, search
+from worker.retrieval import search
 
 log = logging.getLogger(__name__)
 STOPWORDS = frozenset(
@@ -148,7 +148,7 @@ def keywords(question: str) -> list[str]:
     return [t for t in terms(question) if t.lower() not in STOPWORDS and not t.isdigit()][:6]
 
 
-def _evidence(hit: Hit) -> Evidence:
+def _evidence(hit: SearchHit) -> Evidence:
     return Evidence(
         hit.job_id,
         hit.source_name,
@@ -176,7 +176,7 @@ def gather(
         listed = search(store, "", filters=filters, where=where, limit=LISTED)
         return [_evidence(h) for h in listed[:k]], len(listed)
     rankings: list[list[tuple[str, int]]] = []
-    hits: dict[tuple[str, int], Hit] = {}
+    hits: dict[tuple[str, int], SearchHit] = {}
     words = keywords(question)
     queries = ([" ".join(words)] if len(words) > 1 else []) + words
     for q in queries:

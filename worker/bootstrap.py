@@ -45,6 +45,10 @@ def build_ports(
     opened."""
     store = store_for(settings.resolved_database_url)
     cache: dict[str, Describer] = {}
+    if shared_limits:  # a Celery worker: row changes are announced to the REST service's event streams
+        from worker.adapters.queue.changes import RedisChanges, both
+
+        on_event = both(on_event, RedisChanges(settings.broker_url))
 
     def describer_for(opts: JobOptions) -> Describer:
         kind = describer_kind(opts, settings)
@@ -117,13 +121,19 @@ def api_enqueuer(settings: Settings) -> Enqueuer:
 
 
 def service_ports(
-    settings: Settings, store: SqlResultStore, *, enqueuer: Enqueuer | None = None, inline: bool = False
+    settings: Settings,
+    store: SqlResultStore,
+    *,
+    enqueuer: Enqueuer | None = None,
+    inline: bool = False,
+    on_event: Event = quiet,
 ) -> Ports:
-    """The REST API's ports over its ``store``: ``enqueuer`` if given, else in-process (``inline``) or Celery."""
+    """The REST API's ports over its ``store``: ``enqueuer`` if given, else in-process (``inline``) or Celery.
+    ``on_event``: told of every row change of jobs run in this process (the event streams' feed)."""
     if enqueuer is None and inline:
-        ports = inline_ports(settings, check_sources=True)
+        ports = inline_ports(settings, on_event, check_sources=True)
     else:
-        ports = build_ports(settings, check_sources=True)
+        ports = build_ports(settings, on_event, check_sources=True)
     ports.store = store
     if ports.enqueuer is None:
         ports.enqueuer = enqueuer or api_enqueuer(settings)

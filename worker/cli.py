@@ -126,7 +126,7 @@ def run(
     from worker.bootstrap import drain, inline_ports
     from worker.service import jobs, sources
     from worker.service import plan as planning
-    from worker.sources import check_url
+    from worker.sources import check_url, redact_url
 
     settings = settings_from(config, data_dir, database_url)
     opts = job_options_from(locals())
@@ -158,7 +158,7 @@ def run(
         with reporter:
             summary = jobs.run(ports, job.id)
     except InputError as exc:
-        raise InputError(f"{video}: {exc.message}" if str(video) not in exc.message else exc.message) from None
+        raise InputError(f"{redact_url(video)}: {exc.message}" if video not in exc.message else exc.message) from None
     finally:
         drain(ports)
     for row in ports.store.segment_rows(job.id):

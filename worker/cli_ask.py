@@ -9,17 +9,6 @@ import typer
 from rich.markup import escape
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, err, out, settings_from
-from worker.core.exports.text import to_ms
-from worker.errors import InputError
-
-
-def _time(value: str | None, name: str) -> int | None:
-    if not value:
-        return None
-    ms = to_ms(value)
-    if ms is None or ms < 0:
-        raise InputError(f"--{name} must be seconds, MM:SS or HH:MM:SS, got {value[:40]!r}", field=name)
-    return ms
 
 
 @app.command()
@@ -43,7 +32,7 @@ def ask(
 
     settings = settings_from(config, data_dir, database_url)
     store = _store(config, data_dir, database_url)
-    filters = Filters(job=job, from_ms=_time(from_t, "from"), to_ms=_time(to_t, "to"), source=source)
+    filters = Filters.of(job=job, source=source, from_=from_t, to=to_t, flag="--")
     embedder, answerer, looker, prompts = build(settings)
     streamed: list[str] = []
 

@@ -61,12 +61,7 @@ def search(
         store,
         query,
         mode=chosen,  # type: ignore[arg-type]
-        filters=Filters(
-            job=job,
-            from_ms=None if from_s is None else round(from_s * 1000),
-            to_ms=None if to_s is None else round(to_s * 1000),
-            source=source,
-        ),
+        filters=Filters.of(job=job, source=source, from_=from_s, to=to_s, flag="--"),
         where=parse_where(where),
         embedder=embedder,
         limit=limit,

@@ -212,6 +212,9 @@ class SecuritySettings(Section):
     max_event_streams_per_client: int = Field(8, ge=1, le=1000, description="Open /events streams per key or client.")
     readiness_cache_s: float = Field(3.0, ge=0, le=300, description="How long a /readyz answer is reused.")
     readiness_timeout_s: float = Field(3.0, gt=0, le=60, description="Deadline of one readiness probe.")
+    event_fallback_poll_s: float = Field(
+        5.0, gt=0, le=300, description="/events re-reads a job this often when no change notice arrives."
+    )
 class LoggingSettings(Section):
     """Log lines (worker/logs.py): ``text`` for people, ``json`` (one object a line, with job_id and
     segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""

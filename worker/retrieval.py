@@ -14,17 +14,16 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from worker.adapters.stores.search import MAX_LIMIT, SearchHit
+from worker.adapters.stores.search import MAX_LIMIT
 from worker.adapters.stores.search import search as text_search
 from worker.adapters.stores.sql import SqlResultStore
-from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore, source_matches
+from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore
 from worker.core.negation import contradicts
-from worker.core.search import terms
+from worker.core.search import SearchHit, terms
 from worker.core.where import Condition, matches
 from worker.embedding import Embedder, cosine_top, rrf
 from worker.errors import InputError
@@ -37,41 +36,12 @@ MAX_TEXT_PAGES = 10  # text candidates read at most POOL * this (bounded post-fi
 MAX_LIST = 5000  # --where without words: segments scanned at most this many pages of 500
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One result: where it is, why it matched, and what the segment says."""
-
-    job_id: str
-    source_name: str
-    index: int
-    start_ms: int
-    end_ms: int
-    state: str
-    snippet: str
-    marks: tuple[tuple[int, int], ...]
-    score: float
-    mode: str
-    description: str | None = None
-    structured: dict[str, Any] = field(default_factory=dict)
-    thumb_n: int | None = None
-    thumb_path: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id, "source_name": self.source_name, "index": self.index,
-            "start_ms": self.start_ms, "end_ms": self.end_ms, "state": self.state, "snippet": self.snippet,
-            "marks": [list(m) for m in self.marks], "rank": round(self.score, 6), "mode": self.mode,
-            "thumb_n": self.thumb_n,
-        }  # fmt: skip
-
-
 def check_args(limit: int, offset: int, filters: Filters) -> None:
     if not 1 <= limit <= MAX_LIMIT:
         raise InputError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     if offset < 0 or offset > 10_000:
         raise InputError("offset must be between 0 and 10000", field="offset")
-    if filters.from_ms is not None and filters.to_ms is not None and filters.to_ms <= filters.from_ms:
-        raise InputError("'to' must be after 'from'", field="to")
+    filters.check()
 
 
 def default_mode(store: SqlResultStore, embedder: Embedder | None) -> Mode:
@@ -91,7 +61,7 @@ def search(
     embedder: Embedder | None = None,
     limit: int = 20,
     offset: int = 0,
-) -> list[Hit]:
+) -> list[SearchHit]:
     """Ranked hits for ``q`` (words or a sentence) in ``mode``; see the module docstring."""
     check_args(limit, offset, filters)
     if not terms(q):
@@ -139,9 +109,9 @@ def search(
         snippet, marks = (th.snippet, th.marks) if th else (_snippet(info.description), ())
         thumb = (th.thumb_n, th.thumb_path) if th else thumbs.get(key, (None, None))
         hits.append(
-            Hit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state, snippet, marks,
-                score if mode != "text" else float(th.rank if th else 0), mode, info.description,
-                info.structured, thumb[0], thumb[1])
+            SearchHit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state, snippet,
+                      marks, score if mode != "text" else float(th.score if th else 0), mode, info.description,
+                      info.structured, thumb[0], thumb[1])
         )  # fmt: skip
     return hits
 
@@ -160,24 +130,16 @@ def _text_ranking(
     hits: dict[tuple[str, int], SearchHit] = {}
     for page in range(MAX_TEXT_PAGES):
         batch = text_search(store, q, job=filters.job, from_ms=filters.from_ms, to_ms=filters.to_ms,
-                            limit=MAX_LIMIT, offset=page * MAX_LIMIT)  # fmt: skip
-        if filters.source:
-            allowed = {(h.job_id, h.index) for h in _with_source(vs, batch, filters)}
+                            source=filters.source, limit=MAX_LIMIT, offset=page * MAX_LIMIT)  # fmt: skip
         infos = vs.by_keys([(h.job_id, h.index) for h in batch])
         for h in batch:
             key = (h.job_id, h.index)
-            if filters.source and key not in allowed:
-                continue
             if _keep(infos.get(key), q, where):
                 keys.append(key)
                 hits[key] = h
         if len(keys) >= want or len(batch) < MAX_LIMIT:
             break
     return keys[:want], hits
-
-
-def _with_source(vs: VectorStore, batch: Sequence[SearchHit], filters: Filters) -> list[SearchHit]:
-    return [h for h in batch if source_matches(filters.source or "", h.source_name)]
 
 
 def _vector_ranking(
@@ -204,7 +166,9 @@ def _vector_ranking(
     return ids_out, {sid: score for score, sid in best}
 
 
-def _listing(store: SqlResultStore, filters: Filters, where: Sequence[Condition], limit: int, offset: int) -> list[Hit]:
+def _listing(
+    store: SqlResultStore, filters: Filters, where: Sequence[Condition], limit: int, offset: int
+) -> list[SearchHit]:
     """Segments passing ``where`` in job and time order (counting and "when" questions)."""
     vs = VectorStore(store)
     found: list[SegmentInfo] = []
@@ -221,9 +185,9 @@ def _listing(store: SqlResultStore, filters: Filters, where: Sequence[Condition]
     thumbs = vs.thumbs([(i.job_id, i.index) for i in page])
     for info in page:
         thumb = thumbs.get((info.job_id, info.index), (None, None))
-        out.append(Hit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state,
-                       _snippet(info.description), (), 0.0, "filter", info.description, info.structured,
-                       thumb[0], thumb[1]))  # fmt: skip
+        out.append(SearchHit(info.job_id, info.source_name, info.index, info.start_ms, info.end_ms, info.state,
+                             _snippet(info.description), (), 0.0, "filter", info.description, info.structured,
+                             thumb[0], thumb[1]))  # fmt: skip
     return out
 
 

@@ -4,8 +4,12 @@ In order:
 
 1. ``Host`` must name this service (loopback names, the bound address, ``security.allowed_hosts``):
    a DNS-rebinding page cannot reach the API under its own host name (421).
-2. A write (POST/PUT/PATCH/DELETE) from a browser page of another origin is refused (``Origin`` or
-   ``Sec-Fetch-Site: cross-site``; 403): no cross-site request forgery, even in no-key loopback mode.
+2. A write (POST/PUT/PATCH/DELETE) from a browser page of another origin is refused (a foreign
+   ``Origin``, or ``Sec-Fetch-Site: cross-site``/``same-site``; 403). With no API keys configured, a
+   form-encodable write (multipart, urlencoded, text/plain: what an HTML form can post cross-site
+   without a preflight) must also prove where it comes from: ``Sec-Fetch-Site: same-origin``, an
+   ``Origin`` equal to this service's, or the ``X-Framescribe-Client`` header (403 ``origin_unproven``).
+   So no page, in any browser, can submit, cancel or delete jobs on an open loopback API.
 3. A request with a body is authenticated from its headers *before* its body is read (401), so
    nobody without a key can make the server read, buffer or wait for a body.
 4. Every body is capped (413; multipart uploads to ``POST /v1/jobs`` at the upload cap) and must
@@ -35,6 +39,8 @@ BODY_LIMIT = 1024 * 1024  # JSON bodies; uploads have their own cap (scheduler.m
 UPLOAD_SLACK = 64 * 1024 + 64 * 1024 * 1024  # form overhead + what intake drains past the cap for a clean 413
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_PATHS = ("/healthz", "/readyz")
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+CLIENT_HEADER = "x-framescribe-client"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 
 
@@ -67,8 +73,9 @@ def allowed_host(name: str, settings: Settings) -> bool:
 
 
 def cross_origin(headers: dict[str, str]) -> bool:
-    """True when a browser says this request comes from a page of another origin."""
-    if headers.get("sec-fetch-site", "") == "cross-site":
+    """True when a browser says this request comes from a page of another origin (``same-site`` is
+    another origin too: another port or sub-domain of the same site)."""
+    if headers.get("sec-fetch-site", "") in ("cross-site", "same-site"):
         return True
     origin = headers.get("origin")
     if origin is None:
@@ -77,6 +84,27 @@ def cross_origin(headers: dict[str, str]) -> bool:
         return True
     parts = urlsplit(origin)
     return (parts.netloc or "").lower() != headers.get("host", "").lower()
+
+
+def same_origin_proof(headers: dict[str, str]) -> bool:
+    """The browser vouches that this request comes from this service's own page (or the user's own
+    action: ``Sec-Fetch-Site: none``); headers a page cannot set or forge."""
+    if headers.get("sec-fetch-site") in ("same-origin", "none"):
+        return True
+    origin = headers.get("origin")
+    return origin is not None and not cross_origin(headers)
+
+
+def unproven_write(headers: dict[str, str]) -> bool:
+    """No-key mode: a write that might be a cross-site form post from an old browser (one that sends
+    neither ``Origin`` nor ``Sec-Fetch-Site``): a form-encodable body without same-origin proof and
+    without ``X-Framescribe-Client`` (a header no page can add cross-origin without a CORS preflight,
+    which this service never grants). JSON and bodiless writes need a preflight or carry ``Origin``
+    in every browser, so scripts (curl, httpx) keep working without a key on loopback."""
+    if same_origin_proof(headers) or CLIENT_HEADER in headers:
+        return False
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    return ctype in FORM_TYPES
 
 
 def body_cap(scope: Scope, headers: dict[str, str], settings: Settings) -> int:
@@ -106,10 +134,12 @@ class RequestGuard:
             )
             return
         limit = body_cap(scope, headers, s)
-        started, seen = time.monotonic(), 0
+        started, seen, complete = time.monotonic(), 0, False
 
         async def guarded() -> Message:
-            nonlocal seen
+            nonlocal seen, complete
+            if complete:  # the body is in: what follows is the wait for a disconnect (streams), never timed
+                return await receive()
             allowed = s.security.body_timeout_s + seen / s.security.min_upload_bytes_per_s
             remaining = started + allowed - time.monotonic()
             try:
@@ -117,6 +147,7 @@ class RequestGuard:
             except TimeoutError:
                 raise HTTPException(408, "the request body did not arrive in time") from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > limit:  # FastAPI re-raises HTTPException from body parsing (others become 400)
                     raise HTTPException(413, f"the body is larger than {limit} bytes")
@@ -133,6 +164,13 @@ class RequestGuard:
         method = scope.get("method", "GET")
         if method in WRITE_METHODS and cross_origin(headers):
             return ApiError(403, "cross_origin", "writes from pages of another origin are refused")
+        keyless = not (s.api_keys or s.read_only_api_keys)
+        if keyless and method in WRITE_METHODS and unproven_write(headers):
+            message = (
+                "without API keys, a form-encoded write must come from this service's own page or carry "
+                "'X-Framescribe-Client: <name>' (e.g. curl -H 'X-Framescribe-Client: curl' -F file=@clip.mp4 ...)"
+            )
+            return ApiError(403, "origin_unproven", message)
         declared = headers.get("content-length", "")
         has_body = method in WRITE_METHODS or bool(declared and declared != "0") or "transfer-encoding" in headers
         if has_body and scope.get("path", "") not in PUBLIC_PATHS:

@@ -110,7 +110,8 @@ def test_source_rules(api: Api) -> None:
     with api.http() as http:
         refused(http.post("/v1/jobs", json={}), 422, field="path")
         refused(http.post("/v1/jobs", json={"path": path, "url": "https://example.org/v.mp4"}), 422, field="path")
-        refused(http.post("/v1/jobs", content=b"path=x", headers={"Content-Type": "text/plain"}), 415)
+        refused(http.post("/v1/jobs", content=b"path=x", headers={"Content-Type": "text/plain",
+                                                                   "X-Framescribe-Client": "tests"}), 415)  # fmt: skip
         refused(http.post("/v1/jobs", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
                           headers={"Content-Type": "application/json"}), 413, "too_large")  # fmt: skip
         refused(http.post("/v1/jobs", json={"path": path}, headers={"Idempotency-Key": "k" * 200}), 422)
@@ -203,6 +204,7 @@ def test_queue_down_is_503_and_leaves_no_job(api: Api) -> None:
 def test_upload_is_streamed_sniffed_and_queued(api: Api) -> None:
     data = (api.media / "clip.mp4").read_bytes()
     with api.http() as http:
+        http.headers["X-Framescribe-Client"] = "tests"  # no keys: form-encoded writes say who sends them
         resp = http.post("/v1/jobs", files={"file": ("my clip.mp4", data, "video/mp4")}, data={"options": '{"fps": 2}'})
         dry = http.post(
             "/v1/jobs",
@@ -223,6 +225,7 @@ def test_upload_refusals(api: Api) -> None:
     uploads = api.settings.data_dir / "uploads"
     before = sorted(uploads.iterdir()) if uploads.exists() else []
     with api.http() as http:
+        http.headers["X-Framescribe-Client"] = "tests"
         big = b"\x00\x00\x00\x18ftypisom" + b"\0" * (9 * 1024 * 1024)
         refused(http.post("/v1/jobs", files={"file": ("big.mp4", big)}), 413, "too_large", "file")
         refused(http.post("/v1/jobs", files={"file": ("t.mp4", b"hello " * 100)}), 422, "not_a_video", "file")

@@ -137,3 +137,25 @@ def test_review_page_and_static_files(client: TestClient) -> None:
     for name in ("review.js", "review.css"):
         text = client.get(f"/static/{name}").text
         assert re.search(r"https?://|//cdn", text) is None, f"{name} loads nothing external"
+
+
+def test_review_page_modules_are_served_as_javascript_under_the_csp(client: TestClient) -> None:
+    """review.js is an ES module: the page loads it with type=module, and every module it imports (and
+    they import) is served from /static as JavaScript, under the page's CSP, loading nothing external."""
+    page = client.get("/").text
+    assert '<script type="module" src="/static/review.js"></script>' in page
+    seen: set[str] = set()
+    todo = ["review.js"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        res = client.get(f"/static/{name}")
+        assert res.status_code == 200, name
+        assert res.headers["content-type"] == "text/javascript; charset=utf-8", name
+        assert "script-src 'self'" in res.headers["content-security-policy"], name
+        assert res.headers["x-content-type-options"] == "nosniff", name
+        assert re.search(r"https?://|//cdn|\beval\(|new Function", res.text) is None, name
+        todo += re.findall(r'^import [^;]* from "\./([a-z0-9_.-]+\.js)";$', res.text, re.M)
+    assert {"api.js", "dom.js", "job.js", "events.js", "cameras.js"} <= seen, seen

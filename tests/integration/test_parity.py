@@ -105,7 +105,7 @@ class Entry:
                     "file": ("clip.mp4", clip.read_bytes(), "video/mp4"),
                     "options": (None, json.dumps(body)),
                 }
-                resp = http.post("/v1/jobs", files=files)
+                resp = http.post("/v1/jobs", files=files, headers={"X-Framescribe-Client": "tests"})
             else:
                 resp = http.post("/v1/jobs", json={**body, **({"url": url} if kind == "url" else {"path": str(clip)})})
         assert resp.status_code == 202, resp.text

@@ -142,6 +142,8 @@ def test_foreign_host_names_are_refused(open_api: Api, host: str, method: str) -
         {"Origin": "null"},
         {"Sec-Fetch-Site": "cross-site"},
         {"Origin": "http://127.0.0.1:1"},  # another port is another origin
+        {"Sec-Fetch-Site": "same-site"},  # another port or sub-domain of the same site
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:1"},
     ],
 )
 def test_cross_origin_writes_are_refused(open_api: Api, headers: dict[str, str]) -> None:
@@ -160,6 +162,68 @@ def test_same_origin_and_loopback_names_still_work(open_api: Api) -> None:
                          headers={"Origin": open_api.base})  # fmt: skip
         named = http.get("/v1/jobs", headers={"Host": f"localhost:{port}"})
     assert same.status_code == 200 and named.status_code == 200
+
+
+FORM_BODIES = [  # what an HTML form can post cross-site without a CORS preflight
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n'),
+    ("application/x-www-form-urlencoded", b"a=b"),
+    ("text/plain", b"a=b"),
+]
+
+
+@pytest.mark.parametrize(("ctype", "body"), FORM_BODIES)
+@pytest.mark.parametrize("action", ["submit", "cancel", "retry", "delete"])
+def test_keyless_form_writes_need_a_same_origin_proof(open_api: Api, ctype: str, body: bytes, action: str) -> None:
+    """An old browser sends neither Origin nor Sec-Fetch-Site on a form post: without keys, such a write
+    is refused unless it proves where it comes from."""
+    store = open_api.store()
+    job, _ = store.create_job(str(open_api.media / "clip.mp4"), "clip.mp4", {})
+    routes = {
+        "submit": ("POST", "/v1/jobs"),
+        "cancel": ("POST", f"/v1/jobs/{job.id}/cancel"),
+        "retry": ("POST", f"/v1/jobs/{job.id}/retry"),
+        "delete": ("DELETE", f"/v1/jobs/{job.id}"),
+    }
+    method, path = routes[action]
+    before = len(open_api.enqueuer.jobs)
+    with client(open_api.base) as http:
+        resp = http.request(method, path, content=body, headers={"Content-Type": ctype})
+    assert resp.status_code == 403 and error_of(resp)["code"] == "origin_unproven"
+    assert "X-Framescribe-Client" in error_of(resp)["message"], "the refusal says how scripts get through"
+    assert store.get_job(job.id).state == "queued" and len(open_api.enqueuer.jobs) == before
+
+
+@pytest.mark.parametrize(
+    "proof",
+    [{"Sec-Fetch-Site": "same-origin"}, {"X-Framescribe-Client": "curl"}, {"Sec-Fetch-Site": "none"}, "origin"],
+)
+def test_keyless_uploads_with_a_proof_are_served(open_api: Api, proof: dict[str, str] | str) -> None:
+    headers = {"Origin": open_api.base} if proof == "origin" else dict(proof)  # type: ignore[arg-type]
+    data = (open_api.media / "clip.mp4").read_bytes()
+    with client(open_api.base) as http:
+        resp = http.post("/v1/jobs", files={"file": ("c.mp4", data)}, data={"options": '{"dry_run": true}'},
+                         headers=headers)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+
+
+def test_keyless_scripts_without_browser_headers_still_work(open_api: Api) -> None:
+    """curl/httpx on loopback: JSON and bodiless writes need no key and no extra header (a browser can
+    send neither cross-origin without a preflight or an Origin header)."""
+    store = open_api.store()
+    job, _ = store.create_job(str(open_api.media / "clip.mp4"), "clip.mp4", {})
+    with client(open_api.base) as http:
+        submit = http.post("/v1/jobs", json={"path": str(open_api.media / "clip.mp4"), "dry_run": True})
+        cancel = http.post(f"/v1/jobs/{job.id}/cancel")
+    assert submit.status_code == 200 and cancel.status_code == 200
+    assert store.get_job(job.id).state == "cancelled"
+
+
+def test_keyed_form_writes_need_only_the_key(keyed_api: Api) -> None:
+    """With keys the Authorization header is the proof: no page can add it cross-origin."""
+    data = (keyed_api.media / "clip.mp4").read_bytes()
+    with client(keyed_api.base, KEY) as http:
+        resp = http.post("/v1/jobs", files={"file": ("c.mp4", data)}, data={"options": '{"dry_run": true}'})
+    assert resp.status_code == 200, resp.text
 
 
 # -- 10. subtitle injection ------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from worker.errors import InputError
 
@@ -66,3 +68,33 @@ def split_marks(snippet: str) -> tuple[str, list[tuple[int, int]]]:
     while text and text[-1] == " ":
         text.pop()
     return "".join(text), [(a, min(b, len(text))) for a, b in marks if a < len(text)]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One matching segment, from any search mode: where it is, why it matched (``snippet`` with
+    ``marks``, [start, end) offsets of the matched words), its ``score`` in ``mode`` (text: the
+    database's rank; semantic: cosine; hybrid: fused; filter: 0) and what the segment says."""
+
+    job_id: str
+    source_name: str
+    index: int
+    start_ms: int
+    end_ms: int
+    state: str
+    snippet: str
+    marks: tuple[tuple[int, int], ...]
+    score: float
+    mode: str = "text"
+    description: str | None = None
+    structured: dict[str, Any] = field(default_factory=dict)
+    thumb_n: int | None = None
+    thumb_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "source_name": self.source_name, "index": self.index,
+            "start_ms": self.start_ms, "end_ms": self.end_ms, "state": self.state, "snippet": self.snippet,
+            "marks": [list(m) for m in self.marks], "rank": round(self.score, 6), "mode": self.mode,
+            "thumb_n": self.thumb_n,
+        }  # fmt: skip

@@ -22,9 +22,8 @@ from scheduler.api.deps import ReadAccess, SettingsDep, StoreDep
 from scheduler.api.models import ErrorBody
 from worker.adapters.stores.vectors import Filters
 from worker.ask import MAX_QUESTION, AskResult, ask, build
-from worker.core.exports.text import to_ms
 from worker.core.where import parse_where
-from worker.errors import FramescribeError, InputError
+from worker.errors import FramescribeError
 
 router = APIRouter(prefix="/v1", tags=["ask"])
 log = logging.getLogger(__name__)
@@ -59,15 +58,6 @@ class AskPublic(BaseModel):
     notes: list[str]
 
 
-def _ms(value: str | None, name: str) -> int | None:
-    if not value:
-        return None
-    ms = to_ms(value)
-    if ms is None or ms < 0:
-        raise InputError(f"'{name}' must be seconds, MM:SS or HH:MM:SS, got '{value[:40]}'", field=name)
-    return ms
-
-
 def _links(data: dict[str, Any]) -> dict[str, Any]:
     """API links for each cited moment and evidence item: the segment, its thumbnail, the review page."""
     for item in [*data["citations"], *data["evidence"]]:
@@ -93,9 +83,7 @@ def ask_route(
     _: ReadAccess,
     accept: Annotated[str | None, Header()] = None,
 ) -> Any:
-    filters = Filters(job=body.job, from_ms=_ms(body.from_, "from"), to_ms=_ms(body.to, "to"), source=body.source)
-    if filters.from_ms is not None and filters.to_ms is not None and filters.to_ms <= filters.from_ms:
-        raise InputError("'to' must be after 'from'", field="to")
+    filters = Filters.of(job=body.job, source=body.source, from_=body.from_, to=body.to)
     where = parse_where(body.where)
     if body.job:
         store.get_job(body.job)  # 404 before any stream starts

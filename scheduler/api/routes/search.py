@@ -10,9 +10,7 @@ from pydantic import BaseModel
 from scheduler.api.deps import ReadAccess, SettingsDep, StoreDep
 from scheduler.api.models import ErrorBody
 from worker.adapters.stores.vectors import Filters
-from worker.core.exports.text import to_ms
 from worker.core.where import parse_where
-from worker.errors import InputError
 from worker.indexing import embedder_for
 from worker.retrieval import search as run_search
 
@@ -43,15 +41,6 @@ class SearchPublic(BaseModel):
     next_offset: int | None
 
 
-def _time(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    ms = to_ms(value)
-    if ms is None or ms < 0:
-        raise InputError(f"'{name}' must be a time in {TIME_HELP}, got '{value[:40]}'", field=name)
-    return ms
-
-
 @router.get("/search", response_model=SearchPublic, responses=ERRORS, summary="Search segments across jobs, ranked")
 def search(
     store: StoreDep,
@@ -72,7 +61,7 @@ def search(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> SearchPublic:
-    filters = Filters(job=job, from_ms=_time(from_, "from"), to_ms=_time(to, "to"), source=source or None)
+    filters = Filters.of(job=job, source=source, from_=from_, to=to)
     embedder = embedder_for(settings) if mode != "text" else None
     hits = run_search(
         store, q, mode=mode, filters=filters, where=parse_where(where), embedder=embedder, limit=limit, offset=offset

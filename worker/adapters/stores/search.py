@@ -6,47 +6,16 @@ here writes to it; ``search`` ranks hits and returns them with times, a snippet 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
 from worker.adapters.stores.sql import SqlResultStore
-from worker.core.search import fts5_query, plain_query, split_marks
+from worker.adapters.stores.vectors import Filters
+from worker.core.search import SearchHit, fts5_query, plain_query, split_marks
 from worker.errors import InputError
 
 MAX_LIMIT = 200
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """One matching segment. ``marks`` are [start, end) offsets of the matched words in ``snippet``."""
-
-    job_id: str
-    source_name: str
-    index: int
-    start_ms: int
-    end_ms: int
-    state: str
-    snippet: str
-    marks: tuple[tuple[int, int], ...]
-    rank: float
-    thumb_n: int | None
-    thumb_path: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "source_name": self.source_name,
-            "index": self.index,
-            "start_ms": self.start_ms,
-            "end_ms": self.end_ms,
-            "state": self.state,
-            "snippet": self.snippet,
-            "marks": [list(m) for m in self.marks],
-            "rank": self.rank,
-            "thumb_n": self.thumb_n,
-        }
 
 
 _THUMB = (
@@ -80,10 +49,12 @@ def search(
     job: str | None = None,
     from_ms: int | None = None,
     to_ms: int | None = None,
+    source: str | None = None,
     limit: int = 20,
     offset: int = 0,
 ) -> list[SearchHit]:
-    """Segments matching every word of ``q``, best first; ``job`` and the time range narrow them.
+    """Segments matching every word of ``q``, best first; ``job``, the time range and ``source`` (a name
+    glob) narrow them.
 
     A segment is in range when it overlaps [from_ms, to_ms). Raises InputError for an empty query,
     a bad range or limit.
@@ -92,22 +63,13 @@ def search(
         raise InputError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     if offset < 0:
         raise InputError("offset cannot be negative", field="offset")
-    if from_ms is not None and to_ms is not None and to_ms <= from_ms:
-        raise InputError("'to' must be after 'from'", field="to")
+    filters = Filters(job=job, from_ms=from_ms, to_ms=to_ms, source=source)
+    filters.check()
     dialect = store.engine.dialect.name
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     params["q"] = fts5_query(q) if dialect == "sqlite" else plain_query(q)
-    where = []
-    if job:
-        where.append("AND s.job_id = :job")
-        params["job"] = job
-    if from_ms is not None:
-        where.append("AND s.end_ms > :from_ms")
-        params["from_ms"] = from_ms
-    if to_ms is not None:
-        where.append("AND s.start_ms < :to_ms")
-        params["to_ms"] = to_ms
-    sql = (SQLITE if dialect == "sqlite" else POSTGRES).format(where=" ".join(where))
+    where = filters.sql(params)
+    sql = (SQLITE if dialect == "sqlite" else POSTGRES).format(where=where)
     with store.engine.connect() as conn:
         rows = conn.execute(text(sql), params).all()
     return [_hit(row) for row in rows]
@@ -127,7 +89,7 @@ def _hit(row: Any) -> SearchHit:
         state=m["state"],
         snippet=snippet,
         marks=tuple(marks),
-        rank=round(-float(m["score"]), 6),
+        score=round(-float(m["score"]), 6),
         thumb_n=None if m["thumb_n"] is None else int(m["thumb_n"]),
         thumb_path=m["thumb_path"],
     )

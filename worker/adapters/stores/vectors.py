@@ -12,7 +12,9 @@ import numpy as np
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, delete, insert, text
 
 from worker.adapters.stores.sql import SqlResultStore
+from worker.core.exports.text import to_ms
 from worker.embedding import to_blob
+from worker.errors import InputError
 
 meta = MetaData()
 VECTORS = Table(
@@ -30,7 +32,23 @@ ASK_CALLS = Table(
     Column("latency_ms", Integer), Column("answer", Text), Column("unsupported", JSON),
 )  # fmt: skip
 DONE = ("done", "static")
+
+
 SCAN_BATCH = 5000
+
+
+def _label(name: str, flag: str) -> str:
+    return f"{flag}{name}" if flag else f"'{name}'"
+
+
+def _time_ms(value: str | float | None, name: str, flag: str) -> int | None:
+    if value is None or value == "":
+        return None
+    ms = to_ms(value)
+    if ms is None or ms < 0:
+        shown = str(value)[:40]
+        raise InputError(f"{_label(name, flag)} must be seconds, MM:SS or HH:MM:SS, got {shown!r}", field=name)
+    return ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +59,28 @@ class Filters:
     from_ms: int | None = None
     to_ms: int | None = None
     source: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        job: str | None = None,
+        source: str | None = None,
+        from_: str | float | None = None,
+        to: str | float | None = None,
+        flag: str = "",
+    ) -> Filters:
+        """The filters a request or a command line names; times are seconds or ``[HH:]MM:SS``. Raises
+        InputError naming the field (``flag`` "--" for command-line options) for an unreadable or
+        negative time, or a range whose end is not after its start."""
+        made = cls(job or None, _time_ms(from_, "from", flag), _time_ms(to, "to", flag), source or None)
+        made.check(flag)
+        return made
+
+    def check(self, flag: str = "") -> None:
+        """InputError unless the range's end is after its start."""
+        if self.from_ms is not None and self.to_ms is not None and self.to_ms <= self.from_ms:
+            raise InputError(f"{_label('to', flag)} must be after {_label('from', flag)}", field="to")
 
     def sql(self, params: dict[str, Any]) -> str:
         """``AND …`` conditions on ``s`` (segments) and ``j`` (jobs); fills ``params``."""
@@ -64,14 +104,6 @@ def glob_to_like(pattern: str) -> str:
     """A shell glob (``*``, ``?``) as a LIKE pattern with ``!`` escaping; no glob chars = contains."""
     out = "".join("!" + c if c in "%_!" else "%" if c == "*" else "_" if c == "?" else c for c in pattern)
     return out if any(c in pattern for c in "*?") else f"%{out}%"
-
-
-def source_matches(pattern: str, name: str) -> bool:
-    """The Python side of ``glob_to_like``: a glob over the whole name, or a substring without glob chars."""
-    import fnmatch
-
-    p, n = pattern.lower(), name.lower()
-    return fnmatch.fnmatchcase(n, p) if any(c in p for c in "*?") else p in n
 
 
 @dataclass(frozen=True, slots=True)
