@@ -5,7 +5,7 @@ Fakes for tests live in ``tests/fakes/ports.py`` (in memory: no SQLite, no OpenC
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,9 @@ class DescribeRequest:
     preset: str
     previous: str | None = None
     thumbs: Sequence[Any] = ()  # small in-memory images (numpy arrays) for local analysis
+    # asked before every request after the first (a retry, a JSON repair) with the video tokens it may
+    # bill: raises BudgetExceeded when it could pass a job cap (None: no cap)
+    guard: Callable[[int], None] | None = None
 
 
 class Describer(Protocol):
