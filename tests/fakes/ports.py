@@ -269,6 +269,9 @@ class FakeFrames:
         self.written.setdefault(str(folder), []).append(ref)
         return ref
 
+    def encode(self, image: Any, budget: Any = None) -> tuple[bytes, int, int]:
+        return b"jpeg", 640, 360
+
     def thumb(self, image: Any) -> Any:
         return image
 

@@ -105,6 +105,11 @@ class FrameWriter(Protocol):
         """Write one frame, at the job's ``budget`` (pixel cap and side multiple) when given."""
         ...
 
+    def encode(self, image: Any, budget: FrameBudget | None = None) -> tuple[bytes, int, int]:
+        """(JPEG bytes, width, height) of ``image`` as ``write`` would store it at ``budget`` (a live
+        camera keeps frames encoded in memory until its window closes)."""
+        ...
+
     def drop_job(self, job_id: str) -> None:
         """Remove every frame of the job."""
         ...
