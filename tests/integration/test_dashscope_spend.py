@@ -384,6 +384,24 @@ def test_dry_run_runs_the_analysis_pass_and_prints_cost(
     assert json.loads(piped.file.getvalue())["estimate"]["segments"] == est["segments"]  # type: ignore[attr-defined]
 
 
+def test_the_dry_run_builds_no_store_and_no_describer(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run needs a reader and the analyser only: no database is opened or created, no request."""
+    import worker.bootstrap
+    from worker import cli_estimate
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the dry run built a store or a describer")
+
+    monkeypatch.setattr(worker.bootstrap, "store_for", refuse)
+    monkeypatch.setattr(worker.bootstrap, "build_describer", refuse)
+    settings = make_settings(tmp_path, fake)
+    data = cli_estimate.report(clip_12s, JobOptions(segmenter="scene"), settings)  # type: ignore[arg-type]
+    assert data["estimate"]["segments"] >= 1 and data["estimate"]["segmentation"] == "analysed"
+    assert not list(tmp_path.rglob("*.db")) and fake.requests == []
+
+
 def test_an_sdk_failure_is_one_log_line_not_a_traceback(
     tmp_path: Path, fake: FakeDashScope, clip_12s: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,7 +17,7 @@ from worker import spend
 from worker.config import SamplingSettings, Settings
 from worker.core import budget
 from worker.core.models import Description, Job, SegmentPlan, VideoInfo
-from worker.core.ports import ResultStore, VideoReader
+from worker.core.ports import Analyser, ResultStore, VideoReader
 from worker.core.sampling import sample_times
 from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans
 from worker.core.segments import clip_range
@@ -180,12 +180,18 @@ def hybrid_params(s: SamplingSettings) -> HybridParams:
 
 def analyse(ports: Ports, reader: VideoReader, info: VideoInfo, opts: JobOptions) -> Findings | None:
     """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
-    settings = ports.settings
+    return analysis_pass(ports.analyser, ports.settings, reader, info, opts)
+
+
+def analysis_pass(
+    analyser: Analyser, settings: Settings, reader: VideoReader, info: VideoInfo, opts: JobOptions
+) -> Findings | None:
+    """``analyse`` with only what it needs (the dry run builds no store)."""
     if segmenter_of(opts, settings) == "fixed":
         return None
     p = plan_params(opts, settings, source_fps=info.fps)
     start, end = clip_range(info.duration_ms, p.start_s, p.end_s)
-    findings = ports.analyser.analyse(reader, start, end, motion_params(settings.sampling))
+    findings = analyser.analyse(reader, start, end, motion_params(settings.sampling))
     log.info(
         "%s: analysed %d frames: %d cut(s), %d motion event(s)",
         reader.path.name,
