@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import open_reader
 from worker.config import REPO_CONFIG, Settings
 from worker.core.exports import ExportInput
-from worker.core.ports import Describer, Enqueuer
+from worker.core.ports import Analyser, Describer, Enqueuer, VideoReader
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
@@ -72,7 +72,6 @@ def build_ports(
                 use(RedisRateLimiter.from_settings(settings))
         return cache[key]
 
-    from worker.adapters.analysis import CvAnalyser
     from worker.adapters.describers.cache import DescriptionCache
     from worker.adapters.frames.local import LocalFrames
 
@@ -81,19 +80,37 @@ def build_ports(
         store=store,
         describer_for=describer_for,
         frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
-        analyser=CvAnalyser(settings.sampling),
+        analyser=analyser_for(settings),
         cache=DescriptionCache(store.engine),
-        reader_for=lambda path: open_reader(
-            checked_source(path, settings.allowed_roots, settings.data_dir) if check_sources else path,
-            settings.limits,
-            settings.sampling.reader_backend,
-            keyframe_tolerance=settings.sampling.keyframe_tolerance,
-        ),
+        reader_for=reader_factory(settings, check_sources=check_sources),
         on_event=on_event,
         prompts=load_prompts(),
         enqueuer=enqueuer,
         indexer=_indexer(store, settings),
     )
+
+
+def reader_factory(settings: Settings, *, check_sources: bool = False) -> Callable[[str], VideoReader]:
+    """Readers of local videos with the configured backend and limits (``check_sources``: the path is
+    checked against the allowed roots again where it is opened)."""
+
+    def reader_for(path: str) -> VideoReader:
+        source = checked_source(path, settings.allowed_roots, settings.data_dir) if check_sources else path
+        return open_reader(
+            source,
+            settings.limits,
+            settings.sampling.reader_backend,
+            keyframe_tolerance=settings.sampling.keyframe_tolerance,
+        )
+
+    return reader_for
+
+
+def analyser_for(settings: Settings) -> Analyser:
+    """The scene/motion analysis pass and the frame hashes (OpenCV)."""
+    from worker.adapters.analysis import CvAnalyser
+
+    return CvAnalyser(settings.sampling)
 
 
 def _indexer(store: SqlResultStore, settings: Settings) -> Any:

@@ -19,14 +19,14 @@ from worker.options import JobOptions
 
 
 def report(video: Path, opts: JobOptions, settings: Settings) -> dict[str, Any]:
-    """Probe, run the segmenter's analysis pass when it has one, estimate, check the caps."""
-    from worker.bootstrap import build_ports
+    """Probe, run the segmenter's analysis pass when it has one, estimate, check the caps. Builds only a
+    reader and the analyser: no store, no describer, nothing written."""
+    from worker.bootstrap import analyser_for, reader_factory
     from worker.service import plan as planning
 
-    ports = build_ports(settings)
-    with ports.reader_for(str(video)) as reader:
+    with reader_factory(settings)(str(video)) as reader:
         info = reader.probe()
-        findings = planning.analyse(ports, reader, info, opts)
+        findings = planning.analysis_pass(analyser_for(settings), settings, reader, info, opts)
     est = planning.estimate(info, opts, settings, findings)
     planning.check_budget(est, opts, settings)
     return {"video": info.as_dict(), "estimate": est.as_dict()}

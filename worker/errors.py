@@ -82,6 +82,13 @@ class DescriberUnavailable(DescriberAuthError):
 
     code = "describer_outage"
 
+    PREFIX = "DashScope unavailable since"
+
+    @classmethod
+    def named_in(cls, message: str | None) -> bool:
+        """Whether a stored reason is an outage (a job it stopped ends ``partial``: retry resumes it)."""
+        return bool(message) and cls.PREFIX in str(message)
+
 
 class BudgetExceeded(FramescribeError):
     code = "budget_exceeded"

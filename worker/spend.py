@@ -67,10 +67,11 @@ def summary_estimate(segments: int, settings: Settings) -> tuple[int, int, int]:
     return calls, tokens_in, tokens_out
 
 
-def summary_calls_left(made_calls: int, opts: JobOptions, settings: Settings) -> int | None:
-    """What ``max_calls`` leaves for the summary after the segments' calls (None: no cap)."""
+def summary_calls_left(sent: int, opts: JobOptions, settings: Settings) -> int | None:
+    """The model requests ``max_calls`` leaves for the summary after the ``sent`` ones of the segments
+    (retries and repairs included: each may have been billed). None: no cap."""
     cap = opts.max_calls or settings.dashscope.max_calls
-    return None if not cap else max(0, cap - made_calls)
+    return None if not cap else max(0, cap - sent)
 
 
 def job_cost(usage: dict[str, Any], opts: JobOptions, settings: Settings) -> dict[str, Any]:

@@ -33,12 +33,14 @@ class TextModel(Protocol):
     @property
     def summary_model(self) -> str: ...
 
-    def complete(self, system: str, prompt: str, *, what: str = ..., job_id: str = ...) -> tuple[Reply, int]: ...
+    def complete(
+        self, system: str, prompt: str, *, what: str = ..., job_id: str = ..., guard: Callable[[int], None] | None = ...
+    ) -> tuple[Reply, int]: ...
 
 
 @dataclasses.dataclass
 class Tally:
-    """The summary calls made so far (successful or not) and how many more are allowed."""
+    """The summary calls made so far (successful or not) and how many more requests are allowed."""
 
     model: str
     allowed: int | None = None
@@ -194,13 +196,21 @@ def _call(
     level: int,
     tally: Tally,
 ) -> Line:
-    if tally.allowed is not None and tally.calls >= tally.allowed:
-        raise BudgetExceeded(f"the model summary would pass the call cap ({tally.calls} summary call(s) made)")
     text = "\n".join(line for _, _, line in batch)
     prompt = render(template, {"segments": text, "source": source, "duration": clock(duration_ms), "count": len(batch)})
+    sent = tally.http_attempts
+
+    def guard(_video_tokens: int) -> None:  # before every request (retries too): max_calls counts requests
+        nonlocal sent
+        if tally.allowed is not None and sent >= tally.allowed:
+            raise BudgetExceeded(f"the model summary would pass the call cap ({sent} summary request(s) sent)")
+        sent += 1
+
     try:
-        reply, _ = model.complete(SYSTEM, prompt, what=f"job {job_id} summary (round {level})", job_id=job_id)
-    except DescriberError as exc:
+        reply, _ = model.complete(
+            SYSTEM, prompt, what=f"job {job_id} summary (round {level})", job_id=job_id, guard=guard
+        )
+    except (DescriberError, BudgetExceeded) as exc:
         spent = getattr(exc, "spent", None)
         if spent is not None:
             tally.add(spent.input_tokens, spent.output_tokens, spent.http_attempts, calls=0)

@@ -869,7 +869,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_call("generation")
         elif path == COMPAT_PATH:
             self._model_call("compatible")
-        elif path.rstrip("/") in _text_paths():  # text generation and embeddings (tests/fakes/dashscope_text.py)
+        elif path.rstrip("/") in _text_paths():  # embeddings (tests/fakes/dashscope_text.py)
             from tests.fakes.dashscope_text import handle
 
             handle(self, path.rstrip("/"))

@@ -116,7 +116,7 @@ class FakeStore:
                 describer=desc.describer, model=desc.model, input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens, video_tokens=u.video_tokens, request_id=u.request_id,
                 latency_ms=u.latency_ms, error=None, frame_count=len(frames), reused_from=reused_from,
-                flags=tuple(desc.flags),
+                flags=tuple(desc.flags), http_attempts=u.http_attempts,
             )  # fmt: skip
             if ok:
                 self.segs[job_id][index].frames = list(frames)
@@ -160,6 +160,7 @@ class FakeStore:
             "output_tokens": sum(r.output_tokens for r in rows),
             "video_tokens": sum(r.video_tokens for r in rows),
             "attempts": sum(r.attempts for r in rows),
+            "http_attempts": sum(r.http_attempts for r in rows),
         }
 
     def claim_summary(self, job_id: str, owner: str | None = None, lease_s: float = 60.0) -> bool:
@@ -274,6 +275,9 @@ class FakeFrames:
         self.written.setdefault(str(folder), []).append(ref)
         return ref
 
+    def encode(self, image: Any, budget: Any = None) -> tuple[bytes, int, int]:
+        return b"jpeg", 640, 360
+
     def thumb(self, image: Any) -> Any:
         return image
 
@@ -302,7 +306,7 @@ class FakeDescriber:
         with self.lock:
             self.calls.append(request.plan.index)
         p = request.plan
-        usage = Usage(10, 5, self.video_tokens, f"req-{p.index}", 1, 1)
+        usage = Usage(10, 5, self.video_tokens, f"req-{p.index}", 1, 1, http_attempts=1)
         return Description(f"segment {p.index}: {p.start_ms}-{p.end_ms} ms", {}, self.name, "fake", usage)
 
 

@@ -141,7 +141,7 @@ def assert_job_clean(c: Cluster, job_id: str, states: tuple[str, ...] = TERMINAL
     assert indexes == list(range(job.segment_count)), rows  # 0 lost, 0 duplicates
     assert job.segment_count > 0
     for index, state, _ in rows:
-        assert state in ("done", "failed", "cancelled", "static", "reused"), (index, state)
+        assert state in ("done", "failed", "cancelled", "static"), (index, state)
         if state == "failed":
             assert c.store.segment(job_id, index).error, f"segment {index} failed without a reason"
     for index, (stored, planned) in c.frame_counts(job_id).items():

@@ -45,6 +45,7 @@ def test_an_outage_stops_the_job_worker_wide_and_retry_finishes_it(tmp_path: Pat
         fake.outage(3600)
         job_id = submit(c, clip, describer="dashscope")
         job = c.wait(job_id, timeout=90)
+        assert job.state == "partial"  # stopped before any segment was described: resumable, not failed
         assert "DashScope unavailable since" in (job.error or "") and f"framescribe retry {job_id}" in (job.error or "")
         during = len(fake.requests)
         assert during <= N + len(c.workers) - 1  # calls in flight when it opened may still fail: at most one each

@@ -506,7 +506,9 @@ class Scripted:
         self.prompts: list[str] = []
         self.fail = fail
 
-    def complete(self, system: str, prompt: str, *, what: str = "", job_id: str = "") -> tuple[Reply, int]:
+    def complete(
+        self, system: str, prompt: str, *, what: str = "", job_id: str = "", guard: Any = None
+    ) -> tuple[Reply, int]:
         if self.fail is not None:
             raise self.fail
         self.prompts.append(prompt)

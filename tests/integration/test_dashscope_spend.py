@@ -48,7 +48,9 @@ def assert_stored_equals_billed(ports: Ports, job_id: str, fake: FakeDashScope) 
     bill = fake.billed_totals()
     assert usage["video_tokens"] == bill["video_tokens"]
     assert usage["input_tokens"] == bill["input_tokens"]
-    lost = any("usage_estimated" in r.flags for r in rows(ports, job_id))
+    lost = any("usage_estimated" in r.flags for r in rows(ports, job_id)) or any(
+        r.behavior is not None and r.behavior.reset_after for r in fake.requests
+    )  # a failed row holds the lost request's estimate without a flag
     if lost:
         assert usage["output_tokens"] <= bill["output_tokens"]
     else:
@@ -120,7 +122,7 @@ def test_billed_never_exceeds_the_cap_and_stored_usage_equals_the_bill(
     if cap == "max_video_tokens":
         assert billed_video(fake) <= value
     else:
-        assert fake.billed_totals()["calls"] - (fault == "reset_after") <= value  # a lost reply: one extra
+        assert fake.billed_totals()["calls"] <= value  # a lost reply's request is counted before the retry
     usage = assert_stored_equals_billed(ports, job_id, fake)
     assert usage["http_attempts"] >= fake.billed_totals()["calls"] - 1  # (-1: the summary's own request)
     for row in rows(ports, job_id):
@@ -129,6 +131,44 @@ def test_billed_never_exceeds_the_cap_and_stored_usage_equals_the_bill(
             assert all(f.width * f.height <= max_pixels for f in frames)
         if fault == "no_visual_count" and row.state == "done" and row.reused_from is None:
             assert "video_tokens_estimated" in row.flags
+
+
+@pytest.mark.parametrize("continuity", [True, False])
+@pytest.mark.parametrize("cap", ["max_calls", "max_video_tokens"])
+def test_a_reply_lost_after_processing_is_counted_before_its_retry(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, monkeypatch: pytest.MonkeyPatch, cap: str, continuity: bool
+) -> None:
+    """Segment 0's reply is lost after the fake billed it: the retry is a request the caps must allow,
+    asked before it is sent (max_calls: 3 requests in all; max_video_tokens: 1.5 segments, so the retry of
+    segment 0 is refused rather than billed a second time). Calls one after another and two in flight."""
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)  # the running guard must hold alone
+    settings = make_settings(tmp_path, fake)
+    update = {"continuity": continuity}
+    settings = settings.model_copy(update={"describer": settings.describer.model_copy(update=update)})
+    one = per_segment(settings, clip_12s)
+    value = 3 if cap == "max_calls" else one + one // 2
+    fake.enqueue(Behavior(reset_after=True))
+    ports, job_id, summary = run(settings, clip_12s, **{cap: value})
+    bill = fake.billed_totals()
+    if cap == "max_calls":
+        assert bill["calls"] == 3  # the lost request, its retry, segment 1; then nothing (no model summary)
+        assert summary.segments_done == 2 and summary.source != "dashscope"
+    else:
+        assert bill["video_tokens"] == one <= value  # billed once: the retry was refused
+        assert summary.segments_done == 0 and "video token cap" in (rows(ports, job_id)[0].error or "")
+    assert ports.store.usage(job_id)["http_attempts"] == len(fake.requests_of("generation"))
+    assert_stored_equals_billed(ports, job_id, fake)
+
+
+def test_a_summary_reply_lost_is_counted_before_its_retry(tmp_path: Path, fake: FakeDashScope, clip_12s: Path) -> None:
+    """max_calls 4 = three segments + one summary request: the summary's reply is lost after billing;
+    its retry would be a fifth request, so the local summary is kept and the bill stays at 4."""
+    fake.enqueue(Behavior(), Behavior(), Behavior(), Behavior(reset_after=True))
+    ports, job_id, summary = run(make_settings(tmp_path, fake), clip_12s, max_calls=4)
+    assert fake.billed_totals()["calls"] == 4 and len(fake.requests_of("generation")) == 4
+    assert summary.segments_done == 3 and summary.source != "dashscope"
+    assert ports.store.usage(job_id)["http_attempts"] == 4
+    assert_stored_equals_billed(ports, job_id, fake)
 
 
 def test_the_issue_example_max_pixels_no_longer_breaks_the_cap(
@@ -211,32 +251,43 @@ def test_one_deadline_covers_policy_uploads_and_generation(
         time.sleep(0.05)
 
 
-def _outage_after_first_segment(fake: FakeDashScope, kind: str) -> None:
+def _outage(fake: FakeDashScope, kind: str, before_any: bool) -> None:
+    """DashScope goes down at once, or after the first segment is described: ``everything`` (getPolicy,
+    uploads and generation answer 503) or only ``generation``."""
+
+    def down() -> None:
+        if kind == "everything":
+            fake.outage(3600)
+        else:
+            fake.default_behavior = Behavior.error("ServiceUnavailable")
+
     first: list[bool] = []
 
     def reply(rec: RecordedRequest) -> str:
-        if rec.videos and not first:  # the first segment is described, then DashScope goes down
+        if rec.videos and not first:
             first.append(True)
-            if kind == "everything":
-                fake.outage(3600)
-            else:
-                fake.default_behavior = Behavior.error("ServiceUnavailable")
+            down()
         return "SUMMARY." if not rec.videos else "Described."
 
     fake.reply_fn = reply
+    if before_any:
+        first.append(True)
+        down()
 
 
+@pytest.mark.parametrize("before_any", [True, False], ids=["before-any-segment", "after-one-segment"])
 @pytest.mark.parametrize("kind", ["everything", "generation"])
 def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_uploads(
-    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, kind: str
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, kind: str, before_any: bool
 ) -> None:
     n = 3
     settings = make_settings(tmp_path, fake, breaker_failures=n, max_attempts=5, breaker_cooldown_s=0.3)
     settings = settings.model_copy(update={"describer": settings.describer.model_copy(update={"concurrency": 1})})
-    _outage_after_first_segment(fake, kind)
+    _outage(fake, kind, before_any)
     ports, job_id, summary = run(settings, clip_12s)
     job = ports.store.get_job(job_id)
-    assert summary.state == "partial" and job.state == "partial" and summary.segments_done == 1
+    done = 0 if before_any else 1
+    assert summary.state == "partial" and job.state == "partial" and summary.segments_done == done
     assert "DashScope unavailable since" in (job.error or "") and f"framescribe retry {job_id}" in (job.error or "")
     failed = [r for r in fake.requests if r.response_status == 503]
     counted = failed if kind == "everything" else [r for r in failed if r.kind == "generation"]
@@ -255,8 +306,8 @@ def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_upload
     assert final is not None and final.state == "done" and ports.store.get_job(job_id).state == "done"
     retried = fake.requests[seen:]
     new_uploads = [r for r in retried if r.kind == "ossUpload"]
-    if kind == "generation":  # segment 1's frames were uploaded before the outage: re-used, not re-sent
-        assert uploads_before == 8 and len(new_uploads) == 4
+    if kind == "generation":  # the frames uploaded before the outage are re-used, not re-sent
+        assert (uploads_before, len(new_uploads)) == ((4, 8) if before_any else (8, 4))
     assert_stored_equals_billed(ports, job_id, fake)
 
 
@@ -331,6 +382,24 @@ def test_dry_run_runs_the_analysis_pass_and_prints_cost(
     piped = Console(file=io.StringIO(), width=100)
     cli_estimate.show(data, piped, as_json=True)
     assert json.loads(piped.file.getvalue())["estimate"]["segments"] == est["segments"]  # type: ignore[attr-defined]
+
+
+def test_the_dry_run_builds_no_store_and_no_describer(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run needs a reader and the analyser only: no database is opened or created, no request."""
+    import worker.bootstrap
+    from worker import cli_estimate
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the dry run built a store or a describer")
+
+    monkeypatch.setattr(worker.bootstrap, "store_for", refuse)
+    monkeypatch.setattr(worker.bootstrap, "build_describer", refuse)
+    settings = make_settings(tmp_path, fake)
+    data = cli_estimate.report(clip_12s, JobOptions(segmenter="scene"), settings)  # type: ignore[arg-type]
+    assert data["estimate"]["segments"] >= 1 and data["estimate"]["segmentation"] == "analysed"
+    assert not list(tmp_path.rglob("*.db")) and fake.requests == []
 
 
 def test_an_sdk_failure_is_one_log_line_not_a_traceback(

@@ -5,7 +5,7 @@ Fakes for tests live in ``tests/fakes/ports.py`` (in memory: no SQLite, no OpenC
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,9 @@ class DescribeRequest:
     preset: str
     previous: str | None = None
     thumbs: Sequence[Any] = ()  # small in-memory images (numpy arrays) for local analysis
+    # asked before every request after the first (a retry, a JSON repair) with the video tokens it may
+    # bill: raises BudgetExceeded when it could pass a job cap (None: no cap)
+    guard: Callable[[int], None] | None = None
 
 
 class Describer(Protocol):
@@ -100,6 +103,11 @@ class FrameWriter(Protocol):
 
     def write(self, folder: Path, n: int, t_ms: int, image: Any, budget: FrameBudget | None = None) -> FrameRef:
         """Write one frame, at the job's ``budget`` (pixel cap and side multiple) when given."""
+        ...
+
+    def encode(self, image: Any, budget: FrameBudget | None = None) -> tuple[bytes, int, int]:
+        """(JPEG bytes, width, height) of ``image`` as ``write`` would store it at ``budget`` (a live
+        camera keeps frames encoded in memory until its window closes)."""
         ...
 
     def drop_job(self, job_id: str) -> None:

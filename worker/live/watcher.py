@@ -20,7 +20,8 @@ from typing import Any, cast
 
 import cv2
 
-from worker.adapters.frames.local import JpegWriter, segment_dir
+from worker import spend
+from worker.adapters.frames.local import segment_dir
 from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import SegmentPlan, VideoInfo
 from worker.errors import FramescribeError, StoreError
@@ -79,8 +80,9 @@ class Watcher:
             self.settings.broker_url, self.live_cfg.max_calls_per_hour, self.live_cfg.max_calls_per_day
         )
         self.sample_ms = max(1, round(1000 / opts.sample_fps))
-        self.writer = JpegWriter(self.settings.sampling.max_pixels, self.settings.sampling.jpeg_quality)
         self.job_id, self.origin_ms = self._job()
+        # frames are encoded as a job's are, at its frame budget: the size its estimate and requests assume
+        self.frame_budget = spend.frame_budget(planning.options_of(ports.store.get_job(self.job_id)), self.settings)
         self.next_index, self.resume_end = self.live.resume_point(self.job_id)
         self.info: VideoInfo | None = None
         self.previous: str | None = None
@@ -188,7 +190,9 @@ class Watcher:
                             )
                             moved = motion_score(prev_small, small)
                             prev_small = small
-                            kept = Kept(*self.writer.encode(image), self.ports.frames.thumb(image))
+                            kept = Kept(
+                                *self.ports.frames.encode(image, self.frame_budget), self.ports.frames.thumb(image)
+                            )
                             for window in cutter.push(LiveFrame(utc, d.pts_ms, kept, moved)):
                                 self._closed(window)
                                 if draining:  # the duration ended: stop at this wall-clock boundary

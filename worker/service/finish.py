@@ -11,8 +11,9 @@ from worker import failpoints, spend
 from worker.core.models import Job, JobSummary, SegmentRow
 from worker.core.ports import ResultStore
 from worker.core.prompts import DEFAULT_PRESETS
+from worker.core.states import JobState
 from worker.core.summary import build_summary
-from worker.errors import FramescribeError
+from worker.errors import DescriberUnavailable, FramescribeError
 from worker.leases import new_owner, renewing
 from worker.service import reuse
 from worker.service.context import Ports
@@ -55,6 +56,9 @@ def _build(ports: Ports, job_id: str, stopped_reason: str | None) -> tuple[JobSu
         summary = replace(summary, video_tokens_saved=saved)
         summary = spend.with_cost(summary, opts, ports.settings)
     error = job.error
+    outage = next((m for m in (error, stopped_reason) if DescriberUnavailable.named_in(m)), None)
+    if outage and summary.state == "failed":  # stopped by an outage, not by the input: retry resumes it
+        summary, error = replace(summary, state=JobState.PARTIAL), error or outage
     if summary.state == "failed" and not error:
         failed = next((r.error for r in store.segment_rows(job_id) if r.state == "failed"), None)
         error = f"no segment could be described: {failed}" if failed else "no segment could be described"
@@ -86,7 +90,7 @@ def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | 
         source_name=job.source_name,
         batch_tokens=ports.settings.dashscope.summary_batch_tokens,
         job_id=job.id,
-        calls_left=spend.summary_calls_left(ports.store.counts(job.id).get("done", 0), opts, ports.settings),
+        calls_left=spend.summary_calls_left(ports.store.usage(job.id)["http_attempts"], opts, ports.settings),
     )
 
 

@@ -2,7 +2,7 @@
 
 ``plan`` probes the video (and runs the scene/motion analysis pass the segmenter needs), refuses plans
 over the caps, stores the segments and the quiet spans (``static``, no model call) at once.
-``cap_reason`` tells a runner when the next call would pass ``max_calls`` or ``max_video_tokens``.
+``reserve_call`` reserves a segment's first request within ``max_calls`` and ``max_video_tokens`` (``caps.py``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from worker import spend
 from worker.config import SamplingSettings, Settings
 from worker.core import budget
 from worker.core.models import Description, Job, SegmentPlan, VideoInfo
-from worker.core.ports import ResultStore, VideoReader
+from worker.core.ports import Analyser, ResultStore, VideoReader
 from worker.core.sampling import sample_times
 from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans
 from worker.core.segments import clip_range
 from worker.core.states import LIVE_JOB, JobState
 from worker.errors import BudgetExceeded, FramescribeError, PlanError
 from worker.options import JobOptions, plan_params
+from worker.service import caps
 from worker.service.context import Ports
 from worker.service.options import resolve
 
@@ -179,12 +180,18 @@ def hybrid_params(s: SamplingSettings) -> HybridParams:
 
 def analyse(ports: Ports, reader: VideoReader, info: VideoInfo, opts: JobOptions) -> Findings | None:
     """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
-    settings = ports.settings
+    return analysis_pass(ports.analyser, ports.settings, reader, info, opts)
+
+
+def analysis_pass(
+    analyser: Analyser, settings: Settings, reader: VideoReader, info: VideoInfo, opts: JobOptions
+) -> Findings | None:
+    """``analyse`` with only what it needs (the dry run builds no store)."""
     if segmenter_of(opts, settings) == "fixed":
         return None
     p = plan_params(opts, settings, source_fps=info.fps)
     start, end = clip_range(info.duration_ms, p.start_s, p.end_s)
-    findings = ports.analyser.analyse(reader, start, end, motion_params(settings.sampling))
+    findings = analyser.analyse(reader, start, end, motion_params(settings.sampling))
     log.info(
         "%s: analysed %d frames: %d cut(s), %d motion event(s)",
         reader.path.name,
@@ -226,23 +233,17 @@ def segment_tokens(ports: Ports, job: Job, frames: int) -> int:
     return budget.video_tokens(frames, w, h, request_limits(opts, ports.settings))
 
 
-def cap_reason(ports: Ports, job: Job, frames: int, pending_calls: int, pending_tokens: int) -> str | None:
-    """Why the next call must not be made: it would pass the job's ``max_calls`` or ``max_video_tokens``
-    counting what is done and what is in flight. Calls are model calls for segments (not retries)."""
+def job_caps(ports: Ports, job: Job) -> caps.Caps | None:
+    """The job's running caps (None: it pays for nothing, or has no cap)."""
     r = resolve(options_of(job), ports.settings)
-    cap_tokens, cap_calls = r.max_video_tokens, r.max_calls
-    if not (cap_tokens or cap_calls) or not r.paid:
+    if not r.paid or not (r.max_calls or r.max_video_tokens):
         return None
-    store = ports.store
-    made = store.counts(job.id).get("done", 0)
-    if cap_calls and made + pending_calls + 1 > cap_calls:
-        return f"stopped early: call cap of {cap_calls} reached ({made + pending_calls} calls made)"
-    if cap_tokens:
-        used = store.usage(job.id)["video_tokens"] + pending_tokens
-        need = segment_tokens(ports, job, frames)
-        if used + need > cap_tokens:
-            return (
-                f"stopped early: video token cap of {cap_tokens} reached ({used} used or in flight; "
-                f"the next segment needs about {need})"
-            )
-    return None
+    return caps.Caps(job.id, ports.store, r.max_calls, r.max_video_tokens)
+
+
+def reserve_call(ports: Ports, job: Job, frames: int) -> caps.Ticket | None:
+    """Reserve a segment's first model request before sampling it: BudgetExceeded when it would pass
+    ``max_calls`` or ``max_video_tokens`` counting what is stored and what is in flight (``caps.py``).
+    None when the job has no cap; else release the ticket once the segment's usage is stored."""
+    c = job_caps(ports, job)
+    return None if c is None else caps.reserve(c, segment_tokens(ports, job, frames))

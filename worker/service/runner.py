@@ -14,11 +14,12 @@ from worker.core.models import Description, Job, JobSummary
 from worker.core.ports import Describer, DescribeRequest
 from worker.core.states import JobState
 from worker.core.summary import build_summary
-from worker.errors import DescriberAuthError, DescriberError, FramescribeError, InputError, StoreError
+from worker.errors import BudgetExceeded, DescriberAuthError, DescriberError, FramescribeError, InputError, StoreError
 from worker.service import reuse
+from worker.service.caps import Ticket
 from worker.service.context import Ports
 from worker.service.finish import finish
-from worker.service.plan import cap_reason, options_of, plan, plan_of_row, segment_tokens
+from worker.service.plan import options_of, plan, plan_of_row, reserve_call
 from worker.service.segment import Sampled, describe_and_store, fail, sample_segment
 
 
@@ -36,7 +37,7 @@ def run_inline(
     limit = max(1, ports.settings.describer.concurrency)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
-    inflight: deque[tuple[int, Future[Description], int]] = deque()  # (index, call, estimated video tokens)
+    inflight: deque[tuple[int, Future[Description], Ticket | None]] = deque()  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
     halt = threading.Event()  # set by a call refused for its credentials: queued calls are not made
@@ -44,7 +45,7 @@ def run_inline(
     def settle(block: bool) -> None:
         nonlocal stop
         while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
-            index, fut, _ = inflight.popleft()
+            index, fut, ticket = inflight.popleft()
             try:
                 desc = fut.result()
                 ports.index(job_id, index)  # vectors for meaning-based search
@@ -54,10 +55,16 @@ def run_inline(
                 if stop is None:
                     store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
                 stop = exc.message
+            except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
+                fail(ports, job_id, index, exc, 0)
+                stop = stop or exc.message
             except (InputError, DescriberError, StoreError) as exc:
                 fail(ports, job_id, index, exc, 0)
             except _Halted:
                 pass  # never called; cancelled below with the reason
+            finally:
+                if ticket is not None:
+                    ticket.release()  # its usage is stored (saved or failed)
             if not block and len(inflight) <= limit:
                 return
 
@@ -69,22 +76,28 @@ def run_inline(
             if stop or store.get_job(job_id).state == "cancelled":
                 break
             plan_ = plan_of_row(store, job_id, index)
-            stop = cap_reason(ports, job, plan_.frame_count, len(inflight), sum(t for _, _, t in inflight))
-            if stop:  # the next call would pass a cap: keep what is done, describe no more
+            try:  # the segment's first request, counting the calls in flight (service/caps.py)
+                ticket = reserve_call(ports, job, plan_.frame_count)
+            except BudgetExceeded as exc:  # the next call would pass a cap: keep what is done, describe no more
+                stop = exc.message
                 break
             if not store.claim_segment(job_id, index):
+                if ticket is not None:
+                    ticket.release()
                 before = None
                 continue
             try:
                 sampled = sample_segment(ports, reader, plan_, ports.frames.folder(job_id, index), opts)
             except (InputError, StoreError) as exc:
                 fail(ports, job_id, index, exc, plan_.start_ms)
+                if ticket is not None:
+                    ticket.release()
                 before = None
                 continue
             reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
-            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt)
+            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt, ticket)
             flying[index] = (sampled.hashes, fut)
-            inflight.append((index, fut, segment_tokens(ports, job, plan_.frame_count)))
+            inflight.append((index, fut, ticket))
             before = fut
             settle(block=False)
         settle(block=True)
@@ -125,6 +138,7 @@ def _describe_after(
     before: Future[Description] | None,
     wait: bool,
     halt: threading.Event | None = None,
+    ticket: Ticket | None = None,
 ) -> Description:
     """Describe with the previous segment's description as context: waited for when ``continuity``
     is on (calls run one after another), else only when it has already finished."""
@@ -137,8 +151,11 @@ def _describe_after(
     if halt is not None and halt.is_set():
         raise _Halted
     try:
-        return describe_and_store(ports, job, describer, sampled, previous)
+        desc = describe_and_store(ports, job, describer, sampled, previous, ticket.guard if ticket else None)
     except DescriberAuthError:
         if halt is not None:
             halt.set()
         raise
+    if ticket is not None:
+        ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    return desc

@@ -6,12 +6,13 @@ Idempotent: a stored segment is left alone; a redelivery rewrites the segment's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from worker import spend
-from worker.core.models import Description, FrameRef, Job, SegmentPlan, Usage
+from worker.core.models import Description, FrameRef, Job, SegmentPlan
 from worker.core.ports import Describer, DescribeRequest, ResultStore, VideoReader
 from worker.core.presets import preset_for
 from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
@@ -20,7 +21,7 @@ from worker.options import JobOptions
 from worker.service import reuse
 from worker.service.context import Ports
 from worker.service.options import resolve
-from worker.service.plan import cap_reason, options_of, plan_of_row
+from worker.service.plan import options_of, plan_of_row, reserve_call
 
 
 @dataclass
@@ -60,8 +61,14 @@ def sample_segment(
 
 
 def describe_and_store(
-    ports: Ports, job: Job, describer: Describer, sampled: Sampled, previous: str | None = None
+    ports: Ports,
+    job: Job,
+    describer: Describer,
+    sampled: Sampled,
+    previous: str | None = None,
+    guard: Callable[[int], None] | None = None,
 ) -> Description:
+    """``guard``: the job's caps, asked before every request after the first (``service/caps.py``)."""
     opts = options_of(job)
     resolved = resolve(opts, ports.settings)
     preset_name = resolved.preset
@@ -82,6 +89,7 @@ def describe_and_store(
         preset=preset_name,
         previous=previous,
         thumbs=sampled.thumbs,
+        guard=guard,
     )
     # The cache key leaves $previous out: whether the previous call had finished is timing, not content.
     key_prompt = render(template or prompts.segment, {**variables, "previous": ""})
@@ -97,15 +105,7 @@ def describe_and_store(
     desc = describer.describe(request)
     if desc.usage.latency_ms == 0:
         latency = round((time.monotonic() - started) * 1000)
-        u = desc.usage
-        desc = Description(
-            desc.text,
-            desc.structured,
-            desc.describer,
-            desc.model,
-            Usage(u.input_tokens, u.output_tokens, u.video_tokens, u.request_id, latency, max(1, u.attempts)),
-            desc.flags,
-        )
+        desc = replace(desc, usage=replace(desc.usage, latency_ms=latency, attempts=max(1, desc.usage.attempts)))
     ports.store.save_segment(job.id, p.index, desc, sampled.frames)
     reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
     return desc
@@ -132,13 +132,13 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
     except FramescribeError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)
         return "failed"
+    ticket = None
     try:
-        reason = cap_reason(ports, job, plan_.frame_count, pending_calls=0, pending_tokens=0)
-        if reason:  # another segment already spent the budget: stop here, without a call
-            raise BudgetExceeded(reason)
+        ticket = reserve_call(ports, job, plan_.frame_count)  # BudgetExceeded: the caps are spent, no call
         sampled = sample_segment(ports, rdr, plan_, ports.frames.folder(job_id, index), options_of(job))
         previous = stored_description(store, job_id, index - 1)
-        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous)
+        guard = ticket.guard if ticket else None
+        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous, guard)
     except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
         fail(ports, job_id, index, exc, plan_.start_ms)
         return "failed"
@@ -149,6 +149,8 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
         fail(ports, job_id, index, exc, plan_.start_ms)
         return "failed"
     finally:
+        if ticket is not None:
+            ticket.release()  # the segment's usage is stored (saved or failed)
         if own:
             rdr.close()
     ports.index(job_id, index, background=True)  # vectors for meaning-based search

@@ -53,7 +53,7 @@ class Breaker:
                 since, _, last = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
         if since is not None:
             raise DescriberUnavailable(
-                f"DashScope unavailable since {since} ({self.failures} consecutive failures; last: {last}); "
+                f"{DescriberUnavailable.PREFIX} {since} ({self.failures} consecutive failures; last: {last}); "
                 f"`framescribe retry {job_id}` resumes"
             )
 

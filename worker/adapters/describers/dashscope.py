@@ -33,7 +33,7 @@ from worker.core.models import Description, Usage
 from worker.core.ports import DescribeRequest
 from worker.core.presets import apply_times, preset_for, readable_text, repair_prompt
 from worker.core.timestamps import SegmentClock
-from worker.errors import ConfigError, DescriberAuthError, DescriberError, DescriberTransient
+from worker.errors import BudgetExceeded, ConfigError, DescriberAuthError, DescriberError, DescriberTransient
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, dict[str, Any]], None]
@@ -117,22 +117,18 @@ class DashScopeDescriber:
         est_video = self.estimate_video(request)
         est_text = budget.text_tokens(f"{request.system_prompt}\n{request.prompt}")
         spend = Spend()
-        try:
-            reply, attempts = with_retries(
-                lambda _n: self._attempt(
-                    request.job_id,
-                    lambda: self.transport.video(
-                        request.system_prompt, request.prompt, paths, request.fps, self.params, on_text
-                    ),
-                    spend,
-                    est_video,
-                    est_text,
-                ),
-                self.policy,
-                what=what,
-                gate=call_gate(self.concurrency),
+
+        def attempt(n: int) -> Reply:
+            if n > 1 and request.guard is not None:  # a retry is a request the job's caps must allow
+                request.guard(est_video)
+            call = lambda: self.transport.video(  # noqa: E731
+                request.system_prompt, request.prompt, paths, request.fps, self.params, on_text
             )
-        except DescriberError as exc:
+            return self._attempt(request.job_id, call, spend, est_video, est_text)
+
+        try:
+            reply, attempts = with_retries(attempt, self.policy, what=what, gate=call_gate(self.concurrency))
+        except (DescriberError, BudgetExceeded) as exc:
             setattr(exc, "spent", spend.usage())  # noqa: B010 - recorded on the failed row
             raise
         flags: set[str] = set()
@@ -201,11 +197,12 @@ class DashScopeDescriber:
             log.warning("%s: reply is not valid %s JSON (%s); asking once for a repair", what, preset.name, first)
             try:
                 fixed, attempts = self.complete(
-                    REPAIR_SYSTEM, repair_prompt(preset, raw, str(first)), what=what, job_id=request.job_id
-                )
+                    REPAIR_SYSTEM, repair_prompt(preset, raw, str(first)), what=what, job_id=request.job_id,
+                    guard=request.guard,
+                )  # fmt: skip
             except DescriberAuthError:
                 raise
-            except DescriberError as exc:
+            except (DescriberError, BudgetExceeded) as exc:
                 log.warning("%s: JSON repair call failed: %s", what, exc.message)
                 spent: Usage | None = getattr(exc, "spent", None)
                 if spent is not None:  # the failed repair's requests are money too
@@ -224,22 +221,31 @@ class DashScopeDescriber:
         data, time_flags = apply_times(preset, data, clock)
         return readable_text(preset, data), data, tuple(sorted({*flags, *time_flags}))
 
-    def complete(self, system: str, prompt: str, *, what: str = "summary", job_id: str = "JOB") -> tuple[Reply, int]:
+    def complete(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        what: str = "summary",
+        job_id: str = "JOB",
+        guard: Callable[[int], None] | None = None,
+    ) -> tuple[Reply, int]:
         """A text-only call (job summaries, JSON repair) with the same retries, gate and accounting.
         The reply's tokens include estimates of replies lost after sending; ``http_attempts`` is set.
-        A failure carries what it cost as ``exc.spent``."""
+        ``guard`` is asked before every request (BudgetExceeded: not sent). A failure carries what it
+        cost as ``exc.spent``."""
         spend = Spend()
         est_text = budget.text_tokens(f"{system}\n{prompt}")
+
+        def attempt(_n: int) -> Reply:
+            if guard is not None:
+                guard(0)
+            call = lambda: self.transport.text(system, prompt, self.summary_params)  # noqa: E731
+            return self._attempt(job_id, call, spend, 0, est_text)
+
         try:
-            reply, attempts = with_retries(
-                lambda _n: self._attempt(
-                    job_id, lambda: self.transport.text(system, prompt, self.summary_params), spend, 0, est_text
-                ),
-                self.policy,
-                what=what,
-                gate=call_gate(self.concurrency),
-            )
-        except DescriberError as exc:
+            reply, attempts = with_retries(attempt, self.policy, what=what, gate=call_gate(self.concurrency))
+        except (DescriberError, BudgetExceeded) as exc:
             setattr(exc, "spent", spend.usage())  # noqa: B010
             raise
         return replace(reply, input_tokens=reply.input_tokens + spend.lost_input, http_attempts=spend.http), attempts

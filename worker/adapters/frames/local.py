@@ -104,6 +104,9 @@ class LocalFrames:
     def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray, budget: FrameBudget | None = None) -> FrameRef:
         return self._writer(budget).write(folder, n, t_ms, image)
 
+    def encode(self, image: np.ndarray, budget: FrameBudget | None = None) -> tuple[bytes, int, int]:
+        return self._writer(budget).encode(image)
+
     def _writer(self, budget: FrameBudget | None) -> JpegWriter:
         """The writer for a job's frame budget: made once per budget, not per frame."""
         if budget is None:

@@ -8,12 +8,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-DESCRIBED = frozenset({"done", "static", "reused"})
+from worker.core.states import DESCRIBED_SEGMENT
+
+DESCRIBED = DESCRIBED_SEGMENT  # done or static (``reused`` is a flag on a done row, not a state)
 _TIME = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 
 
 def described(segments: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Only segments with a description worth showing (done, static or reused)."""
+    """Only segments with a description worth showing (done or static; a reused row is done)."""
     for seg in segments:
         if seg.get("state") in DESCRIBED and (seg.get("description") or "").strip():
             yield seg
