@@ -38,6 +38,7 @@ OPTIONAL_ROUTERS = (
     "scheduler.web.routes",
     "scheduler.api.routes.ask",
     "scheduler.api.routes.streams",
+    "scheduler.api.routes.internal",
 )
 
 

@@ -169,6 +169,12 @@ class WorkerSettings(Section):
     retry_max_delay_s: int = Field(600, ge=1)
     queue: str = Field("framescribe", min_length=1, description="Celery queue jobs are sent to and consumed from.")
     frames_retention_days: float | None = Field(None, description="Delete frames older than this.")
+    # machines without a shared disk (issue 16)
+    api_url: str | None = Field(
+        None, description="Base URL of the REST API a worker fetches uploads from when they are not on its disk."
+    )
+    review_max_side: int = Field(640, ge=0, le=4096, description="Long side of the frame copies kept in the store.")
+    sweep_interval_s: float = Field(600.0, ge=5, description="How often a worker sweeps files of deleted jobs.")
 
 
 class SchedulerSettings(Section):
@@ -193,6 +199,9 @@ class SecuritySettings(Section):
     min_upload_bytes_per_s: int = Field(64 * 1024, ge=1, description="Slowest upload accepted after body_timeout_s.")
     source_link_secret: SecretStr | None = Field(
         None, description="Signs /source links; unset: a random secret per process (links end at restart)."
+    )
+    internal_secret: SecretStr | None = Field(
+        None, description="Shared by the API and the workers: signs the expiring links workers fetch uploads with."
     )
     url_check_timeout_s: float = Field(10.0, gt=0, le=600, description="Wall-clock cap on one URL preflight.")
     max_url_checks: int = Field(4, ge=1, le=64, description="URL preflights in flight at once (more: 503).")

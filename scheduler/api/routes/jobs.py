@@ -31,6 +31,7 @@ from scheduler.api.models import (
     SummaryPublic,
 )
 from worker import spend
+from worker.adapters.stores.blobs import SqlFrameBlobs
 from worker.adapters.stores.sql import SqlResultStore
 from worker.config import Settings
 from worker.core.models import Job, SegmentRow
@@ -332,9 +333,9 @@ def summary(job_id: JOB_ID, store: StoreDep, _: ReadAccess) -> dict[str, Any]:
 
 @router.get(
     "/{job_id}/frames/{seg}/{n}.jpg",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
-    summary="One sampled frame (JPEG)",
+    summary="One sampled frame (JPEG; its review-size copy when sampled on another machine)",
 )
 def frame(
     job_id: JOB_ID,
@@ -343,15 +344,18 @@ def frame(
     store: StoreDep,
     settings: SettingsDep,
     _: ReadAccess,
-) -> FileResponse:
+) -> Response:
     store.get_job(job_id)
     ref = next((f for f in store.frames(job_id, seg) if f.n == n), None)
     if ref is None:
         raise ApiError(404, "not_found", f"job {job_id} has no frame {n} in segment {seg}")
     path = Path(ref.path).resolve()
-    if not path.is_relative_to(settings.data_dir.resolve()) or not path.is_file():
+    if path.is_relative_to(settings.data_dir.resolve()) and path.is_file():
+        return FileResponse(path, media_type="image/jpeg")
+    copy = SqlFrameBlobs(store.engine).get(job_id, seg, n)  # sampled on another machine: its review copy
+    if copy is None:
         raise ApiError(404, "not_found", f"frame {n} of segment {seg} is no longer on disk")
-    return FileResponse(path, media_type="image/jpeg")
+    return Response(copy, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 # -- events -----------------------------------------------------------------------------------
