@@ -146,3 +146,161 @@ def test_upload_jobs_frames_search_exports_and_delete_work_without_a_shared_disk
 
         wait_for(cleared, 60, "every worker's sweep to remove the deleted jobs' files")
         assert "frame retention:" in m.c.logs()
+
+
+# -- the internal upload link, and what a worker does when it cannot fetch -----------------------------------
+@pytest.fixture(scope="module")
+def upload_api(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[tuple[Any, str, str]]:
+    """An API with an internal secret and one upload job and one path job (nothing runs them)."""
+    from tests.integration.api_fixtures import running_api
+
+    tmp = tmp_path_factory.mktemp("internal-link")
+    with running_api(tmp, security={"internal_secret": SECRET}) as api, api.http() as http:
+        files = {"file": ("c.mp4", clip_12s.read_bytes(), "video/mp4"), "options": (None, json.dumps(OPTS))}
+        upload_id = http.post("/v1/jobs", files=files).json()["id"]
+        (api.media / "c.mp4").write_bytes(clip_12s.read_bytes())
+        path_id = http.post("/v1/jobs", json={"path": str(api.media / "c.mp4"), **OPTS}).json()["id"]
+        yield api, upload_id, path_id
+
+
+def test_internal_link_must_be_signed_unexpired_and_name_an_upload(
+    upload_api: tuple[Any, str, str], clip_12s: Path
+) -> None:
+    import time
+
+    from worker.core.links import MAX_TTL_S, upload_link, upload_sig
+
+    api, upload_id, path_id = upload_api
+    now = int(time.time())
+    path = f"/internal/v1/jobs/{upload_id}/source.video"
+    with api.http() as http:
+        good = http.get(upload_link("", SECRET, upload_id, now=now))
+        assert good.status_code == 200 and good.content == clip_12s.read_bytes()
+        assert good.headers["content-type"] == "video/mp4" and good.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in good.headers["content-security-policy"]
+        refused = {
+            "unsigned": http.get(path),
+            "wrong key": http.get(upload_link("", "another-secret", upload_id, now=now)),
+            "expired": http.get(path, params={"exp": now - 1, "sig": upload_sig(SECRET, upload_id, now - 1)}),
+            "too long": http.get(
+                path, params={"exp": now + MAX_TTL_S + 60, "sig": upload_sig(SECRET, upload_id, now + MAX_TTL_S + 60)}
+            ),
+            "other job's sig": http.get(
+                f"/internal/v1/jobs/{path_id}/source.video",
+                params={"exp": now + 60, "sig": upload_sig(SECRET, upload_id, now + 60)},
+            ),
+        }
+        for why, resp in refused.items():
+            assert resp.status_code == 403, (why, resp.status_code)
+            assert resp.json()["error"]["code"] == "forbidden"
+        not_upload = http.get(upload_link("", SECRET, path_id, now=now))
+        assert not_upload.status_code == 404 and not_upload.json()["error"]["code"] == "not_an_upload"
+        missing = http.get(upload_link("", SECRET, "f" * 32, now=now))
+        assert missing.status_code == 404
+
+
+def test_internal_links_are_off_without_a_secret(tmp_path: Path) -> None:
+    from tests.integration.api_fixtures import running_api
+    from worker.core.links import upload_link
+
+    with running_api(tmp_path) as api, api.http() as http:
+        resp = http.get(upload_link("", SECRET, "a" * 32, now=__import__("time").time()))
+        assert resp.status_code == 404
+
+
+def _worker_settings(tmp: Path, api_url: str | None, **scheduler: Any) -> Any:
+    from worker.config import load_settings
+
+    return load_settings(
+        data_dir=tmp / "worker-data",
+        database_url=f"sqlite:///{tmp / 'w.db'}",
+        describer={"kind": "local"},
+        worker={"api_url": api_url},
+        security={"internal_secret": SECRET},
+        limits={"download_timeout_s": 10},
+        scheduler={"allow_private_urls": ["127.0.0.1"], **scheduler},
+    )
+
+
+def test_worker_fetch_failures_are_clear_errors(upload_api: tuple[Any, str, str], tmp_path: Path) -> None:
+    from tests.integration.celery_fixtures import free_port
+    from worker.errors import SourceError
+    from worker.service.sources import download_dir, local_path
+
+    api, upload_id, _ = upload_api
+    source = api.store().get_job(upload_id).source
+    base = api.base
+    # fetched once per machine into the worker's own folder
+    ok = _worker_settings(tmp_path / "ok", str(base))
+    got = Path(local_path(ok, upload_id, source))
+    assert got.parent == download_dir(ok, upload_id) and got.read_bytes() == Path(source).read_bytes()
+    assert local_path(ok, upload_id, source) == str(got)
+
+    cases = {
+        "API down": (_worker_settings(tmp_path / "down", f"http://127.0.0.1:{free_port()}"), upload_id, "ConnectError"),
+        "too big": (_worker_settings(tmp_path / "big", str(base), max_upload_bytes=1000), upload_id, "limit of 1000"),
+        "unknown job": (_worker_settings(tmp_path / "gone", str(base)), "e" * 32, "HTTP 404"),
+    }
+    for why, (settings, job_id, words) in cases.items():
+        with pytest.raises(SourceError) as err:
+            local_path(settings, job_id, source)
+        assert "cannot fetch the job's upload from the API" in err.value.message and words in err.value.message, why
+        assert SECRET not in err.value.message and "sig=" not in err.value.message
+        dest = download_dir(settings, job_id)
+        assert not any(p for p in dest.iterdir() if not p.name.startswith(".lock")), why  # nothing half-written
+
+    unset = _worker_settings(tmp_path / "unset", None)
+    with pytest.raises(SourceError, match=r"set worker\.api_url"):
+        local_path(unset, upload_id, "/elsewhere/uploads/" + "1" * 32 + "/source.video")
+
+
+def test_a_job_whose_upload_cannot_be_fetched_ends_failed_with_the_reason(
+    upload_api: tuple[Any, str, str], tmp_path: Path
+) -> None:
+    from tests.integration.celery_fixtures import free_port
+    from worker.bootstrap import inline_ports
+    from worker.errors import FramescribeError
+    from worker.service import jobs
+
+    api, upload_id, _ = upload_api
+    settings = _worker_settings(tmp_path, f"http://127.0.0.1:{free_port()}")
+    ports = inline_ports(settings)
+    job, _ = ports.store.create_job(api.store().get_job(upload_id).source, "c.mp4", OPTS)
+    with pytest.raises(FramescribeError):
+        jobs.run(ports, job.id)
+    ended = ports.store.get_job(job.id)
+    assert ended.state == "failed" and ended.error and "cannot fetch the job's upload from the API" in ended.error
+
+
+# -- review copies and the sweep --------------------------------------------------------------------------
+def test_review_copies_are_bounded_and_garbage_is_skipped() -> None:
+    from worker.adapters.stores.blobs import review_jpeg
+
+    noise = np.random.default_rng(7).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    ok, big = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok and len(big) > MAX_BYTES
+    small = review_jpeg(bytes(big), 640)
+    assert small is not None and len(small) <= MAX_BYTES and _jpeg_ok(small)
+    assert review_jpeg(b"not a jpeg", 640) is None
+
+
+def test_sweep_removes_only_deleted_jobs_and_refuses_a_foreign_store(tmp_path: Path) -> None:
+    from worker.config import load_settings
+    from worker.retention import SANITY_MIN, GcReport, sweep_deleted
+
+    settings = load_settings(data_dir=tmp_path)
+    alive, gone = "a" * 32, "b" * 32
+    for sub in ("jobs", "sources"):
+        for job in (alive, gone, "not-a-job"):
+            (tmp_path / sub / job).mkdir(parents=True)
+    report = GcReport()
+    sweep_deleted(settings, lambda ids: {alive} & set(ids), report)
+    assert report.deleted_jobs_swept == 1
+    for sub in ("jobs", "sources"):
+        assert sorted(p.name for p in (tmp_path / sub).iterdir()) == sorted([alive, "not-a-job"])
+
+    for i in range(SANITY_MIN):
+        (tmp_path / "jobs" / f"{i:032x}").mkdir()
+    report = GcReport()
+    sweep_deleted(settings, lambda ids: set(), report)  # a store that knows none of them: not ours
+    assert report.deleted_jobs_swept == 0 and (tmp_path / "jobs" / alive).is_dir()
