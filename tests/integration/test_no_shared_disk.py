@@ -235,6 +235,11 @@ def test_worker_fetch_failures_are_clear_errors(upload_api: tuple[Any, str, str]
     got = Path(local_path(ok, upload_id, source))
     assert got.parent == download_dir(ok, upload_id) and got.read_bytes() == Path(source).read_bytes()
     assert local_path(ok, upload_id, source) == str(got)
+    # machines with the same data folder path: the upload's path names this machine's folder, but no file is there
+    same = _worker_settings(tmp_path / "same", str(base))
+    here = same.data_dir / "uploads" / ("1" * 32) / "source.video"
+    fetched = Path(local_path(same, upload_id, str(here)))
+    assert fetched.parent == download_dir(same, upload_id) and fetched.read_bytes() == got.read_bytes()
 
     cases = {
         "API down": (_worker_settings(tmp_path / "down", f"http://127.0.0.1:{free_port()}"), upload_id, "ConnectError"),

@@ -141,12 +141,15 @@ def uploads_dir(settings: Settings) -> Path:
 
 
 def foreign_upload(settings: Settings, source: str) -> bool:
-    """Whether ``source`` names an API upload (``.../uploads/<id>/source.video``) outside this machine's
-    own data folder: one this worker must fetch from the API when there is no shared disk."""
+    """Whether ``source`` names an API upload (``.../uploads/<id>/source.video``) that is not a file in
+    this machine's own data folder: one this worker must fetch from the API when there is no shared disk
+    (machines may use the same data folder path, so a missing file counts too)."""
     if is_url(source):
         return False
     p = PurePosixPath(source)
-    return p.name == UPLOAD_FILE and p.parent.parent.name == "uploads" and upload_dir_of(settings, source) is None
+    if p.name != UPLOAD_FILE or p.parent.parent.name != "uploads":
+        return False
+    return upload_dir_of(settings, source) is None or not Path(source).is_file()
 
 
 def upload_dir_of(settings: Settings, source: str) -> Path | None:
