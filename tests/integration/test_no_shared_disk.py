@@ -309,3 +309,57 @@ def test_sweep_removes_only_deleted_jobs_and_refuses_a_foreign_store(tmp_path: P
     report = GcReport()
     sweep_deleted(settings, lambda ids: set(), report)  # a store that knows none of them: not ours
     assert report.deleted_jobs_swept == 0 and (tmp_path / "jobs" / alive).is_dir()
+
+
+def test_gc_command_sweeps_deleted_jobs_and_reports_a_down_store(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.celery_fixtures import REPO, free_port
+    from worker.adapters.stores.sql import SqlResultStore
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = SqlResultStore(url)
+    kept, _ = store.create_job("/x/a.mp4", "a.mp4", OPTS)
+    store.close()
+    data = tmp_path / "data"
+    for job in (kept.id, "c" * 32):
+        (data / "jobs" / job / "seg_00000").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMESCRIBE_")}
+
+    def gc(database_url: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "worker.cli", "gc", "--data-dir", str(data)]
+        run_env = {**env, "FRAMESCRIBE_DATABASE_URL": database_url}
+        return subprocess.run(cmd, capture_output=True, text=True, env=run_env, cwd=REPO, timeout=120)
+
+    done = gc(url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted_jobs_swept"] == 1
+    assert sorted(p.name for p in (data / "jobs").iterdir()) == [kept.id]
+
+    (data / "jobs" / ("d" * 32)).mkdir()
+    down = gc(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    assert down.returncode != 0 and "Traceback" not in down.stderr and "store" in down.stderr
+    assert (data / "jobs" / ("d" * 32)).is_dir()
+
+
+def test_frame_url_falls_back_to_the_review_copy_then_answers_404(tmp_path: Path, clip_12s: Path) -> None:
+    from tests.integration.api_fixtures import running_api
+    from worker.bootstrap import inline_ports
+    from worker.service import jobs
+
+    with running_api(tmp_path) as api, api.http() as http:
+        ports = inline_ports(api.settings)
+        job, _ = ports.store.create_job(str(clip_12s), "clip.mp4", {"segment_seconds": 6, "fps": 1})
+        jobs.run(ports, job.id)
+        url = http.get(f"/v1/jobs/{job.id}/segments").json()["items"][0]["frames"][0]
+        original = _get_ok(http, url)
+        assert original == Path(ports.store.frames(job.id, 0)[0].path).read_bytes()  # on this disk: the file
+        ports.frames.drop_job(job.id)  # as if another machine had sampled it
+        copy = _get_ok(http, url)
+        assert copy != original and _jpeg_ok(copy)
+        with ports.store.session() as s, s.begin():
+            s.execute(blob_table.delete().where(blob_table.c.job_id == job.id))
+        gone = http.get(url)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"

@@ -118,9 +118,12 @@ def existing_jobs(engine: Engine, job_ids: Iterable[str]) -> set[str]:
     """Which of ``job_ids`` the store still holds (the retention sweep drops local files of the others)."""
     ids = list(job_ids)
     found: set[str] = set()
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = conn.execute(select(jobs_table.c.id).where(jobs_table.c.id.in_(chunk))).scalars()
-            found.update(str(i) for i in rows)
+    try:
+        with engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(select(jobs_table.c.id).where(jobs_table.c.id.in_(chunk))).scalars()
+                found.update(str(i) for i in rows)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read the job list from the store: {exc.__class__.__name__}") from None
     return found
