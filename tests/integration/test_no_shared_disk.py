@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from tests.integration.api_fixtures import API_DB, API_REDIS, api_settings, client, serve, wait_for
 from tests.integration.celery_fixtures import Cluster, Worker, cluster
+from tests.integration.store_fixtures import pg_database
 from worker.adapters.stores.blobs import MAX_BYTES, blob_table
 
 pytestmark = pytest.mark.services
@@ -40,8 +41,10 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     from scheduler.main import create_app
 
     tmp = tmp_path_factory.mktemp("no-shared-disk")
-    settings = api_settings(tmp / "api", security={"internal_secret": SECRET})
     with ExitStack() as stack:
+        # machines share the PostgreSQL store and Redis, never a file
+        database_url = stack.enter_context(pg_database("fs_noshare"))
+        settings = api_settings(tmp / "api", database_url=database_url, security={"internal_secret": SECRET})
         c = stack.enter_context(
             cluster(tmp / "cluster", settings.resolved_database_url, broker_url=f"{API_REDIS}/{API_DB}", workers=0)
         )
