@@ -151,6 +151,15 @@ def test_upload_jobs_frames_search_exports_and_delete_work_without_a_shared_disk
         assert "frame retention:" in m.c.logs()
 
 
+def test_a_real_worker_that_cannot_fetch_the_upload_fails_the_job_with_the_reason(machines: Machines) -> None:
+    # an upload the API does not hold (its job row names another API's folder): the API answers 404
+    job_id = machines.c.submit(f"/elsewhere/uploads/{'2' * 32}/source.video", **OPTS)
+    job = machines.c.wait(job_id, timeout=120)
+    assert job.state == "failed", (job.state, job.error)
+    assert job.error and "cannot fetch the job's upload from the API" in job.error and "HTTP 404" in job.error
+    assert "sig=" not in job.error and SECRET not in job.error
+
+
 # -- the internal upload link, and what a worker does when it cannot fetch -----------------------------------
 @pytest.fixture(scope="module")
 def upload_api(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[tuple[Any, str, str]]:
