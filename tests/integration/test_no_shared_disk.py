@@ -234,10 +234,15 @@ def _worker_settings(tmp: Path, api_url: str | None, **scheduler: Any) -> Any:
     )
 
 
-def test_worker_fetch_failures_are_clear_errors(upload_api: tuple[Any, str, str], tmp_path: Path) -> None:
+def test_worker_fetch_failures_are_clear_errors(
+    upload_api: tuple[Any, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.integration.celery_fixtures import free_port
     from worker.errors import SourceError
+    from worker.service import sources
     from worker.service.sources import download_dir, local_path
+
+    monkeypatch.setattr(sources, "FETCH_PAUSES_S", (0.05, 0.05))  # the API-down case tries 3 times
 
     api, upload_id, _ = upload_api
     source = api.store().get_job(upload_id).source
@@ -271,13 +276,50 @@ def test_worker_fetch_failures_are_clear_errors(upload_api: tuple[Any, str, str]
         local_path(unset, upload_id, "/elsewhere/uploads/" + "1" * 32 + "/source.video")
 
 
+def test_an_api_that_answers_503_or_is_restarting_is_tried_again(
+    tmp_path: Path, clip_12s: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.api_fixtures import LoopbackServer, Recorded
+    from worker.errors import SourceError
+    from worker.service import sources
+
+    monkeypatch.setattr(sources, "FETCH_PAUSES_S", (0.05, 0.05))
+    clip = clip_12s.read_bytes()
+    source = f"/api/uploads/{'3' * 32}/source.video"
+
+    def flaky(answers: list[int]) -> LoopbackServer:
+        def respond(req: Recorded) -> tuple[int, dict[str, str], bytes]:
+            status = answers.pop(0) if answers else 200
+            return (status, {"Content-Type": "video/mp4"}, clip) if status == 200 else (status, {}, b"busy")
+
+        return LoopbackServer(respond)
+
+    with flaky([503, 502]) as server:
+        settings = _worker_settings(tmp_path / "back", server.url(""))
+        got = Path(sources.local_path(settings, "4" * 32, source))
+        assert got.read_bytes() == clip and len(server.hits) == 3
+        assert server.hits[0].path.startswith(f"/internal/v1/jobs/{'4' * 32}/source.video?exp=")
+    with flaky([503] * 5) as server:
+        settings = _worker_settings(tmp_path / "never", server.url(""))
+        with pytest.raises(SourceError, match="HTTP 503"):
+            sources.local_path(settings, "5" * 32, source)
+        assert len(server.hits) == 3  # bounded
+    with flaky([403]) as server:  # a refusal is not retried
+        settings = _worker_settings(tmp_path / "refused", server.url(""))
+        with pytest.raises(SourceError, match="HTTP 403"):
+            sources.local_path(settings, "6" * 32, source)
+        assert len(server.hits) == 1
+
+
 def test_a_job_whose_upload_cannot_be_fetched_ends_failed_with_the_reason(
-    upload_api: tuple[Any, str, str], tmp_path: Path
+    upload_api: tuple[Any, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.integration.celery_fixtures import free_port
     from worker.bootstrap import inline_ports
     from worker.errors import FramescribeError
-    from worker.service import jobs
+    from worker.service import jobs, sources
+
+    monkeypatch.setattr(sources, "FETCH_PAUSES_S", (0.05, 0.05))
 
     api, upload_id, _ = upload_api
     settings = _worker_settings(tmp_path, f"http://127.0.0.1:{free_port()}")

@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 from worker.config import Settings
 from worker.core.links import upload_link
 from worker.errors import SourceError
-from worker.sources import check_url, download, resolve_local
+from worker.sources import SourceUnavailable, check_url, download, resolve_local
 
 log = logging.getLogger(__name__)
 SourceKind = Literal["path", "url", "upload"]
 UPLOAD_FILE = "source.video"  # the fixed name every upload is stored under (scheduler.intake)
+FETCH_PAUSES_S = (1.0, 3.0)  # pauses between tries of an upload fetch the API did not answer (down, 5xx)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,19 +121,28 @@ def _fetched_once(settings: Settings, job_id: str, what: str, fetch: Callable[[P
 def fetch_upload(settings: Settings, job_id: str, dest: Path) -> Path:
     """The job's upload from the API (``worker.api_url``) into ``dest``: a signed link valid for minutes,
     streamed, capped at ``scheduler.max_upload_bytes``, written atomically; redirects re-checked (SSRF
-    rules, only the API's own host allowed besides ``scheduler.allow_private_urls``)."""
+    rules, only the API's own host allowed besides ``scheduler.allow_private_urls``). An API that is down
+    or answers 5xx is tried ``len(FETCH_PAUSES_S) + 1`` times; any other refusal fails at once."""
     api_url = settings.worker.api_url or ""
     secret = settings.security.internal_secret
     assert secret is not None
-    link = upload_link(api_url, secret.get_secret_value(), job_id, now=time.time())
+    link = upload_link(api_url, secret.get_secret_value(), job_id, now=time.time())  # valid for all the tries
     host = urlsplit(api_url).hostname or ""
-    try:
-        return download(
-            link, dest, max_bytes=settings.scheduler.max_upload_bytes, timeout_s=settings.limits.download_timeout_s,
-            allow=[host, *settings.scheduler.allow_private_urls],
-        )  # fmt: skip
-    except SourceError as exc:
-        raise SourceError(f"cannot fetch the job's upload from the API: {exc.message}", field="file") from None
+    for pause in (*FETCH_PAUSES_S, None):
+        try:
+            return download(
+                link, dest, max_bytes=settings.scheduler.max_upload_bytes,
+                timeout_s=settings.limits.download_timeout_s, allow=[host, *settings.scheduler.allow_private_urls],
+            )  # fmt: skip
+        except SourceUnavailable as exc:  # API down or restarting: a few short tries, then the reason
+            if pause is None:
+                raise SourceError(f"cannot fetch the job's upload from the API: {exc.message}", field="file") from None
+            log.warning("job %s: the API did not serve the upload (%s); trying again in %.0f s", job_id, exc.message,
+                        pause)  # fmt: skip
+            time.sleep(pause)
+        except SourceError as exc:
+            raise SourceError(f"cannot fetch the job's upload from the API: {exc.message}", field="file") from None
+    raise AssertionError("unreachable")
 
 
 # -- uploads ----------------------------------------------------------------------------------
