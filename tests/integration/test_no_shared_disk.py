@@ -417,3 +417,19 @@ def test_frame_url_falls_back_to_the_review_copy_then_answers_404(tmp_path: Path
             s.execute(blob_table.delete().where(blob_table.c.job_id == job.id))
         gone = http.get(url)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_internal_link_needs_no_api_key_when_keys_are_set(tmp_path: Path, clip_12s: Path) -> None:
+    import time
+
+    from tests.integration.api_fixtures import running_api
+    from worker.core.links import upload_link
+
+    with running_api(tmp_path, api_keys=["k-123"], security={"internal_secret": SECRET}) as api:
+        with api.http("k-123") as http:
+            files = {"file": ("c.mp4", clip_12s.read_bytes(), "video/mp4"), "options": (None, json.dumps(OPTS))}
+            job_id = http.post("/v1/jobs", files=files).json()["id"]
+        with api.http() as anonymous:  # a worker holds the internal secret, never an API key
+            assert anonymous.get(f"/v1/jobs/{job_id}/source").status_code == 401
+            resp = anonymous.get(upload_link("", SECRET, job_id, now=time.time()))
+            assert resp.status_code == 200 and resp.content == clip_12s.read_bytes()
