@@ -220,7 +220,8 @@ def gc(
 ) -> None:
     """Delete the local files of deleted jobs and (with a retention) old frames on this machine, keeping
     one thumbnail per segment."""
-    from worker.retention import collect, store_lookup
+    from worker.retention import collect, store_lookup, store_thinner
 
     settings = settings_from(config, data_dir, None)
-    out.print_json(json.dumps(collect(settings, days=days, existing=store_lookup(settings)).as_dict()))
+    report = collect(settings, days=days, existing=store_lookup(settings), thin=store_thinner(settings))
+    out.print_json(json.dumps(report.as_dict()))

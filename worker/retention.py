@@ -16,13 +16,18 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from worker.config import Settings
+
+_T = TypeVar("_T")
 
 JOB_FOLDER = re.compile(r"[0-9a-f]{32}")
 SANITY_MIN = 10  # a store holding none of this many local jobs is probably not this machine's store
 Lookup = Callable[[Iterable[str]], set[str]]  # which of these job ids the store still holds
+Thinner = Callable[[datetime], int]  # review copies older than this lose all but each segment's middle frame
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class GcReport:
     bytes_freed: int = 0
     sources_deleted: int = 0
     deleted_jobs_swept: int = 0
+    review_copies_deleted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -55,10 +61,16 @@ def _prune_segment(folder: Path, cutoff: float, report: GcReport) -> None:
 
 
 def collect(
-    settings: Settings, *, now: float | None = None, days: float | None = None, existing: Lookup | None = None
+    settings: Settings,
+    *,
+    now: float | None = None,
+    days: float | None = None,
+    existing: Lookup | None = None,
+    thin: Thinner | None = None,
 ) -> GcReport:
-    """Apply the retention (``worker.frames_retention_days`` unless ``days`` is given; None = keep all),
-    then, with ``existing`` (a store lookup), sweep the local files of deleted jobs."""
+    """Sweep the local files of deleted jobs (with ``existing``, a store lookup), then apply the retention
+    (``worker.frames_retention_days`` unless ``days`` is given; None = keep all) to this disk and, with
+    ``thin``, to the review copies in the store."""
     keep_days = settings.worker.frames_retention_days if days is None else days
     report = GcReport()
     if existing is not None:
@@ -66,6 +78,8 @@ def collect(
     if keep_days is None:
         return report
     cutoff = (time.time() if now is None else now) - keep_days * 86400
+    if thin is not None:
+        report.review_copies_deleted = thin(datetime.fromtimestamp(cutoff, UTC))
     jobs = settings.data_dir / "jobs"
     for job in sorted(jobs.iterdir()) if jobs.is_dir() else ():
         if not job.is_dir():
@@ -109,25 +123,37 @@ def store_lookup(settings: Settings) -> Lookup:
     """``existing`` over the configured store, on an engine of its own per call (safe in a forking
     worker's parent process)."""
     from worker.adapters.stores.blobs import existing_jobs
-    from worker.adapters.stores.sql import build_engine
 
     def lookup(job_ids: Iterable[str]) -> set[str]:
-        engine = build_engine(settings.resolved_database_url)
-        try:
-            return existing_jobs(engine, job_ids)
-        finally:
-            engine.dispose()
+        return _on_own_engine(settings, lambda engine: existing_jobs(engine, job_ids))
 
     return lookup
+
+
+def store_thinner(settings: Settings) -> Thinner:
+    """``thin`` over the configured store (every machine may run it: it is idempotent)."""
+    from worker.adapters.stores.blobs import thin
+
+    return lambda older_than: _on_own_engine(settings, lambda engine: thin(engine, older_than))
+
+
+def _on_own_engine(settings: Settings, work: Callable[[Any], _T]) -> _T:
+    from worker.adapters.stores.sql import build_engine
+
+    engine = build_engine(settings.resolved_database_url)
+    try:
+        return work(engine)
+    finally:
+        engine.dispose()
 
 
 def collect_logged(settings: Settings) -> None:
     """``collect`` (with the sweep of deleted jobs) for timers: logs what it freed; a disk or store
     problem is a warning, not a crash."""
     try:
-        report = collect(settings, existing=store_lookup(settings))
+        report = collect(settings, existing=store_lookup(settings), thin=store_thinner(settings))
     except Exception as exc:  # OSError, or the store (SQLAlchemyError) being down: the next run tries again
         log.warning("frame retention failed under %s: %s", settings.data_dir, exc.__class__.__name__)
         return
-    if report.files_deleted or report.sources_deleted or report.deleted_jobs_swept:
+    if any(report.as_dict().values()):
         log.info("frame retention: %s", report.as_dict())

@@ -500,7 +500,7 @@ def test_retention_keeps_one_thumbnail_per_segment(tmp_path: Path) -> None:
 
     report = collect(settings)
     assert report.as_dict() == {"segments": 2, "files_deleted": 8, "bytes_freed": 800, "sources_deleted": 1,
-                                "deleted_jobs_swept": 0}  # fmt: skip
+                                "deleted_jobs_swept": 0, "review_copies_deleted": 0}  # fmt: skip
     for seg in range(2):
         kept = sorted(p.name for p in (tmp_path / "jobs" / "old" / f"seg_{seg:05d}").iterdir())
         assert kept == ["frame_0002_0000001000ms.jpg"]  # the middle frame

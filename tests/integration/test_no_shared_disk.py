@@ -433,3 +433,46 @@ def test_internal_link_needs_no_api_key_when_keys_are_set(tmp_path: Path, clip_1
             assert anonymous.get(f"/v1/jobs/{job_id}/source").status_code == 401
             resp = anonymous.get(upload_link("", SECRET, job_id, now=time.time()))
             assert resp.status_code == 200 and resp.content == clip_12s.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_retention_thins_review_copies_to_the_middle_frame(tmp_path: Path, kind: str) -> None:
+    import contextlib
+    from datetime import UTC, datetime, timedelta
+
+    from worker.adapters.stores.blobs import SqlFrameBlobs, thin
+    from worker.adapters.stores.schema import FrameDbRow
+    from worker.adapters.stores.sql import SqlResultStore
+    from worker.core.models import FrameRef
+
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else stack.enter_context(pg_database("fs_thin"))
+        store = SqlResultStore(url)
+        stack.callback(store.close)
+        ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
+        assert ok
+        (tmp_path / "f.jpg").write_bytes(bytes(jpeg))
+        jobs_ = [store.create_job(f"/x/{i}.mp4", f"{i}.mp4", OPTS)[0].id for i in range(2)]
+        with store.session() as s, s.begin():
+            for job_id in jobs_:
+                for seg, count in ((0, 5), (1, 4)):
+                    for n in range(count):
+                        s.add(FrameDbRow(job_id=job_id, segment_index=seg, n=n, t_ms=n * 500, path="/gone.jpg",
+                                         width=64, height=48, size_bytes=1))  # fmt: skip
+        blobs = SqlFrameBlobs(store.engine)
+        for job_id in jobs_:
+            for seg, count in ((0, 5), (1, 4)):
+                blobs.put(job_id, seg, [FrameRef(n, n * 500, str(tmp_path / "f.jpg"), 64, 48, 1) for n in range(count)])
+        old, new = jobs_
+        with store.session() as s, s.begin():  # the first job's copies are 10 days old
+            s.execute(blob_table.update().where(blob_table.c.job_id == old)
+                      .values(created_at=datetime.now(UTC) - timedelta(days=10)))  # fmt: skip
+        cutoff = datetime.now(UTC) - timedelta(days=7)
+        assert thin(store.engine, cutoff) == 7  # (5 - 1) + (4 - 1)
+        assert thin(store.engine, cutoff) == 0  # idempotent: the middle frames stay
+
+        def kept(job_id: str, seg: int) -> list[int]:
+            return [n for n in range(5) if blobs.get(job_id, seg, n) is not None]
+
+        assert kept(old, 0) == [2] and kept(old, 1) == [2]  # the frame retention keeps on disk too
+        assert kept(new, 0) == [0, 1, 2, 3, 4] and kept(new, 1) == [0, 1, 2, 3]

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    func,
     select,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,10 +44,18 @@ blob_table = Table(
     Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("segment_index", Integer, primary_key=True),
     Column("n", Integer, primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("jpeg", LargeBinary, nullable=False),
 )
 jobs_table = Table("jobs", metadata, Column("id", String(32), primary_key=True))
+frames_table = Table(
+    "frames",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", String(32)),
+    Column("segment_index", Integer),
+    Column("n", Integer),
+)
 
 
 def review_jpeg(data: bytes, max_side: int, max_bytes: int = MAX_BYTES) -> bytes | None:
@@ -112,6 +121,24 @@ class SqlFrameBlobs:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read a frame's review copy: {exc.__class__.__name__}") from None
         return None if got is None else bytes(got)
+
+
+def thin(engine: Engine, older_than: datetime) -> int:
+    """Frame retention for the review copies: copies older than ``older_than`` are deleted except each
+    segment's middle frame (``n == frame rows // 2``, the one ``worker.retention`` keeps on disk).
+    Idempotent (frame rows stay). Returns how many were deleted."""
+    count = (
+        select(func.count())
+        .select_from(frames_table)
+        .where(frames_table.c.job_id == blob_table.c.job_id, frames_table.c.segment_index == blob_table.c.segment_index)
+        .scalar_subquery()
+    )
+    q = delete(blob_table).where(blob_table.c.created_at < older_than, blob_table.c.n != count // 2)
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(q).rowcount)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot thin the review copies: {exc.__class__.__name__}") from None
 
 
 def existing_jobs(engine: Engine, job_ids: Iterable[str]) -> set[str]:

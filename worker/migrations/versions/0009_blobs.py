@@ -22,7 +22,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("jpeg", sa.LargeBinary, nullable=False),
     )
+    op.create_index("ix_frame_blobs_created_at", "frame_blobs", ["created_at"])  # retention thins by age
 
 
 def downgrade() -> None:
+    op.drop_index("ix_frame_blobs_created_at", table_name="frame_blobs")
     op.drop_table("frame_blobs")
