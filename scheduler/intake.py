@@ -27,6 +27,7 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.config import Settings
 from worker.core.models import VideoInfo
 from worker.errors import SourceError, VideoOpenError
+from worker.service.sources import UPLOAD_FILE as UPLOAD_FILE  # the fixed name every upload is stored under
 from worker.service.sources import upload_dir_of as upload_dir_of  # re-exported
 from worker.service.sources import uploads_dir
 from worker.sources import check_url, get_checked, resolve_local
@@ -36,7 +37,6 @@ PREFLIGHT_TIMEOUT_S = 10.0
 OPTIONS_MAX_BYTES = 64 * 1024
 DRAIN_MAX_BYTES = 64 * 1024 * 1024  # read (and drop) this much past the cap so the client sees the 413
 FORM_OVERHEAD = 64 * 1024
-UPLOAD_FILE = "source.video"  # the fixed name every upload is stored under; the client's name is display only
 
 
 def sniff(head: bytes) -> str | None:

@@ -41,6 +41,7 @@ OPTIONAL_ROUTERS = (
     "scheduler.web.routes",
     "scheduler.api.routes.ask",
     "scheduler.api.routes.streams",
+    "scheduler.api.routes.internal",
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from worker.adapters.describers import build_describer
+from worker.adapters.stores.blobs import SqlFrameBlobs
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.video import open_reader
 from worker.config import REPO_CONFIG, Settings
@@ -87,6 +88,7 @@ def build_ports(
         prompts=load_prompts(),
         enqueuer=enqueuer,
         indexer=_indexer(store, settings),
+        blobs=SqlFrameBlobs(store.engine, settings.worker.review_max_side),
     )
 
 

@@ -138,7 +138,8 @@ app = FramescribeCelery("framescribe", include=task_modules())
 
 
 class _FrameRetention(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Deletes old frames on this machine's disk every hour, when a retention is configured."""
+    """Every ``worker.sweep_interval_s``: deletes old frames on this machine's disk (when a retention is
+    configured) and the local files of jobs deleted on any machine (``worker.retention``)."""
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
@@ -147,11 +148,10 @@ class _FrameRetention(bootsteps.StartStopStep):  # type: ignore[misc]
         self.tref: Any = None
 
     def start(self, parent: Any) -> None:
-        if get_settings().worker.frames_retention_days is None:
-            return
         from worker.retention import collect_logged
 
-        self.tref = parent.timer.call_repeatedly(3600.0, collect_logged, (get_settings(),), priority=10)
+        every = get_settings().worker.sweep_interval_s
+        self.tref = parent.timer.call_repeatedly(every, collect_logged, (get_settings(),), priority=10)
         collect_logged(get_settings())
 
     def stop(self, parent: Any) -> None:

@@ -218,10 +218,10 @@ def gc(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Delete old frames on this machine, keeping one thumbnail per segment."""
-    from worker.retention import collect
+    """Delete the local files of deleted jobs and (with a retention) old frames on this machine, keeping
+    one thumbnail per segment."""
+    from worker.retention import collect, store_lookup, store_thinner
 
     settings = settings_from(config, data_dir, None)
-    if days is None and settings.worker.frames_retention_days is None:
-        raise InputError("no retention set: pass --days or set FRAMESCRIBE_WORKER__FRAMES_RETENTION_DAYS")
-    out.print_json(json.dumps(collect(settings, days=days).as_dict()))
+    report = collect(settings, days=days, existing=store_lookup(settings), thin=store_thinner(settings))
+    out.print_json(json.dumps(report.as_dict()))

@@ -182,6 +182,12 @@ class WorkerSettings(Section):
     store_retry_max_delay_s: float = Field(
         5.0, gt=0, le=600, description="Longest wait between retries while the result store is down."
     )
+    # machines without a shared disk (issue 16)
+    api_url: str | None = Field(
+        None, description="Base URL of the REST API a worker fetches uploads from when they are not on its disk."
+    )
+    review_max_side: int = Field(640, ge=0, le=4096, description="Long side of the frame copies kept in the store.")
+    sweep_interval_s: float = Field(600.0, ge=5, description="How often a worker sweeps files of deleted jobs.")
 
 
 class SchedulerSettings(Section):
@@ -206,6 +212,9 @@ class SecuritySettings(Section):
     min_upload_bytes_per_s: int = Field(64 * 1024, ge=1, description="Slowest upload accepted after body_timeout_s.")
     source_link_secret: SecretStr | None = Field(
         None, description="Signs /source links; unset: a random secret per process (links end at restart)."
+    )
+    internal_secret: SecretStr | None = Field(
+        None, description="Shared by the API and the workers: signs the expiring links workers fetch uploads with."
     )
     url_check_timeout_s: float = Field(10.0, gt=0, le=600, description="Wall-clock cap on one URL preflight.")
     max_url_checks: int = Field(4, ge=1, le=64, description="URL preflights in flight at once (more: 503).")

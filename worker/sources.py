@@ -24,6 +24,7 @@ from worker.core.redact import redact_url
 from worker.errors import SourceError
 
 __all__ = [
+    "SourceUnavailable",
     "check_url",
     "checked_source",
     "download",
@@ -40,6 +41,10 @@ MAX_REDIRECTS = 5
 READ_TIMEOUT_S = 30.0
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class SourceUnavailable(SourceError):
+    """The source's server could not be reached or answered 5xx (a later try may work)."""
 
 
 # -- local paths -------------------------------------------------------------------------------
@@ -217,13 +222,16 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, timeout_s: float, allo
         try:
             with get_checked(client, url, allow, deadline=deadline) as (final, resp):
                 if resp.status_code != 200:
-                    raise SourceError(f"the server answered HTTP {resp.status_code} for {shown}", field="url")
+                    kind = SourceUnavailable if resp.status_code >= 500 else SourceError
+                    raise kind(f"the server answered HTTP {resp.status_code} for {shown}", field="url")
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise SourceError(f"the file is {declared} bytes, above the limit of {max_bytes}", field="url")
                 return _save(resp, dest_dir, _filename(final), max_bytes, deadline)
         except httpx.TimeoutException:
             raise SourceError(f"downloading {shown} timed out", field="url") from None
+        except httpx.TransportError as exc:  # refused, reset: the server may be back in a moment
+            raise SourceUnavailable(f"downloading {shown} failed: {exc.__class__.__name__}", field="url") from None
         except httpx.HTTPError as exc:
             raise SourceError(f"downloading {shown} failed: {exc.__class__.__name__}", field="url") from None
 

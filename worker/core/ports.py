@@ -139,6 +139,15 @@ class DescriptionCache(Protocol):
     def signatures(self, job_id: str) -> Iterable[tuple[int, Sequence[int]]]: ...
 
 
+class FrameBlobs(Protocol):
+    """Review-size copies of a segment's frames in the result store, so every machine can serve them
+    (frame originals stay on the disk of the worker that sampled them)."""
+
+    def put(self, job_id: str, index: int, frames: Sequence[FrameRef]) -> None: ...
+
+    def get(self, job_id: str, index: int, n: int) -> bytes | None: ...
+
+
 class TextModel(Protocol):
     """A text completion model (the DashScope describer's ``complete``), for job summaries."""
 

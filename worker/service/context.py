@@ -8,7 +8,16 @@ from typing import Any
 
 from worker.config import Settings
 from worker.core.models import Job
-from worker.core.ports import Analyser, Describer, DescriptionCache, Enqueuer, FrameWriter, ResultStore, VideoReader
+from worker.core.ports import (
+    Analyser,
+    Describer,
+    DescriptionCache,
+    Enqueuer,
+    FrameBlobs,
+    FrameWriter,
+    ResultStore,
+    VideoReader,
+)
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet
 from worker.errors import QueueUnavailable
 from worker.options import JobOptions
@@ -36,6 +45,7 @@ class Ports:
     prompts: dict[str, PromptSet] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     enqueuer: Enqueuer | None = None
     indexer: Callable[[str, int, bool], None] | None = None  # (job, segment, in the background): search vectors
+    blobs: FrameBlobs | None = None  # review-size frame copies in the store (served by any machine)
 
     def queue(self) -> Enqueuer:
         if self.enqueuer is None:
@@ -48,5 +58,6 @@ class Ports:
             self.indexer(job_id, index, background)
 
     def open_source(self, job: Job) -> VideoReader:
-        """A reader of the job's video (a URL source is downloaded first, once per machine)."""
+        """A reader of the job's video (a URL source, or an upload on another machine, is fetched first,
+        once per machine)."""
         return self.reader_for(local_path(self.settings, job.id, job.source))

@@ -97,6 +97,7 @@ def describe_and_store(
     hit = reuse.lookup(ports.cache, ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
+        keep_review_copies(ports, job.id, p.index, sampled.frames)
         ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
         if source is None:
             reuse.remember(ports.cache, job.id, p.index, None, desc, sampled.hashes, ports.settings)
@@ -106,9 +107,17 @@ def describe_and_store(
     if desc.usage.latency_ms == 0:
         latency = round((time.monotonic() - started) * 1000)
         desc = replace(desc, usage=replace(desc.usage, latency_ms=latency, attempts=max(1, desc.usage.attempts)))
+    keep_review_copies(ports, job.id, p.index, sampled.frames)
     ports.store.save_segment(job.id, p.index, desc, sampled.frames)
     reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
     return desc
+
+
+def keep_review_copies(ports: Ports, job_id: str, index: int, frames: list[FrameRef]) -> None:
+    """Review-size copies of the frames into the store before the row is done, so the review page,
+    search thumbnails and exports work from any machine (a store error fails the segment)."""
+    if ports.blobs is not None:
+        ports.blobs.put(job_id, index, frames)
 
 
 def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:

@@ -16,6 +16,7 @@ from scheduler.api.errors import ApiError
 from scheduler.api.models import JobPublic, JobsPublic, SegmentsPublic, SummaryPublic
 from scheduler.api.params import ERRORS, JOB_ID
 from scheduler.api.presenters import public, segment_public
+from worker.adapters.stores.blobs import SqlFrameBlobs
 from worker.service import jobs as job_service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -87,9 +88,9 @@ def summary(job_id: JOB_ID, store: StoreDep, _: ReadAccess) -> dict[str, Any]:
 
 @router.get(
     "/{job_id}/frames/{seg}/{n}.jpg",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
-    summary="One sampled frame (JPEG)",
+    summary="One sampled frame (JPEG; its review-size copy when sampled on another machine)",
 )
 def frame(
     job_id: JOB_ID,
@@ -98,15 +99,18 @@ def frame(
     store: StoreDep,
     settings: SettingsDep,
     _: ReadAccess,
-) -> FileResponse:
+) -> Response:
     store.get_job(job_id)
     ref = next((f for f in store.frames(job_id, seg) if f.n == n), None)
     if ref is None:
         raise ApiError(404, "not_found", f"job {job_id} has no frame {n} in segment {seg}")
     path = Path(ref.path).resolve()
-    if not path.is_relative_to(settings.data_dir.resolve()) or not path.is_file():
+    if path.is_relative_to(settings.data_dir.resolve()) and path.is_file():
+        return FileResponse(path, media_type="image/jpeg")
+    copy = SqlFrameBlobs(store.engine).get(job_id, seg, n)  # sampled on another machine: its review copy
+    if copy is None:
         raise ApiError(404, "not_found", f"frame {n} of segment {seg} is no longer on disk")
-    return FileResponse(path, media_type="image/jpeg")
+    return Response(copy, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 # -- control ----------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Review-size frame copies in the result store's database (migration 0009), so the API on any machine
+can serve a frame that was sampled on another one (no shared disk).
+
+Each frame of a stored segment gets one JPEG of at most ``max_side`` pixels on its long side and at most
+``MAX_BYTES`` (quality is lowered, then the size halved, until it fits). The originals stay on the
+worker's disk: they are what the describer sends. Rows go with their job (``ON DELETE CASCADE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.core.models import FrameRef
+from worker.errors import StoreError
+
+log = logging.getLogger(__name__)
+metadata = MetaData()
+MAX_BYTES = 192 * 1024  # one review copy, whatever the frame
+QUALITIES = (80, 65, 50)
+
+blob_table = Table(
+    "frame_blobs",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("segment_index", Integer, primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("jpeg", LargeBinary, nullable=False),
+)
+jobs_table = Table("jobs", metadata, Column("id", String(32), primary_key=True))
+frames_table = Table(
+    "frames",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", String(32)),
+    Column("segment_index", Integer),
+    Column("n", Integer),
+)
+
+
+def review_jpeg(data: bytes, max_side: int, max_bytes: int = MAX_BYTES) -> bytes | None:
+    """A JPEG of ``data`` (a JPEG) no larger than ``max_side`` px and ``max_bytes``; None if undecodable."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    side = max_side
+    while side >= 16:
+        h, w = image.shape[:2]
+        scale = min(1.0, side / max(h, w))
+        small = (
+            image
+            if scale >= 1.0
+            else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        )
+        for quality in QUALITIES:
+            ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(buf) <= max_bytes:
+                return bytes(buf)
+        side //= 2
+    return None
+
+
+class SqlFrameBlobs:
+    """``FrameBlobs`` on the store's engine; each call is one short transaction."""
+
+    def __init__(self, engine: Engine, max_side: int = 640) -> None:
+        self.engine = engine
+        self.max_side = max_side
+
+    def put(self, job_id: str, index: int, frames: Sequence[FrameRef]) -> None:
+        """Store a review copy of each frame file (a redelivered segment replaces its copies)."""
+        if self.max_side <= 0:
+            return
+        rows = []
+        for f in frames:
+            try:
+                with open(f.path, "rb") as fh:
+                    jpeg = review_jpeg(fh.read(), self.max_side)
+            except OSError as exc:
+                raise StoreError(f"cannot read frame {f.n} of segment {index} for its review copy: {exc}") from None
+            if jpeg is not None:
+                rows.append({"job_id": job_id, "segment_index": index, "n": f.n, "jpeg": jpeg,
+                             "created_at": datetime.now(UTC)})  # fmt: skip
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    delete(blob_table).where(blob_table.c.job_id == job_id, blob_table.c.segment_index == index)
+                )
+                if rows:
+                    conn.execute(blob_table.insert(), rows)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot store the review copies of segment {index}: {exc.__class__.__name__}") from None
+
+    def get(self, job_id: str, index: int, n: int) -> bytes | None:
+        q = select(blob_table.c.jpeg).where(
+            blob_table.c.job_id == job_id, blob_table.c.segment_index == index, blob_table.c.n == n
+        )
+        try:
+            with self.engine.connect() as conn:
+                got = conn.execute(q).scalar()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read a frame's review copy: {exc.__class__.__name__}") from None
+        return None if got is None else bytes(got)
+
+
+def thin(engine: Engine, older_than: datetime) -> int:
+    """Frame retention for the review copies: copies older than ``older_than`` are deleted except each
+    segment's middle frame (``n == frame rows // 2``, the one ``worker.retention`` keeps on disk).
+    Idempotent (frame rows stay). Returns how many were deleted."""
+    count = (
+        select(func.count())
+        .select_from(frames_table)
+        .where(frames_table.c.job_id == blob_table.c.job_id, frames_table.c.segment_index == blob_table.c.segment_index)
+        .scalar_subquery()
+    )
+    q = delete(blob_table).where(blob_table.c.created_at < older_than, blob_table.c.n != count // 2)
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(q).rowcount)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot thin the review copies: {exc.__class__.__name__}") from None
+
+
+def existing_jobs(engine: Engine, job_ids: Iterable[str]) -> set[str]:
+    """Which of ``job_ids`` the store still holds (the retention sweep drops local files of the others)."""
+    ids = list(job_ids)
+    found: set[str] = set()
+    try:
+        with engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(select(jobs_table.c.id).where(jobs_table.c.id.in_(chunk))).scalars()
+                found.update(str(i) for i in rows)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read the job list from the store: {exc.__class__.__name__}") from None
+    return found
