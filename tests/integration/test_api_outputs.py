@@ -140,12 +140,13 @@ def test_review_page_and_static_files(client: TestClient) -> None:
 
 
 def test_review_page_modules_are_served_as_javascript_under_the_csp(client: TestClient) -> None:
-    """review.js is an ES module: the page loads it with type=module, and every module it imports (and
-    they import) is served from /static as JavaScript, under the page's CSP, loading nothing external."""
+    """review.js and ask.js are ES modules: the page loads them with type=module, and every module they
+    import (and those import) is served from /static as JavaScript, under the page's CSP, loading nothing external."""
     page = client.get("/").text
-    assert '<script type="module" src="/static/review.js"></script>' in page
+    entries = re.findall(r"<script ([^>]*)></script>", page)
+    assert entries == ['type="module" src="/static/review.js"', 'type="module" src="/static/ask.js"'], entries
     seen: set[str] = set()
-    todo = ["review.js"]
+    todo = ["review.js", "ask.js"]
     while todo:
         name = todo.pop()
         if name in seen:

@@ -1,11 +1,11 @@
 // framescribe review page: the "Ask" box. POST /v1/ask as Server-Sent Events: the evidence, the model's
 // text as it is written, then the answer whose citations the server checked. Each citation links to its
 // segment (#/jobs/<id>?seg=<index>). On a job page the question is scoped to that job unless unticked.
-// Model text only ever goes in as textContent.
-"use strict";
+// Model text only ever goes in as textContent. An ES module: the key and the stream reader are shared.
+import { authHeaders } from "./api.js";
+import { readEvents } from "./events.js";
 
 (function () {
-  const KEY = "framescribe.apiKey";
   const form = document.getElementById("ask-form");
   const panel = document.getElementById("ask-panel");
   if (!form || !panel) return;
@@ -74,13 +74,8 @@
     panel.dataset.state = "error";
   }
 
-  function handle(block) {
-    let event = "message", data = "";
-    for (const line of block.split("\n")) {
-      if (line.startsWith("event:")) event = line.slice(6).trim();
-      else if (line.startsWith("data:")) data += line.slice(5).trim();
-    }
-    if (!data) return;
+  function handle(event, data) {
+    if (!data) return false;
     const payload = JSON.parse(data);
     if (event === "delta") {
       if (panel.dataset.state !== "streaming") { answerBox.textContent = ""; panel.dataset.state = "streaming"; }
@@ -89,6 +84,7 @@
       byline.textContent = `${payload.evidence.length} moment(s) found; answering…`;
     } else if (event === "answer") renderAnswer(payload);
     else if (event === "error") fail(payload.error ? payload.error.message : "the answer failed");
+    return false;
   }
 
   async function ask(question) {
@@ -104,9 +100,7 @@
     const body = { question, stream: true };
     const job = currentJob();
     if (job && scope.checked) body.job = job;
-    const headers = { "Content-Type": "application/json", Accept: "text/event-stream" };
-    const key = localStorage.getItem(KEY);
-    if (key) headers.Authorization = "Bearer " + key;
+    const headers = authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" });
     try {
       const res = await fetch("/v1/ask", { method: "POST", headers, body: JSON.stringify(body), signal: abort.signal });
       if (!res.ok) {
@@ -115,17 +109,7 @@
         fail(msg);
         return;
       }
-      const reader = res.body.getReader();
-      const dec = new TextDecoder();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += dec.decode(value, { stream: true });
-        let i;
-        while ((i = buf.indexOf("\n\n")) >= 0) { handle(buf.slice(0, i)); buf = buf.slice(i + 2); }
-      }
-      if (buf.trim()) handle(buf);
+      await readEvents(res.body, handle);
     } catch (err) {
       if (err.name !== "AbortError") fail(String(err.message || err));
     }
