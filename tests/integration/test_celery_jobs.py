@@ -133,10 +133,12 @@ def assert_exactly_once(c: Cluster, job_id: str, summaries: int = 1) -> None:
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_job_over_two_workers(store: str, request: pytest.FixtureRequest, clip_12s: Path) -> None:
     c: Cluster = request.getfixturevalue(f"{store}_cluster")
-    # Hold segment 0 in whichever worker takes it: the other worker must then do the rest.
+    # Hold segment 0 in whichever worker takes it until the other worker has stored a segment: both
+    # workers then run segments of the one job. Held only that long (not until segments 1-5 are all done):
+    # under load, five segments could outlast the held task's 6 s soft limit and fail segment 0.
     job_id = submit(c, clip_12s, arm=((0, "before_describe", "hold"),))
     c.wait_held(job_id, 0, "before_describe")
-    wait_for(lambda: c.store.counts(job_id).get("done", 0) == N - 1, 60, "the other worker to do segments 1-5")
+    wait_for(lambda: c.store.counts(job_id).get("done", 0) >= 1, 60, "the other worker to store a segment")
     c.release(job_id, 0, "before_describe")
     job = c.wait(job_id)
 
