@@ -86,8 +86,9 @@ class LeasesMixin(StoreBase):
             finishes = s.scalars(
                 select(JobRow.id)
                 .where(
-                    JobRow.state.in_(("queued", "running", "cancelled")),
-                    or_(JobRow.segment_count > 0, JobRow.state == "cancelled"),
+                    # failed: set by jobs.fail before its summary (a finisher that died there)
+                    JobRow.state.in_(("queued", "running", "cancelled", "failed")),
+                    or_(JobRow.segment_count > 0, JobRow.state.in_(("cancelled", "failed"))),
                     summary_free,
                     ~active,
                 )
