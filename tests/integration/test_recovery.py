@@ -368,3 +368,13 @@ def test_requeued_work_is_consumed_before_a_backlog_of_new_work(tmp_path: Path) 
         for key in [*list_keys(queue), *client.scan_iter(match=f"*{queue}*")]:
             client.delete(key)
         client.close()
+
+
+def test_a_lease_renewed_less_than_twice_per_ttl_is_refused() -> None:
+    from worker.celery_app import check_settings
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"lease_heartbeat_s \(15.0 s\) must be at most half"):
+        check_settings(load_settings(worker={"lease_ttl_s": 20, "lease_heartbeat_s": 15}))
+    check_settings(load_settings())  # the defaults are consistent
