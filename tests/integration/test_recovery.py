@@ -338,7 +338,7 @@ def test_requeued_work_is_consumed_before_a_backlog_of_new_work(tmp_path: Path) 
     from tests.integration.celery_fixtures import answering
     from tests.integration.fault_fixtures import FAULT_REDIS
     from worker.adapters.queue import CeleryEnqueuer
-    from worker.adapters.queue.broker_scan import URGENT, list_keys, scan
+    from worker.adapters.queue.broker_scan import URGENT, list_keys, promote, scan
     from worker.celery_app import PLAN_JOB, RUN_SEGMENT
     from worker.config import load_settings
 
@@ -352,8 +352,13 @@ def test_requeued_work_is_consumed_before_a_backlog_of_new_work(tmp_path: Path) 
         for n in range(30):
             enq.enqueue_job(f"new{n:02d}")
         enq.send(RUN_SEGMENT, ["old", 3], priority=URGENT)
+        enq.enqueue_segment("behind", 1)  # a requeued copy waiting behind the backlog ...
         held = scan(client, queue, fresh_s=20)
         assert (RUN_SEGMENT, "old", 3) in held.waiting and held.complete
+        assert promote(client, held.waiting[(RUN_SEGMENT, "behind", 1)])  # ... taken out to be re-sent urgent
+        assert not promote(client, held.waiting[(RUN_SEGMENT, "behind", 1)]), "taken once"
+        assert not promote(client, held.waiting[(RUN_SEGMENT, "old", 3)]), "already urgent: left alone"
+        assert (RUN_SEGMENT, "behind", 1) not in scan(client, queue, fresh_s=20).waiting
         assert {k for k in held.waiting if k[0] == PLAN_JOB} == {(PLAN_JOB, f"new{n:02d}", -1) for n in range(30)}
         with Connection(FAULT_REDIS, transport_options={"priority_steps": [0, 3, 6, 9]}) as conn:
             q = conn.SimpleQueue(queue)
