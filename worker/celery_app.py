@@ -55,6 +55,12 @@ def check_settings(settings: Settings) -> None:
             "running and they execute twice. Raise FRAMESCRIBE_WORKER__VISIBILITY_TIMEOUT_S (same value on "
             "every worker) or lower the time limit / retry delay."
         )
+    if w.lease_heartbeat_s * 2 > w.lease_ttl_s:
+        raise ConfigError(
+            f"worker.lease_heartbeat_s ({w.lease_heartbeat_s} s) must be at most half of worker.lease_ttl_s "
+            f"({w.lease_ttl_s} s); otherwise one late renewal lets a running segment's lease expire and the "
+            "recovery loop runs it a second time"
+        )
     if not settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://", "memory://")):
         raise ConfigError(
             f"broker_url must be a Redis URL (redis://host:6379/0), got {settings.broker_url.split('://')[0]}://…"

@@ -223,7 +223,8 @@ def check_workers(settings: Settings, deadline_s: float = DEADLINE_S) -> Verdict
 
 
 def check_beat(settings: Settings) -> Verdict:
-    """RedBeat holds ``<prefix>:lock`` in Redis while a beat runs (the reaper and schedules need it)."""
+    """RedBeat holds ``<prefix>:lock`` in Redis while a beat runs (schedules need it; recovery runs in
+    the workers)."""
     from scheduler.schedules import redbeat_prefix
 
     key = redbeat_prefix(settings) + ":lock"
@@ -236,7 +237,7 @@ def check_beat(settings: Settings) -> Verdict:
     except Exception as exc:
         return Verdict("beat", False, f"cannot read the beat lock ({type(exc).__name__})", REDIS_FIX)
     if ttl is None or ttl == -2:  # -2: no such key; -1: held without expiry
-        return Verdict("beat", False, f"no beat holds {key} (schedules and the stale-work reaper do not run)",
+        return Verdict("beat", False, f"no beat holds {key} (schedules do not fire; workers still recover work)",
                        "start one with `framescribe beat`")  # fmt: skip
     return Verdict("beat", True, f"a beat holds {key}")
 

@@ -301,8 +301,19 @@ def cluster(
 
 
 def _clear_queue(broker_url: str, queue: str) -> None:
+    """Delete the queue's keys (its priority lists included) and the unacked deliveries routed to it: a
+    worker killed whole leaves those in the shared ``unacked`` hash, and another test's workers would
+    restore them into this dead queue later."""
     with contextlib.suppress(redis.RedisError):
         client = redis.Redis.from_url(broker_url, socket_timeout=2)
         keys = list(client.scan_iter(match=f"*{queue}*"))
         if keys:
             client.delete(*keys)
+        tags = []
+        for tag, raw in client.hscan_iter("unacked", count=500):
+            with contextlib.suppress(ValueError, TypeError, IndexError):
+                if json.loads(raw)[2] == queue:
+                    tags.append(tag)
+        if tags:
+            client.hdel("unacked", *tags)
+            client.zrem("unacked_index", *tags)

@@ -125,6 +125,8 @@ def assert_exactly_once(c: Cluster, job_id: str, summaries: int = 1) -> None:
     for index, (stored, planned) in c.frame_counts(job_id).items():
         if c.store.segment_state(job_id, index) == "done":
             assert stored == planned == 4, (index, stored, planned)
+    # the log line follows the summary's commit by a moment: wait for it, then count exactly
+    wait_for(lambda: c.summaries(job_id) >= summaries, 10, f"the summary log line of job {job_id}")
     assert c.summaries(job_id) == summaries
     assert c.store.get_job(job_id).summary is not None
 
@@ -133,10 +135,12 @@ def assert_exactly_once(c: Cluster, job_id: str, summaries: int = 1) -> None:
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_job_over_two_workers(store: str, request: pytest.FixtureRequest, clip_12s: Path) -> None:
     c: Cluster = request.getfixturevalue(f"{store}_cluster")
-    # Hold segment 0 in whichever worker takes it: the other worker must then do the rest.
+    # Hold segment 0 in whichever worker takes it until the other worker has stored a segment: both
+    # workers then run segments of the one job. Held only that long (not until segments 1-5 are all done):
+    # under load, five segments could outlast the held task's 6 s soft limit and fail segment 0.
     job_id = submit(c, clip_12s, arm=((0, "before_describe", "hold"),))
     c.wait_held(job_id, 0, "before_describe")
-    wait_for(lambda: c.store.counts(job_id).get("done", 0) == N - 1, 60, "the other worker to do segments 1-5")
+    wait_for(lambda: c.store.counts(job_id).get("done", 0) >= 1, 60, "the other worker to store a segment")
     c.release(job_id, 0, "before_describe")
     job = c.wait(job_id)
 
@@ -544,7 +548,7 @@ def test_reaper_recovers_a_job_whose_messages_a_bare_redis_lost(tmp_path: Path, 
             wait_for(reaped, 120, "the reaper to recover the job", step=3)
             job = c.wait(job_id)
             assert job.state == "done"
-            assert "reaper re-queued" in c.logs()
+            assert "recovery: " in c.logs()  # the recovery loop (every worker runs it) re-sent the lost work
             assert_exactly_once(c, job_id)
     finally:
         server.stop()

@@ -302,3 +302,84 @@ def test_beat_rides_out_a_redis_restart(tmp_path: Path) -> None:
             os.killpg(beat.pid, signal.SIGTERM)
             beat.wait(20)
         server.stop()
+
+
+# -- cancel before planning -----------------------------------------------------------------------
+def test_cancel_through_the_api_before_planning_ends_the_job_with_summary_and_webhook(
+    tmp_path: Path, hooks: WebhookReceiver
+) -> None:
+    """A job cancelled through the REST API while still queued (never planned): cancelled at once with a
+    summary and its outbox row; the webhook goes out with that row's delivery id."""
+    from tests.integration.api_fixtures import running_api
+    from worker.service.webhooks import send_from_outbox
+
+    with running_api(tmp_path, scheduler={"allow_private_urls": ["127.0.0.1"]}) as api:
+        store = api.store()
+        job, _ = store.create_job("/nowhere/never-planned.mp4", "never-planned.mp4", {}, webhook_url=hooks.url("/h"))
+        with api.http() as http:
+            resp = http.post(f"/v1/jobs/{job.id}/cancel")
+        assert resp.status_code == 200 and resp.json()["state"] == "cancelled", resp.text
+        got = store.get_job(job.id)
+        assert got.state == "cancelled" and got.summary is not None and "Cancelled" in got.summary["text"]
+        [(delivery_id, state, _)] = store.outbox(job.id)
+        assert state == "pending" and api.enqueuer.webhooks == [job.id]  # queued at once, sent by a worker
+        assert send_from_outbox(api.settings, job.id).delivered
+        assert delivery_ids(hooks, job.id) == {delivery_id}
+        assert store.outbox(job.id) == [(delivery_id, "sent", 1)]
+
+
+# -- re-queued work goes first ------------------------------------------------------------------
+def test_requeued_work_is_consumed_before_a_backlog_of_new_work(tmp_path: Path) -> None:
+    """30 new plans wait in the queue; a re-queued segment (what the recovery loop and retries send) is
+    the next message a consumer gets, and the recovery loop's scan sees every waiting message."""
+    import redis as redis_lib
+    from kombu import Connection
+
+    from tests.integration.celery_fixtures import answering
+    from tests.integration.fault_fixtures import FAULT_REDIS
+    from worker.adapters.queue import CeleryEnqueuer
+    from worker.adapters.queue.broker_scan import URGENT, list_keys, promote, scan
+    from worker.celery_app import PLAN_JOB, RUN_SEGMENT
+    from worker.config import load_settings
+
+    if not answering(6379):
+        pytest.skip("Redis is not answering on 127.0.0.1:6379")
+    queue = f"fs-prio-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(broker_url=FAULT_REDIS, data_dir=tmp_path, worker={"queue": queue})
+    enq = CeleryEnqueuer(settings)
+    client = redis_lib.Redis.from_url(FAULT_REDIS)
+    try:
+        for n in range(30):
+            enq.enqueue_job(f"new{n:02d}")
+        enq.send(RUN_SEGMENT, ["old", 3], priority=URGENT)
+        enq.enqueue_segment("behind", 1)  # a requeued copy waiting behind the backlog ...
+        held = scan(client, queue, fresh_s=20)
+        assert (RUN_SEGMENT, "old", 3) in held.waiting and held.complete
+        assert promote(client, held.waiting[(RUN_SEGMENT, "behind", 1)])  # ... taken out to be re-sent urgent
+        assert not promote(client, held.waiting[(RUN_SEGMENT, "behind", 1)]), "taken once"
+        assert not promote(client, held.waiting[(RUN_SEGMENT, "old", 3)]), "already urgent: left alone"
+        assert (RUN_SEGMENT, "behind", 1) not in scan(client, queue, fresh_s=20).waiting
+        assert {k for k in held.waiting if k[0] == PLAN_JOB} == {(PLAN_JOB, f"new{n:02d}", -1) for n in range(30)}
+        with Connection(FAULT_REDIS, transport_options={"priority_steps": [0, 3, 6, 9]}) as conn:
+            q = conn.SimpleQueue(queue)
+            first = q.get(timeout=5)
+            assert first.headers["task"] == RUN_SEGMENT, first.headers
+            first.ack()
+            second = q.get(timeout=5)
+            assert second.headers["task"] == PLAN_JOB
+            second.ack()
+            q.close()
+    finally:
+        for key in [*list_keys(queue), *client.scan_iter(match=f"*{queue}*")]:
+            client.delete(key)
+        client.close()
+
+
+def test_a_lease_renewed_less_than_twice_per_ttl_is_refused() -> None:
+    from worker.celery_app import check_settings
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"lease_heartbeat_s \(15.0 s\) must be at most half"):
+        check_settings(load_settings(worker={"lease_ttl_s": 20, "lease_heartbeat_s": 15}))
+    check_settings(load_settings())  # the defaults are consistent

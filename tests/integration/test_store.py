@@ -93,3 +93,43 @@ def test_segment_rows_stream_in_batches(store: SqlResultStore) -> None:
     job, _ = store.create_job("/v/a.mp4", "a.mp4", {})
     store.plan_job(job.id, INFO, _plans(7))
     assert [r.index for r in store.segment_rows(job.id, batch=3)] == list(range(7))
+
+
+# -- leases and the webhook outbox (issue 16) -----------------------------------------------------
+def test_summary_lease_is_taken_over_when_it_expires_and_only_its_holder_stores(store: SqlResultStore) -> None:
+    job, _ = store.create_job("/v/a.mp4", "a.mp4", {}, webhook_url="https://example.com/hook")
+    store.plan_job(job.id, INFO, _plans(1))
+    assert store.claim_segment(job.id, 0) and store.save_segment(job.id, 0, _desc("a"), _frames(0))
+    assert store.claim_summary(job.id, "dead", lease_s=0.2)
+    assert not store.claim_summary(job.id, "other", lease_s=30), "held while the lease runs"
+    import time
+
+    time.sleep(0.3)
+    assert store.claim_summary(job.id, "other", lease_s=30), "an expired lease is taken over"
+    assert not store.renew_summary(job.id, "dead", 30), "the dead holder lost it"
+    summary = build_summary(store.segment_rows(job.id), 30_000)
+    assert not store.finish_job(job.id, summary, summary.state, owner="dead"), "a late old holder writes nothing"
+    assert store.outbox(job.id) == []
+    assert store.finish_job(job.id, summary, summary.state, owner="other")
+    assert store.get_job(job.id).summary is not None
+    [(delivery_id, state, attempts)] = store.outbox(job.id)  # written with the summary
+    assert state == "pending" and attempts == 0
+    assert not store.claim_summary(job.id, "third", lease_s=30), "done: never claimed again"
+    assert store.claim_webhook(job.id, hold_s=60) == (delivery_id, 1)
+    assert store.claim_webhook(job.id, hold_s=60) is None, "one sender per attempt"
+    store.webhook_done(delivery_id, "sent")
+    assert store.outbox(job.id) == [(delivery_id, "sent", 1)]
+
+
+def test_orphans_are_expired_leases_and_unplanned_or_unfinished_jobs(store: SqlResultStore) -> None:
+    job, _ = store.create_job("/v/a.mp4", "a.mp4", {})
+    store.plan_job(job.id, INFO, _plans(2))
+    assert store.claim_segment(job.id, 0) and store.claim_segment(job.id, 1)
+    assert store.renew_segment_lease(job.id, 0, "alive", 60)
+    assert store.renew_segment_lease(job.id, 1, "dead", -1)  # already expired
+    found = store.orphans(lease_s=20, grace_s=15)
+    assert [(o.kind, o.index) for o in found if o.job_id == job.id] == [("segment", 1)]
+    assert store.claim_segment(job.id, 1), "a re-queued claim starts a fresh lease"
+    assert not [o for o in store.orphans(lease_s=20, grace_s=15) if o.job_id == job.id]
+    assert store.fail_segment(job.id, 0, "x") and store.fail_segment(job.id, 1, "y")
+    assert [o.kind for o in store.orphans(lease_s=20, grace_s=15) if o.job_id == job.id] == ["finish"]

@@ -86,8 +86,9 @@ class LeasesMixin(StoreBase):
             finishes = s.scalars(
                 select(JobRow.id)
                 .where(
-                    JobRow.state.in_(("queued", "running", "cancelled")),
-                    or_(JobRow.segment_count > 0, JobRow.state == "cancelled"),
+                    # failed: set by jobs.fail before its summary (a finisher that died there)
+                    JobRow.state.in_(("queued", "running", "cancelled", "failed")),
+                    or_(JobRow.segment_count > 0, JobRow.state.in_(("cancelled", "failed"))),
                     summary_free,
                     ~active,
                 )
@@ -112,14 +113,15 @@ class LeasesMixin(StoreBase):
             row = s.scalar(select(OutboxRow).where(OutboxRow.job_id == job_id, OutboxRow.state == "pending"))
             if row is None or utc(row.next_at) > ts:
                 return None
+            delivery_id, attempt = row.delivery_id, row.attempts + 1  # read before the update refreshes row
             res = s.execute(
                 update(OutboxRow)
-                .where(OutboxRow.delivery_id == row.delivery_id, OutboxRow.attempts == row.attempts)
-                .values(attempts=row.attempts + 1, next_at=ts + timedelta(seconds=hold_s))
+                .where(OutboxRow.delivery_id == delivery_id, OutboxRow.attempts == attempt - 1)
+                .values(attempts=attempt, next_at=ts + timedelta(seconds=hold_s))
             )
             if not res.rowcount:  # type: ignore[attr-defined]
                 return None
-            return row.delivery_id, row.attempts + 1
+            return delivery_id, attempt
 
     def webhook_done(
         self, delivery_id: str, state: str, error: str | None = None, retry_at: datetime | None = None
