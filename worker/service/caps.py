@@ -4,8 +4,9 @@
 included), so a request whose reply was lost after the server processed (and billed) it is inside the
 cap; ``max_video_tokens`` bounds the video tokens stored plus those of the requests in flight, a retry
 counting its segment's tokens again. A runner reserves a segment's first request before sampling it
-(``Ledger.reserve``); the describer asks the ``guard`` of its request before every further request (a
-retry, a repair); the reservation is released once the segment's usage is in the store.
+(``reserve``); the describer asks the ``guard`` of its request before every request it sends (the first
+is checked again then: calls that finished meanwhile may have been billed more than estimated; a retry
+or a repair is reserved); the reservation is released once the segment's usage is in the store.
 
 The in-flight share is per process (the inline runner's threads share one ``Ledger`` per job); under
 Celery each worker process sees the others' requests only once they are stored.
@@ -60,10 +61,17 @@ class Ticket:
     ledger: Ledger
     calls: int = 0
     tokens: int = 0
+    confirmed: bool = False  # whether the first (reserved) request was checked again when sent
 
     def guard(self, video_tokens: int) -> None:
-        """Before a further request of this segment (a retry or a repair): reserve it, or BudgetExceeded."""
-        self.ledger.take(self, 1, video_tokens)
+        """Before every request of this segment, when it is sent: the first, reserved at admission, is
+        checked again (what finished meanwhile may have been billed more than estimated); a further one
+        (a retry, a repair) is reserved. BudgetExceeded: not sent."""
+        if not self.confirmed:
+            self.confirmed = True
+            self.ledger.take(self, 0, 0)
+        else:
+            self.ledger.take(self, 1, video_tokens)
 
     def release(self) -> None:
         """The segment's usage is stored (saved or failed): its reservation is no longer in flight."""

@@ -79,7 +79,11 @@ def run_inline(
             try:  # the segment's first request, counting the calls in flight (service/caps.py)
                 ticket = reserve_call(ports, job, plan_.frame_count)
             except BudgetExceeded as exc:  # the next call would pass a cap: keep what is done, describe no more
-                stop = exc.message
+                settle(block=True)  # the calls in flight end first (one of them may meet the cap when sent)
+                if stop is None:  # else this segment is cancelled with the rest, below
+                    stop = exc.message  # the first segment that meets the cap fails with it (as under Celery)
+                    if store.claim_segment(job_id, index):
+                        fail(ports, job_id, index, exc, plan_.start_ms)
                 break
             if not store.claim_segment(job_id, index):
                 if ticket is not None:

@@ -68,7 +68,7 @@ def describe_and_store(
     previous: str | None = None,
     guard: Callable[[int], None] | None = None,
 ) -> Description:
-    """``guard``: the job's caps, asked before every request after the first (``service/caps.py``)."""
+    """``guard``: the job's caps, asked before every request the describer sends (``service/caps.py``)."""
     opts = options_of(job)
     resolved = resolve(opts, ports.settings)
     preset_name = resolved.preset
@@ -139,8 +139,9 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
         previous = stored_description(store, job_id, index - 1)
         guard = ticket.guard if ticket else None
         desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous, guard)
-    except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
-        fail(ports, job_id, index, exc, plan_.start_ms)
+    except BudgetExceeded as exc:  # a cap is reached: this segment fails with the reason, those not started are
+        fail(ports, job_id, index, exc, plan_.start_ms)  # cancelled (as the inline runner does); calls other
+        store.cancel_pending(job_id, exc.message)  # workers have in flight keep their results
         return "failed"
     except DescriberAuthError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)

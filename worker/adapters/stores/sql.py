@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
+from worker.adapters.stores.stops import StopsMixin
 from worker.core.models import Description, FrameRef, JobSummary, SegmentPlan, SegmentRow, Usage, VideoInfo
 from worker.core.models import Job as Job  # re-exported: the store's callers import it from here
 from worker.core.states import ACTIVE_SEGMENT
@@ -111,7 +112,7 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "heads")  # independent branches (e.g. search, schedules) all apply
 
 
-class SqlResultStore:
+class SqlResultStore(StopsMixin):
     """All reads and writes of jobs, segments and frames. One transaction per write."""
 
     def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
