@@ -85,6 +85,9 @@ CASES = [  # (dashscope max_pixels, does the server honour it, segmenter, preset
     (None, "ignore", "hybrid", "describe", "503"),
     (16 * 32 * 32, "ignore", "fixed", "describe", "no_visual_count"),
     (40_000, "ignore", "motion", "surveillance", "image_tokens"),
+    (None, "honour", "fixed", "surveillance", "reset_after"),  # a lost reply: its retry is counted first
+    (16 * 32 * 32, "ignore", "motion", "describe", "reset_after"),
+    (40_000, "honour", "scene", "surveillance", "503"),
 ]
 
 
