@@ -15,7 +15,8 @@ Celery each worker process sees the others' requests only once they are stored.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from worker.core.ports import ResultStore
@@ -77,6 +78,14 @@ class Ticket:
         """The segment's usage is stored (saved or failed): its reservation is no longer in flight."""
         self.ledger.give_back(self)
 
+    @contextmanager
+    def storing(self) -> Iterator[None]:
+        """Around the store write of this segment's usage: the write and the release are one step for the
+        ledger, so no reservation ever sees the segment counted twice (stored and still in flight)."""
+        with self.ledger.lock:
+            yield
+            self.ledger.give_back_locked(self)
+
 
 @dataclass
 class Ledger:
@@ -84,10 +93,10 @@ class Ledger:
 
     calls: int = 0
     tokens: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def take(self, ticket: Ticket, calls: int, tokens: int) -> None:
-        with self._lock:
+        with self.lock:
             why = ticket.caps.reason(calls, tokens, (self.calls, self.tokens))
             if why:
                 raise BudgetExceeded(why)
@@ -97,10 +106,13 @@ class Ledger:
             ticket.tokens += tokens
 
     def give_back(self, ticket: Ticket) -> None:
-        with self._lock:
-            self.calls -= ticket.calls
-            self.tokens -= ticket.tokens
-            ticket.calls = ticket.tokens = 0
+        with self.lock:
+            self.give_back_locked(ticket)
+
+    def give_back_locked(self, ticket: Ticket) -> None:
+        self.calls -= ticket.calls
+        self.tokens -= ticket.tokens
+        ticket.calls = ticket.tokens = 0
 
 
 _LEDGERS: dict[str, Ledger] = {}

@@ -51,15 +51,15 @@ def run_inline(
                 ports.index(job_id, index)  # vectors for meaning-based search
                 ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
             except DescriberAuthError as exc:
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
                 if stop is None:
                     store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
                 stop = exc.message
             except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
                 stop = stop or exc.message
             except (InputError, DescriberError, StoreError) as exc:
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
             except _Halted:
                 pass  # never called; cancelled below with the reason
             finally:
@@ -155,7 +155,7 @@ def _describe_after(
     if halt is not None and halt.is_set():
         raise _Halted
     try:
-        desc = describe_and_store(ports, job, describer, sampled, previous, ticket.guard if ticket else None)
+        desc = describe_and_store(ports, job, describer, sampled, previous, ticket)
     except DescriberAuthError:
         if halt is not None:
             halt.set()
