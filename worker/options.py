@@ -82,7 +82,7 @@ class JobOptions(BaseModel):
             key = json.dumps(data, sort_keys=True)
         except (TypeError, ValueError):
             key = None
-        if key is None:
+        if key is None or cls is not JobOptions:  # a subclass (the API's JobCreate) gets its own type
             return cls._validate(data)
         return _parsed(key)
 
