@@ -15,14 +15,12 @@ Celery each worker process sees the others' requests only once they are stored.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from worker.core.ports import ResultStore
 from worker.errors import BudgetExceeded
-
-Guard = Callable[[int], None]  # reserve one more request billing about N video tokens, or raise BudgetExceeded
 
 
 @dataclass(frozen=True, slots=True)
