@@ -196,8 +196,8 @@ def _over_budget(store: SqlResultStore, settings: Settings, job_id: str | None) 
     from worker.options import JobOptions
 
     opts = JobOptions.parse(store.get_job(job_id).options or {})
-    max_calls = opts.max_calls or settings.dashscope.max_calls
-    max_video = opts.max_video_tokens or settings.dashscope.max_video_tokens
+    resolved = opts.apply(settings)  # the one cap lookup
+    max_calls, max_video = resolved.max_calls, resolved.max_video_tokens
     used = store.usage(job_id)
     asked = VectorStore(store).ask_usage(job_id)
     if max_calls is not None and used["attempts"] + asked["calls"] + 1 > max_calls:

@@ -142,7 +142,7 @@ class DashScopeSettings(Section):
     rate_limit_per_s: float = Field(0, ge=0, description="Cross-worker requests/s (0 = unlimited).")
     max_in_flight: int = Field(0, ge=0, description="Cross-worker calls in flight (0 = unlimited).")
     max_video_tokens: int | None = Field(None, ge=1, description="Per-job cap on video tokens.")
-    max_calls: int | None = Field(None, ge=1, description="Per-job cap on model calls.")
+    max_calls: int | None = Field(None, ge=1, description="Per-job cap on model requests (retries, repairs, summary).")
     summary_batch_tokens: int = Field(
         24_000, ge=500, description="Most input tokens in one summary call; longer jobs are summarised in batches."
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from worker.config import Settings
 from worker.core.budget import limits_for
@@ -12,10 +15,33 @@ from worker.core.segments import PlanParams, step_ms
 from worker.errors import PlanError
 
 
-class JobOptions(BaseModel):
-    """Unset fields fall back to the settings. Unknown fields are refused."""
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A job's options over the settings: every ``opts.X or settings.Y.X`` merge, the "auto" describer
+    rule and the caps, made once (``JobOptions.apply``); the steps read this, never the two halves."""
 
-    model_config = ConfigDict(extra="forbid")
+    describer: str  # "local" | "dashscope": the "auto" rule applied
+    model: str
+    summary_model: str
+    preset: str
+    prompt: str | None
+    segmenter: str
+    max_video_tokens: int | None
+    max_calls: int | None
+    max_pixels: int | None
+    max_tokens: int
+
+    @property
+    def paid(self) -> bool:
+        """Whether calls are billed, so the caps apply (DashScope)."""
+        return self.describer == "dashscope"
+
+
+class JobOptions(BaseModel):
+    """Unset fields fall back to the settings (``apply``). Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)  # parsed instances are shared (``parse``)
+    _resolved: tuple[Settings, Resolved] | None = PrivateAttr(default=None)
 
     fps: float | None = Field(None, gt=0, le=30, description="Frames sampled per second.")
     segment_seconds: float | None = Field(None, gt=0, le=3600)
@@ -50,6 +76,18 @@ class JobOptions(BaseModel):
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> JobOptions:
+        """Validated options; a job's stored options parse to one shared instance (so they are resolved
+        over the settings once per process, not at every step)."""
+        try:
+            key = json.dumps(data, sort_keys=True)
+        except (TypeError, ValueError):
+            key = None
+        if key is None or cls is not JobOptions:  # a subclass (the API's JobCreate) gets its own type
+            return cls._validate(data)
+        return _parsed(key)
+
+    @classmethod
+    def _validate(cls, data: Any) -> JobOptions:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -57,6 +95,28 @@ class JobOptions(BaseModel):
             where = ".".join(str(p) for p in err["loc"])
             msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
             raise PlanError(f"option '{where}': {msg}", field=where) from None
+
+    def apply(self, settings: Settings) -> Resolved:
+        """The options over ``settings``, resolved once per options and settings (then kept)."""
+        if self._resolved is not None and self._resolved[0] is settings:
+            return self._resolved[1]
+        d = settings.dashscope
+        kind = settings.resolve_describer(self.describer or settings.describer.kind)  # the one "auto" rule
+        model = self.model or d.model
+        resolved = Resolved(
+            describer=kind,
+            model=model,
+            summary_model=d.summary_model or model,
+            preset=self.preset or settings.describer.preset,
+            prompt=self.prompt or settings.describer.prompt,
+            segmenter=self.segmenter or settings.sampling.segmenter,
+            max_video_tokens=self.max_video_tokens or d.max_video_tokens,
+            max_calls=self.max_calls or d.max_calls,
+            max_pixels=self.max_pixels or d.max_pixels,
+            max_tokens=self.max_tokens or d.max_tokens,
+        )
+        self._resolved = (settings, resolved)
+        return resolved
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -78,11 +138,16 @@ DASHSCOPE_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(key: str) -> JobOptions:
+    return JobOptions._validate(json.loads(key))
+
+
 def plan_params(opts: JobOptions, settings: Settings, *, source_fps: float | None = None) -> PlanParams:
     s = settings.sampling
-    kind = settings.resolve_describer(opts.describer or settings.describer.kind)
+    r = opts.apply(settings)
     # a DashScope request must hold what the model accepts: plan within its frame limits
-    limits = limits_for(opts.model or settings.dashscope.model) if kind == "dashscope" else None
+    limits = limits_for(r.model) if r.paid else None
     fps = opts.fps or s.fps
     if source_fps and fps > source_fps:  # cannot sample faster than the video has frames
         fps = source_fps

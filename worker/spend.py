@@ -19,21 +19,18 @@ from worker.options import JobOptions
 
 
 def uses_dashscope(opts: JobOptions, settings: Settings) -> bool:
-    kind = opts.describer or settings.describer.kind
-    if kind == "auto":
-        return bool(settings.dashscope_api_key)
-    return kind == "dashscope"
+    return opts.apply(settings).paid
 
 
 def model_of(opts: JobOptions, settings: Settings) -> str | None:
-    return (opts.model or settings.dashscope.model) if uses_dashscope(opts, settings) else None
+    r = opts.apply(settings)
+    return r.model if r.paid else None
 
 
 def frame_budget(opts: JobOptions, settings: Settings) -> money.FrameBudget:
     """Pixels and side multiple frames are written at for this job."""
-    return money.frame_budget(
-        model_of(opts, settings), settings.sampling.max_pixels, opts.max_pixels or settings.dashscope.max_pixels
-    )
+    r = opts.apply(settings)
+    return money.frame_budget(r.model if r.paid else None, settings.sampling.max_pixels, r.max_pixels)
 
 
 def frame_size(width: int, height: int, opts: JobOptions, settings: Settings) -> tuple[int, int]:
@@ -42,9 +39,8 @@ def frame_size(width: int, height: int, opts: JobOptions, settings: Settings) ->
 
 
 def summary_model(opts: JobOptions, settings: Settings) -> str | None:
-    if not uses_dashscope(opts, settings):
-        return None
-    return settings.dashscope.summary_model or opts.model or settings.dashscope.model
+    r = opts.apply(settings)
+    return r.summary_model if r.paid else None
 
 
 def summary_estimate(segments: int, settings: Settings) -> tuple[int, int, int]:
@@ -70,7 +66,7 @@ def summary_estimate(segments: int, settings: Settings) -> tuple[int, int, int]:
 def summary_calls_left(sent: int, opts: JobOptions, settings: Settings) -> int | None:
     """The model requests ``max_calls`` leaves for the summary after the ``sent`` ones of the segments
     (retries and repairs included: each may have been billed). None: no cap."""
-    cap = opts.max_calls or settings.dashscope.max_calls
+    cap = opts.apply(settings).max_calls
     return None if not cap else max(0, cap - sent)
 
 
@@ -126,7 +122,7 @@ def estimate_extras(calls: int, video_tokens: int, opts: JobOptions, settings: S
     model = model_of(opts, settings)
     if model is None or calls == 0:
         return {"summary_calls": 0, "input_tokens": 0, "output_tokens_max": 0, "cost": {}}
-    max_out = opts.max_tokens or settings.dashscope.max_tokens
+    max_out = opts.apply(settings).max_tokens
     s_calls, s_in, s_out = summary_estimate(calls, settings)
     seg_in = video_tokens + calls * PROMPT_TOKENS
     usage = {

@@ -26,6 +26,8 @@ Money and faults (issue 15): every request the fake *processed* is billed in ``b
 to ``reset_after`` is billed too, as the real service would); ``usage_field`` picks how visual tokens
 are reported (``both`` | ``video_tokens`` | ``image_tokens`` | ``details`` | ``none``);
 ``video_max_pixels`` = ``ignore`` bills frame lists at their real size whatever ``max_pixels`` says;
+``video_bill_factor`` = N bills (and reports) N times the documented video tokens: a service whose bill
+exceeds the client's estimate, so only the running caps can stop the job;
 ``outage(seconds)`` answers 503 to every request (getPolicy, uploads, model calls) for a while;
 ``policy_behavior`` / ``upload_behavior`` may ``hang``. ``/services/aigc/text-generation/generation``
 serves text models (``dashscope.Generation``), recorded as ``generation`` requests.
@@ -414,6 +416,7 @@ class FakeDashScope:
         self.remote_files: dict[str, bytes] = {}
         self.usage_field = "both"  # how visual tokens are reported (see the module docstring)
         self.video_max_pixels = "honour"  # or "ignore": frame lists billed at their real size
+        self.video_bill_factor = 1  # > 1: bills (and reports) that many times the documented video tokens
         self.billed: list[dict[str, Any]] = []  # one entry per processed model request
         self._outage_until = 0.0
         self.arrived = threading.Event()  # set whenever a model request arrives
@@ -529,6 +532,7 @@ class FakeDashScope:
             self.billed.clear()
             self.usage_field = "both"
             self.video_max_pixels = "honour"
+            self.video_bill_factor = 1
             self._outage_until = 0.0
 
     # ---- money and outages
@@ -1056,7 +1060,7 @@ class _Handler(BaseHTTPRequestHandler):
         sizes = [self._size(f) for f in frames]
         w, h = sizes[0]
         max_pixels = None if self.fake.video_max_pixels == "ignore" else item.get("max_pixels")
-        return video_tokens(len(frames), w, h, model, max_pixels)
+        return video_tokens(len(frames), w, h, model, max_pixels) * self.fake.video_bill_factor
 
     def _model_call(self, kind: str) -> None:
         fake = self.fake

@@ -214,6 +214,12 @@ class FakeStore:
                 for i in list(self.segs[job_id])
             )
 
+    def cancel_pending(self, job_id: str, reason: str) -> int:
+        with self.lock:
+            return sum(
+                self._update(job_id, i, ("pending",), state="cancelled", error=reason) for i in list(self.segs[job_id])
+            )
+
     def delete_job(self, job_id: str) -> None:
         with self.lock:
             self.get_job(job_id)

@@ -382,7 +382,7 @@ def test_running_job_stops_cleanly_at_a_cap(
     assert summary.state == "partial" and summary.segments_done == 2
     assert len(video_calls(fake)) == 2  # the third call was never made
     last = rows(ports, job_id)[2]
-    assert last.state == "cancelled" and "cap of" in (last.error or "")
+    assert last.state == "failed" and "cap of" in (last.error or "")  # the segment that met the cap
     assert "cap of" in summary.text and ports.store.get_job(job_id).state == "partial"
 
 

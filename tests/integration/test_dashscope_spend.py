@@ -29,10 +29,10 @@ from tests.integration.test_dashscope_describer import (  # noqa: F401 - fixture
 from worker.adapters.describers.breaker import Breaker
 from worker.adapters.describers.dashscope import build
 from worker.adapters.video.opencv import OpenCVReader
-from worker.bootstrap import build_ports
+from worker.bootstrap import build_ports, drain, inline_ports
 from worker.errors import DescriberTransient, DescriberUnavailable
 from worker.options import JobOptions
-from worker.service import pipeline
+from worker.service import jobs, pipeline
 from worker.service import plan as planning
 from worker.service.context import Ports
 
@@ -85,6 +85,9 @@ CASES = [  # (dashscope max_pixels, does the server honour it, segmenter, preset
     (None, "ignore", "hybrid", "describe", "503"),
     (16 * 32 * 32, "ignore", "fixed", "describe", "no_visual_count"),
     (40_000, "ignore", "motion", "surveillance", "image_tokens"),
+    (None, "honour", "fixed", "surveillance", "reset_after"),  # a lost reply: its retry is counted first
+    (16 * 32 * 32, "ignore", "motion", "describe", "reset_after"),
+    (40_000, "honour", "scene", "surveillance", "503"),
 ]
 
 
@@ -293,28 +296,21 @@ def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_upload
     counted = failed if kind == "everything" else [r for r in failed if r.kind == "generation"]
     assert len(counted) == n  # the circuit opened: nothing more was sent
     uploads_before = len(fake.requests_of("ossUpload"))
-    # the outage ends; `framescribe retry` re-queues the failed and cancelled segments (what its tasks run)
+    # the outage ends; `framescribe retry JOB --inline`: the job service's retry through the in-process queue
     fake.end_outage()
     fake.default_behavior = None
     time.sleep(0.3)  # the breaker's cooldown: then one probe is let through, and its success closes it
     seen = len(fake.requests)
-    indexes = ports.store.reset_failed(job_id)
-    fresh = build_ports_like(ports)
-    for index in indexes:
-        assert pipeline.run_segment(fresh, job_id, index) == "done"
-    final = pipeline.finish(fresh, job_id)
-    assert final is not None and final.state == "done" and ports.store.get_job(job_id).state == "done"
+    fresh = inline_ports(ports.settings)
+    assert jobs.retry(fresh, job_id) == 3 - done  # the failed segment and the cancelled ones
+    drain(fresh, 60)
+    final = ports.store.get_job(job_id)
+    assert final.state == "done" and final.summary is not None and final.summary["segments_done"] == 3
     retried = fake.requests[seen:]
     new_uploads = [r for r in retried if r.kind == "ossUpload"]
     if kind == "generation":  # the frames uploaded before the outage are re-used, not re-sent
         assert (uploads_before, len(new_uploads)) == ((4, 8) if before_any else (8, 4))
     assert_stored_equals_billed(ports, job_id, fake)
-
-
-def build_ports_like(ports: Ports) -> Ports:
-    from worker.bootstrap import build_ports
-
-    return build_ports(ports.settings)
 
 
 def test_the_breaker_is_shared_by_workers_through_redis() -> None:

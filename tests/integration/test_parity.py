@@ -9,6 +9,7 @@ Mid-run moments use failpoints armed for any job (``*.<index>.<point>``, see wor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from scheduler.main import create_app
+from tests.fakes.dashscope_server import FakeDashScope
 from tests.integration.api_fixtures import (
     API_DB,
     API_REDIS,
@@ -56,6 +58,7 @@ class Entry:
     failpoints: Path
     base: str = ""
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the DashScope fake (``paid``)
 
     # -- driving --------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -72,6 +75,7 @@ class Entry:
             NO_PROXY="127.0.0.1,localhost",
             PYTHONPATH=str(REPO),
         )
+        env.update(self.extra_env)
         return env
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -163,38 +167,53 @@ class Entry:
         return [(d.attempt, d.ok) for d in items]
 
 
-@pytest.fixture(scope="module")
-def entries(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[dict[str, Entry]]:
+@contextlib.contextmanager
+def make_entries(
+    tmp_path_factory: pytest.TempPathFactory, clip: Path, label: str, env: dict[str, str] | None = None,
+    workers: int = 2, **overrides: Any,
+) -> Iterator[dict[str, Entry]]:  # fmt: skip
+    """The three entry points on their own stores; ``env`` (and ``overrides`` of the settings) configure
+    all three alike: the CLI's and the Celery workers' environment, the in-process API's settings."""
+    env = env or {}
     with ExitStack() as stack:
         made: dict[str, Entry] = {}
         for name in ENTRIES:
-            tmp = tmp_path_factory.mktemp(f"parity-{name}")
-            settings = api_settings(tmp, scheduler={"allow_private_urls": ["127.0.0.1"]})
+            tmp = tmp_path_factory.mktemp(f"{label}-{name}")
+            settings = api_settings(tmp, scheduler={"allow_private_urls": ["127.0.0.1"]}, **overrides)
             media = settings.allowed_roots[0]
-            shutil.copy(clip_12s, media / "clip.mp4")
+            shutil.copy(clip, media / "clip.mp4")
             failpoints = tmp / "failpoints"
             failpoints.mkdir()
             if name == "celery":
-                env: dict[str, Any] = {
+                cluster_env: dict[str, Any] = {
                     "FRAMESCRIBE_ALLOWED_ROOTS": json.dumps([str(media)]),
                     "FRAMESCRIBE_SCHEDULER__WEBHOOK_SECRET": WEBHOOK_SECRET,
                     "FRAMESCRIBE_SCHEDULER__ALLOW_PRIVATE_URLS": '["127.0.0.1"]',
+                    **env,
                 }
                 c = stack.enter_context(
-                    cluster(tmp, settings.resolved_database_url, broker_url=f"{API_REDIS}/{API_DB}", **env)
-                )
+                    cluster(tmp, settings.resolved_database_url, broker_url=f"{API_REDIS}/{API_DB}",
+                            workers=workers, **cluster_env)
+                )  # fmt: skip
                 settings = settings.model_copy(
                     update={"worker": c.settings.worker, "broker_url": c.settings.broker_url,
                             "data_dir": c.settings.data_dir}
                 )  # fmt: skip
                 failpoints = c.failpoints
             entry = Entry(name, settings, SqlResultStore(settings.resolved_database_url), media, failpoints)
+            entry.extra_env = dict(env)
             if name == "inline":
                 os.environ["FRAMESCRIBE_FAILPOINTS"] = str(failpoints)  # the runner thread reads it
                 stack.callback(os.environ.pop, "FRAMESCRIBE_FAILPOINTS", None)
             if name != "cli":
                 entry.base = stack.enter_context(serve(create_app(settings, inline=name == "inline")))
             made[name] = entry
+        yield made
+
+
+@pytest.fixture(scope="module")
+def entries(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iterator[dict[str, Entry]]:
+    with make_entries(tmp_path_factory, clip_12s, "parity") as made:
         yield made
 
 
@@ -292,3 +311,73 @@ def test_budget_cap_before_the_run_is_refused_without_a_job(entries: dict[str, E
         message = resp.json()["error"]["message"]
     assert "the job needs 6 model calls, 4 more than the cap of 2" in message
     assert {j.id for j in e.store.list_jobs(limit=1000)} == before
+
+
+# -- a budget cap during the run (DashScope, against the loopback fake) ---------------------------------
+PAID_KEY = "sk-parity-budget"
+
+
+@pytest.fixture(scope="module")
+def paid_fake() -> Iterator[FakeDashScope]:
+    old = os.environ.get("NO_PROXY")
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    with FakeDashScope() as server:
+        yield server
+    if old is None:
+        os.environ.pop("NO_PROXY", None)
+    else:
+        os.environ["NO_PROXY"] = old
+
+
+@pytest.fixture(scope="module")
+def paid(
+    tmp_path_factory: pytest.TempPathFactory, clip_12s: Path, paid_fake: FakeDashScope
+) -> Iterator[dict[str, Entry]]:
+    """The three entry points with a DashScope key for the fake, one call at a time (one Celery worker):
+    which segment meets the cap is then the same on every path."""
+    env = {
+        "FRAMESCRIBE_DASHSCOPE__API_KEY": PAID_KEY,
+        "FRAMESCRIBE_DASHSCOPE__BASE_URL": paid_fake.base_http_api_url,
+        "FRAMESCRIBE_DASHSCOPE__BACKOFF_BASE_S": "0.05",
+        "FRAMESCRIBE_DASHSCOPE__BACKOFF_MAX_S": "0.2",
+        "FRAMESCRIBE_DESCRIBER__CONCURRENCY": "1",
+        "FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS": "false",
+    }
+    ds = {"api_key": PAID_KEY, "base_url": paid_fake.base_http_api_url, "backoff_base_s": 0.05, "backoff_max_s": 0.2}
+    with make_entries(
+        tmp_path_factory, clip_12s, "paid", env, workers=1, dashscope=ds, describer={"concurrency": 1},
+        sampling={"cache_descriptions": False},
+    ) as made:  # fmt: skip
+        yield made
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_budget_cap_during_the_run_stops_every_entry_point_alike(
+    paid: dict[str, Entry], paid_fake: FakeDashScope, entry_name: str
+) -> None:
+    """DashScope bills 6x the estimate (``video_bill_factor``): the estimate passes ``max_video_tokens``
+    before the run, the first segment's bill spends it all, so segment 1 fails with the cap's reason before
+    any request and the rest are cancelled — on every entry point, with the same rows and usage."""
+    from worker import cli_estimate
+    from worker.options import JobOptions
+
+    e = paid[entry_name]
+    paid_fake.reset()
+    paid_fake.video_bill_factor = 6
+    opts = {**OPTS, "describer": "dashscope"}
+    est = cli_estimate.report(e.media / "clip.mp4", JobOptions.parse(opts), e.settings)["estimate"]
+    assert est["segments"] == N and est["calls"] == N
+    cap = est["video_tokens"]  # the estimate exactly: accepted before the run
+    job_id = e.submit("path", {**opts, "max_video_tokens": cap})
+    job = e.wait(job_id)
+    assert job.state == "partial", (job.state, job.error)
+    assert e.rows(job_id) == [(0, "done"), (1, "failed")] + [(i, "cancelled") for i in range(2, N)]
+    failed = e.store.segment(job_id, 1)
+    assert failed.error is not None and "video token cap" in failed.error and failed.http_attempts == 0
+    bill, usage = paid_fake.billed_totals(), e.store.usage(job_id)
+    assert bill["video_tokens"] == 6 * (cap // N) <= cap  # one segment, billed at 6x its estimate
+    assert bill["calls"] == 2 and len(paid_fake.requests_of("generation")) == 2  # segment 0 and the summary
+    assert (usage["video_tokens"], usage["input_tokens"], usage["output_tokens"]) == (
+        bill["video_tokens"], bill["input_tokens"], bill["output_tokens"])  # fmt: skip
+    assert usage["http_attempts"] == 2
+    assert job.summary is not None and job.summary["segments_done"] == 1 and job.summary["state"] == "partial"

@@ -27,8 +27,8 @@ class DescribeRequest:
     preset: str
     previous: str | None = None
     thumbs: Sequence[Any] = ()  # small in-memory images (numpy arrays) for local analysis
-    # asked before every request after the first (a retry, a JSON repair) with the video tokens it may
-    # bill: raises BudgetExceeded when it could pass a job cap (None: no cap)
+    # asked before every request the describer sends (the first, a retry, a JSON repair) with the video
+    # tokens it may bill: raises BudgetExceeded when it could pass a job cap (None: no cap)
     guard: Callable[[int], None] | None = None
 
 
@@ -221,6 +221,10 @@ class ResultStore(Protocol):
     def reset_failed(self, job_id: str) -> list[int]: ...
 
     def cancel_remaining(self, job_id: str, reason: str, *, only_if_cancelled: bool = False) -> int: ...
+
+    def cancel_pending(self, job_id: str, reason: str) -> int:
+        """Only segments not yet started end cancelled (running ones, on other workers, finish)."""
+        ...
 
     def delete_job(self, job_id: str) -> None: ...
 

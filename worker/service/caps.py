@@ -4,8 +4,9 @@
 included), so a request whose reply was lost after the server processed (and billed) it is inside the
 cap; ``max_video_tokens`` bounds the video tokens stored plus those of the requests in flight, a retry
 counting its segment's tokens again. A runner reserves a segment's first request before sampling it
-(``Ledger.reserve``); the describer asks the ``guard`` of its request before every further request (a
-retry, a repair); the reservation is released once the segment's usage is in the store.
+(``reserve``); the describer asks the ``guard`` of its request before every request it sends (the first
+is checked again then: calls that finished meanwhile may have been billed more than estimated; a retry
+or a repair is reserved); the reservation is released once the segment's usage is in the store.
 
 The in-flight share is per process (the inline runner's threads share one ``Ledger`` per job); under
 Celery each worker process sees the others' requests only once they are stored.
@@ -14,13 +15,12 @@ Celery each worker process sees the others' requests only once they are stored.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from worker.core.ports import ResultStore
 from worker.errors import BudgetExceeded
-
-Guard = Callable[[int], None]  # reserve one more request billing about N video tokens, or raise BudgetExceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +60,29 @@ class Ticket:
     ledger: Ledger
     calls: int = 0
     tokens: int = 0
+    confirmed: bool = False  # whether the first (reserved) request was checked again when sent
 
     def guard(self, video_tokens: int) -> None:
-        """Before a further request of this segment (a retry or a repair): reserve it, or BudgetExceeded."""
-        self.ledger.take(self, 1, video_tokens)
+        """Before every request of this segment, when it is sent: the first, reserved at admission, is
+        checked again (what finished meanwhile may have been billed more than estimated); a further one
+        (a retry, a repair) is reserved. BudgetExceeded: not sent."""
+        if not self.confirmed:
+            self.confirmed = True
+            self.ledger.take(self, 0, 0)
+        else:
+            self.ledger.take(self, 1, video_tokens)
 
     def release(self) -> None:
         """The segment's usage is stored (saved or failed): its reservation is no longer in flight."""
         self.ledger.give_back(self)
+
+    @contextmanager
+    def storing(self) -> Iterator[None]:
+        """Around the store write of this segment's usage: the write and the release are one step for the
+        ledger, so no reservation ever sees the segment counted twice (stored and still in flight)."""
+        with self.ledger.lock:
+            yield
+            self.ledger.give_back_locked(self)
 
 
 @dataclass
@@ -76,10 +91,10 @@ class Ledger:
 
     calls: int = 0
     tokens: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def take(self, ticket: Ticket, calls: int, tokens: int) -> None:
-        with self._lock:
+        with self.lock:
             why = ticket.caps.reason(calls, tokens, (self.calls, self.tokens))
             if why:
                 raise BudgetExceeded(why)
@@ -89,10 +104,13 @@ class Ledger:
             ticket.tokens += tokens
 
     def give_back(self, ticket: Ticket) -> None:
-        with self._lock:
-            self.calls -= ticket.calls
-            self.tokens -= ticket.tokens
-            ticket.calls = ticket.tokens = 0
+        with self.lock:
+            self.give_back_locked(ticket)
+
+    def give_back_locked(self, ticket: Ticket) -> None:
+        self.calls -= ticket.calls
+        self.tokens -= ticket.tokens
+        ticket.calls = ticket.tokens = 0
 
 
 _LEDGERS: dict[str, Ledger] = {}

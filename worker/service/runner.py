@@ -51,15 +51,15 @@ def run_inline(
                 ports.index(job_id, index)  # vectors for meaning-based search
                 ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
             except DescriberAuthError as exc:
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
                 if stop is None:
                     store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
                 stop = exc.message
             except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
                 stop = stop or exc.message
             except (InputError, DescriberError, StoreError) as exc:
-                fail(ports, job_id, index, exc, 0)
+                fail(ports, job_id, index, exc, 0, ticket)
             except _Halted:
                 pass  # never called; cancelled below with the reason
             finally:
@@ -79,7 +79,11 @@ def run_inline(
             try:  # the segment's first request, counting the calls in flight (service/caps.py)
                 ticket = reserve_call(ports, job, plan_.frame_count)
             except BudgetExceeded as exc:  # the next call would pass a cap: keep what is done, describe no more
-                stop = exc.message
+                settle(block=True)  # the calls in flight end first (one of them may meet the cap when sent)
+                if stop is None:  # else this segment is cancelled with the rest, below
+                    stop = exc.message  # the first segment that meets the cap fails with it (as under Celery)
+                    if store.claim_segment(job_id, index):
+                        fail(ports, job_id, index, exc, plan_.start_ms)
                 break
             if not store.claim_segment(job_id, index):
                 if ticket is not None:
@@ -151,7 +155,7 @@ def _describe_after(
     if halt is not None and halt.is_set():
         raise _Halted
     try:
-        desc = describe_and_store(ports, job, describer, sampled, previous, ticket.guard if ticket else None)
+        desc = describe_and_store(ports, job, describer, sampled, previous, ticket)
     except DescriberAuthError:
         if halt is not None:
             halt.set()

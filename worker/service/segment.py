@@ -6,7 +6,7 @@ Idempotent: a stored segment is left alone; a redelivery rewrites the segment's 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from worker.core.prompts import DEFAULT_PRESETS, render, segment_variables
 from worker.errors import BudgetExceeded, DecodeError, DescriberAuthError, FramescribeError
 from worker.options import JobOptions
 from worker.service import reuse
+from worker.service.caps import Ticket
 from worker.service.context import Ports
 from worker.service.options import resolve
 from worker.service.plan import options_of, plan_of_row, reserve_call
@@ -66,9 +67,10 @@ def describe_and_store(
     describer: Describer,
     sampled: Sampled,
     previous: str | None = None,
-    guard: Callable[[int], None] | None = None,
+    ticket: Ticket | None = None,
 ) -> Description:
-    """``guard``: the job's caps, asked before every request after the first (``service/caps.py``)."""
+    """``ticket``: the segment's reservation under the job's caps (``service/caps.py``): its guard is asked
+    before every request the describer sends; the store write releases it."""
     opts = options_of(job)
     resolved = resolve(opts, ports.settings)
     preset_name = resolved.preset
@@ -89,7 +91,7 @@ def describe_and_store(
         preset=preset_name,
         previous=previous,
         thumbs=sampled.thumbs,
-        guard=guard,
+        guard=ticket.guard if ticket else None,
     )
     # The cache key leaves $previous out: whether the previous call had finished is timing, not content.
     key_prompt = render(template or prompts.segment, {**variables, "previous": ""})
@@ -98,7 +100,8 @@ def describe_and_store(
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
         keep_review_copies(ports, job.id, p.index, sampled.frames)
-        ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
+        with _storing(ticket):
+            ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
         if source is None:
             reuse.remember(ports.cache, job.id, p.index, None, desc, sampled.hashes, ports.settings)
         return desc
@@ -108,7 +111,8 @@ def describe_and_store(
         latency = round((time.monotonic() - started) * 1000)
         desc = replace(desc, usage=replace(desc.usage, latency_ms=latency, attempts=max(1, desc.usage.attempts)))
     keep_review_copies(ports, job.id, p.index, sampled.frames)
-    ports.store.save_segment(job.id, p.index, desc, sampled.frames)
+    with _storing(ticket):
+        ports.store.save_segment(job.id, p.index, desc, sampled.frames)
     reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
     return desc
 
@@ -120,9 +124,16 @@ def keep_review_copies(ports: Ports, job_id: str, index: int, frames: list[Frame
         ports.blobs.put(job_id, index, frames)
 
 
-def fail(ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int) -> None:
+def _storing(ticket: Ticket | None) -> AbstractContextManager[None]:
+    return ticket.storing() if ticket is not None else nullcontext()
+
+
+def fail(
+    ports: Ports, job_id: str, index: int, exc: FramescribeError, start_ms: int, ticket: Ticket | None = None
+) -> None:
     # decode errors name their time themselves; a describer error carries what its requests cost
-    ports.store.fail_segment(job_id, index, exc.message, getattr(exc, "spent", None))
+    with _storing(ticket):
+        ports.store.fail_segment(job_id, index, exc.message, getattr(exc, "spent", None))
     ports.on_event("segment_failed", {"job_id": job_id, "index": index, "error": exc.message})
 
 
@@ -146,10 +157,10 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
         ticket = reserve_call(ports, job, plan_.frame_count)  # BudgetExceeded: the caps are spent, no call
         sampled = sample_segment(ports, rdr, plan_, ports.frames.folder(job_id, index), options_of(job))
         previous = stored_description(store, job_id, index - 1)
-        guard = ticket.guard if ticket else None
-        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous, guard)
-    except BudgetExceeded as exc:  # this segment only: calls other workers have in flight keep their results
-        fail(ports, job_id, index, exc, plan_.start_ms)
+        desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous, ticket)
+    except BudgetExceeded as exc:  # a cap is reached: this segment fails with the reason, those not started are
+        fail(ports, job_id, index, exc, plan_.start_ms)  # cancelled (as the inline runner does); calls other
+        store.cancel_pending(job_id, exc.message)  # workers have in flight keep their results
         return "failed"
     except DescriberAuthError as exc:
         fail(ports, job_id, index, exc, plan_.start_ms)

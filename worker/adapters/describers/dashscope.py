@@ -118,8 +118,8 @@ class DashScopeDescriber:
         est_text = budget.text_tokens(f"{request.system_prompt}\n{request.prompt}")
         spend = Spend()
 
-        def attempt(n: int) -> Reply:
-            if n > 1 and request.guard is not None:  # a retry is a request the job's caps must allow
+        def attempt(_n: int) -> Reply:
+            if request.guard is not None:  # every request (a retry too) is one the job's caps must allow
                 request.guard(est_video)
             call = lambda: self.transport.video(  # noqa: E731
                 request.system_prompt, request.prompt, paths, request.fps, self.params, on_text

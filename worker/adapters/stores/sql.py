@@ -19,6 +19,7 @@ from worker.adapters.stores.finishing import FinishingMixin
 from worker.adapters.stores.leases import LeasesMixin
 from worker.adapters.stores.recovery import RecoveryMixin
 from worker.adapters.stores.segments import SegmentsMixin
+from worker.adapters.stores.stops import StopsMixin
 from worker.core.models import Job as Job  # re-exported: the store's callers import it from here
 from worker.core.states import ACTIVE_SEGMENT
 from worker.core.states import TERMINAL_JOB as TERMINAL_JOB  # re-exported
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 ACTIVE = ACTIVE_SEGMENT
 
 
-class SqlResultStore(FinishingMixin, SegmentsMixin, RecoveryMixin, LeasesMixin):
+class SqlResultStore(FinishingMixin, SegmentsMixin, RecoveryMixin, LeasesMixin, StopsMixin):
     """All reads and writes of jobs, segments and frames. One transaction per write."""
 
     def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
