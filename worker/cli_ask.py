@@ -6,16 +6,16 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, err, out, settings_from
-from worker.core.exports.text import to_ms
 from worker.errors import InputError
 
 
 def _time(value: str | None, name: str) -> int | None:
     if not value:
         return None
+    from worker.core.exports.text import to_ms
+
     ms = to_ms(value)
     if ms is None or ms < 0:
         raise InputError(f"--{name} must be seconds, MM:SS or HH:MM:SS, got {value[:40]!r}", field=name)
@@ -36,6 +36,8 @@ def ask(
     database_url: DbOpt = None,
 ) -> None:
     """Answer a question from the stored descriptions, citing the moments it relies on (checked by code)."""
+    from rich.markup import escape
+
     from worker.adapters.stores.vectors import Filters
     from worker.ask import ask as run_ask
     from worker.ask import build
