@@ -25,6 +25,7 @@ import av
 import av.error
 import numpy as np
 
+from worker.adapters.video import probes
 from worker.adapters.video.opencv import build_info, check_file, check_stream
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
@@ -156,10 +157,16 @@ class PyAVReader:
         if ctx.name == "h264":
             extra = bytes(ctx.extradata or b"")
             self._nal_length = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else 0
+        memo = probes.key(self.backend, self.path, self.limits)
+        known = probes.recall(memo)
+        if known is not None:  # probed before in this process: no second demux of the head and the tail
+            self._facts, self._index_keys, self._key_pts, self._info = known
+            return self._info
         self._facts = self._measure_facts(fps)
         claimed_ms = self._claimed_ms()
         duration_ms = self._true_duration_ms(claimed_ms)
         self._info = build_info(self.path, self.limits, duration_ms, claimed_ms, fps, width, height, codec, self._size)
+        probes.remember(memo, (self._facts, self._index_keys, self._key_pts, self._info))
         return self._info
 
     def facts(self) -> StreamFacts:
