@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,17 @@ FACTS_PACKETS = 600  # packets demuxed when probing: keyframe spacing and droppa
 INDEX_ENTRIES = 1_000_000  # index entries read for keyframe times (beyond: estimated from their spacing)
 MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the stream counts as broken
 _FFMPEG_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
+
+
+def decoder_threads() -> int:
+    """FFmpeg decoder threads: one per CPU this process may run on. FFmpeg's own default is one more (3 on 2
+    cores): on a shared machine the extra thread competes with our JPEG writer and with other processes
+    (measured on 2 cores under load: 0.94-0.98x the CPU time, 0.74-0.88x the wall time of the default)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus)
 
 
 def h264_nonref(data: memoryview, nal_length: int) -> bool:
@@ -135,6 +147,7 @@ class PyAVReader:
             raise VideoOpenError(f"{self.path}: no video stream (is it audio only?)")
         stream = streams[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = decoder_threads()
         self._container, self._stream = container, stream
         self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
         self._tb_s = float(self._tb)
