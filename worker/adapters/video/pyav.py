@@ -52,7 +52,7 @@ _FFMPEG_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 def decoder_threads() -> int:
     """FFmpeg decoder threads: one per CPU this process may run on. FFmpeg's own default is one more (3 on 2
     cores): on a shared machine the extra thread competes with our JPEG writer and with other processes
-    (measured on 2 cores under load: 0.94-0.98x the CPU time, 0.74-0.88x the wall time of the default)."""
+    (2 cores under load, A/B against the default: 0.94-0.99x the CPU time, wall medians 0.74-0.95x)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
