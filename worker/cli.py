@@ -42,13 +42,28 @@ class _LazyConsole:
         self._stderr = stderr
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def get(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             width = None if self._stderr or sys.stdout.isatty() else 220
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, width=width)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __enter__(self) -> Console:  # dunders are not looked up through __getattr__
+        return self.get().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.get().__exit__(*exc)
+
+
+def real_console(console: Console) -> Console:
+    """The rich Console itself, for rich APIs that hold on to it (``Progress``, ``Live``)."""
+    lazy: Any = console
+    return lazy.get() if isinstance(lazy, _LazyConsole) else console
 
 
 out = cast("Console", _LazyConsole(stderr=False))

@@ -29,6 +29,7 @@ from worker.cli import (
     err,
     job_options_from,
     out,
+    real_console,
     settings_from,
 )
 from worker.cli_jobs import write_export
@@ -146,7 +147,7 @@ class _Reporter:
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[live]}", markup=False),
-                console=err,
+                console=real_console(err),
             )
             self.progress.start()
         return self
