@@ -1,6 +1,7 @@
-"""``python -m benchmarks [--smoke] [--reps N] [--only G1,G3] [--out results.json]``.
+"""``python -m benchmarks [--smoke] [--reps N] [--only G1,G3,R3] [--out results.json]``.
 
-Prints one ratio line per goal of issue 10 with its same-run baseline, a table of every measurement, and
+Prints one ratio line per goal of issue 10 (G1-G7) and of issue 19 (R3, R4, R6 measured here; its goals
+1, 2 and 5 are G2, G1 and G5) with its same-run baseline, a table of every measurement, and
 writes them (with the machine they ran on) as JSON. ``--smoke`` runs every goal on tiny inputs, quickly:
 it checks the benchmarks still work, its figures mean nothing.
 """
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import media, orchestration, pipelining, sampling, scale
+from benchmarks import media, orchestration, pipelining, round2, sampling, scale
 from benchmarks.common import REPO, Goal, Measure, machine
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -109,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             g6 = record(
                 _guard("G6", "orchestration", lambda: orchestration.goal6(clips, work / "g6", BROKER_DB, reps=reps))
             )
+        if wanted("R3"):
+            record(_guard("R3", "quick commands", lambda: round2.startup(work, reps)))
+        if wanted("R4"):
+            r4_seconds = 6.0 if args.smoke else 60.0
+            record(_guard("R4", "no work twice", lambda: round2.no_work_twice(files["long_gop"], work, r4_seconds)))
+        if wanted("R6"):
+            run6 = lambda: round2.under_load(files["long_gop"], label["long_gop"], work / "r6", reps, g1)  # noqa: E731
+            record(_guard("R6", "under load", run6))
         by_name = {m.name: m for m in measures}
         if wanted("G7"):
             _scale(goals, by_name, files, specs, work, args.smoke, g1, g2, g6)
@@ -124,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for g in goals:
         print(g.line())
+    print()
+    for line in round2.round2_lines({g.key: g for g in goals}):
+        print(line)
     print(f"total {total:.0f} s (media {media_s:.0f} s); results in {out_path}")
     payload = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -134,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "media": {name: spec.filename for name, spec in specs.items()},
         "goals": [g.as_dict() for g in goals],
+        "issue19": round2.round2_lines({g.key: g for g in goals}),
         "measurements": [m.as_dict() for m in measures],
         "scale": getattr(_scale, "rows", []),
     }

@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, err, out, settings_from
 
@@ -25,6 +24,8 @@ def ask(
     database_url: DbOpt = None,
 ) -> None:
     """Answer a question from the stored descriptions, citing the moments it relies on (checked by code)."""
+    from rich.markup import escape
+
     from worker.adapters.stores.vectors import Filters
     from worker.ask import ask as run_ask
     from worker.ask import build

@@ -6,8 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Column, Table
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, out
 from worker.core.timecode import span
@@ -15,6 +13,8 @@ from worker.core.timecode import span
 
 def _marked(snippet: str, marks: tuple[tuple[int, int], ...]) -> str:
     """The snippet as rich markup with the matched words in bold; the text itself is escaped."""
+    from rich.markup import escape
+
     parts, pos = [], 0
     for start, end in marks:
         parts.append(escape(snippet[pos:start]))
@@ -73,6 +73,9 @@ def search(
     if not hits:
         out.print(f"no segment matches {query!r}", markup=False)
         return
+    from rich.markup import escape
+    from rich.table import Column, Table
+
     table = Table(Column("job", no_wrap=True), Column("source", overflow="fold"), "time", "match")
     for hit in hits:
         when = span(hit.start_ms, hit.end_ms)

@@ -120,20 +120,22 @@ def status(
     """Show a job's state (queued, running, done, partial, failed, cancelled) and its segment counts."""
     settings = settings_from(config, data_dir, database_url)
     store = open_store(settings, read_only=True)
-    from worker.heartbeat import IdleWatch
+    job = store.get_job(job_id)
+    last = status_line(job, store.counts(job_id))
+    out.print(last, markup=False)
+    if follow and job.state not in TERMINAL:
+        from worker.heartbeat import IdleWatch  # the broker's heartbeats (Celery, Redis): only a follower reads them
 
-    last, idle = "", IdleWatch(settings, warn_after)
-    while True:
-        job = store.get_job(job_id)
-        line = status_line(job, store.counts(job_id))
-        if line != last:
-            out.print(line, markup=False)
-            last = line
-            idle.progressed()
-        if not follow or job.state in TERMINAL:
-            break
-        idle.check(job.state)
-        time.sleep(interval)
+        idle = IdleWatch(settings, warn_after)
+        while job.state not in TERMINAL:
+            idle.check(job.state)
+            time.sleep(interval)
+            job = store.get_job(job_id)
+            line = status_line(job, store.counts(job_id))
+            if line != last:
+                out.print(line, markup=False)
+                last = line
+                idle.progressed()
     if follow and job.state == "failed":
         raise typer.Exit(1)
 

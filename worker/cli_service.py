@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, app, settings_from
 from worker.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import socket
 
 
 def _env_overrides(data_dir: object, database_url: str | None) -> None:
@@ -63,6 +65,8 @@ def scheduler(
 
 def listen_socket(host: str, port: int) -> socket.socket:
     """The API's listening socket, bound here so that a busy port or a bad address is a clear InputError."""
+    import socket
+
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)

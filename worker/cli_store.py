@@ -71,10 +71,10 @@ def sqlite_file(url: str) -> Path | None:
 def open_store(settings: Settings, *, read_only: bool = False) -> Any:
     """The result store; a read-only command that finds no SQLite file says where it looked instead of
     creating an empty store there."""
-    from worker.bootstrap import store_for
+    from worker.adapters.stores.sql import SqlResultStore  # not worker.bootstrap: no video or model libraries
 
     url = settings.resolved_database_url
     path = sqlite_file(url)
     if read_only and path is not None and not path.is_file():
         raise NotFound(f"no result store at {path}; {HINT}")
-    return store_for(url)
+    return SqlResultStore(url)

@@ -3,28 +3,23 @@
 Sources, strongest first: explicit overrides (CLI flags), ``FRAMESCRIBE_*`` environment variables
 (``__`` nests: ``FRAMESCRIBE_SAMPLING__FPS=2``), the YAML file named by ``FRAMESCRIBE_CONFIG``
 (default ``configs/default.yaml`` when it exists), then the defaults below. Unknown keys are errors.
+
+This module holds the settings model (the pipeline's sections and ``Settings``); the feature sections of
+``ask`` and live cameras are in ``worker/config_sections.py``; reading the YAML file and turning a bad
+value into one ConfigError (``load_settings``, ``get_settings``) is ``worker/config_sources.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
 
-from worker.errors import ConfigError
-
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from worker.config_sections import AskSettings, LiveSettings, Section
 
 
 class SamplingSettings(Section):
@@ -229,42 +224,6 @@ class LoggingSettings(Section):
     segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""
 
     format: Literal["text", "json"] = "text"
-class AskSettings(Section):
-    """``framescribe ask`` / ``POST /v1/ask`` and meaning-based search (issue 17)."""
-
-    model: str = Field("qwen-plus", description="Text model that writes answers (DashScope text generation).")
-    max_tokens: int = Field(600, ge=16, le=8192, description="Longest answer.")
-    evidence: int = Field(8, ge=1, le=50, description="Segments given to the answer model as evidence.")
-    min_similarity: float = Field(
-        0.3, ge=-1, le=1, description="Cosine below which a segment found only by meaning is not evidence."
-    )
-    embedder: Literal["auto", "local", "dashscope", "none"] = Field(
-        "auto", description="auto = dashscope with an API key, else the offline MiniLM model when installed."
-    )
-    embed_model: str = Field("text-embedding-v4", description="DashScope text embedding model.")
-    embed_dimension: int = Field(1024, ge=64, le=2048)
-    look_again: bool = Field(True, description="Re-ask Qwen-VL with stored frames for visual-detail questions.")
-    look_again_segments: int = Field(2, ge=1, le=5, description="Top segments whose frames are looked at again.")
-class LiveSettings(Section):
-    """Live cameras (worker/live): ingest deadlines, reconnects, MQTT, shared call budgets, stream leases."""
-
-    mqtt_url: str | None = Field("mqtt://127.0.0.1:1883", description="MQTT broker for alerts (None = off).")
-    allow_cameras: list[str] = Field(
-        default_factory=list, description="Private/loopback camera hosts or CIDRs the operator allows."
-    )
-    devices: list[str] = Field(default_factory=lambda: ["/dev/video"], description="Allowed device path prefixes.")
-    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Deadline on connecting to a camera.")
-    read_timeout_s: float = Field(5.0, gt=0, le=300, description="A stream without a frame this long is stalled.")
-    backoff_initial_s: float = Field(0.5, gt=0, le=60)
-    backoff_max_s: float = Field(15.0, gt=0, le=600)
-    pre_event_s: float = Field(3.0, ge=0, le=30, description="Pre-event buffer kept in memory (motion).")
-    motion_threshold: float = Field(0.003, gt=0, le=1, description="Changed-pixel fraction that counts as motion.")
-    max_calls_per_hour: int = Field(0, ge=0, description="Model calls per hour across all cameras (0 = no cap).")
-    max_calls_per_day: int = Field(0, ge=0, description="Model calls per UTC day across all cameras (0 = no cap).")
-    lease_ttl_s: float = Field(15.0, ge=2, le=600, description="A dead owner's stream is taken over after this.")
-    queue: str = Field("streams", min_length=1, description="Celery queue of stream tasks.")
-
-
 class Settings(BaseSettings):
     """The whole configuration. Top-level names are stable operator contracts."""
 
@@ -347,65 +306,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+        from worker.config_sources import YamlSource
+
+        return (init_settings, env_settings, YamlSource(settings_cls))
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by FRAMESCRIBE_CONFIG (or configs/default.yaml)."""
+# Loading lives in worker/config_sources.py; its names stay importable from here (they need Settings above).
+from worker.config_sources import REPO_CONFIG, config_path, get_settings, load_settings  # noqa: E402
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = config_path()
-        if path is None:
-            return {}
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at its top level")
-        _check_keys(data, path)
-        data.setdefault("config", str(path))
-        return data
-
-
-def _check_keys(data: dict[Any, Any], path: Path, where: str = "") -> None:
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"config file {path}: key {key!r}{where} is not a name; keys must be text")
-        if isinstance(value, dict):
-            _check_keys(value, path, f" under '{key}'" if not where else f"{where}.{key}")
-
-
-def config_path() -> Path | None:
-    named = os.environ.get("FRAMESCRIBE_CONFIG")
-    if named:
-        path = Path(named)
-        if not path.is_file():
-            raise ConfigError(f"FRAMESCRIBE_CONFIG names {path}, which is not a file")
-        return path
-    return REPO_CONFIG if REPO_CONFIG.is_file() else None
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build Settings; a bad key or value becomes one ConfigError naming it."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "config"
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown setting '{where}'")
-            else:
-                problems.append(f"setting '{where}': {err['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-    except SettingsError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
-
-
-@functools.cache
-def get_settings() -> Settings:
-    return load_settings()
+__all__ = [
+    "REPO_CONFIG", "AskSettings", "DashScopeSettings", "DescriberSettings", "LimitSettings", "LiveSettings",
+    "LoggingSettings", "ModelPrice", "SamplingSettings", "SchedulerSettings", "SecuritySettings", "Settings",
+    "WorkerSettings", "config_path", "get_settings", "load_settings",
+]  # fmt: skip

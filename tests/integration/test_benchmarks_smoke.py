@@ -16,7 +16,7 @@ import pytest
 from tests import media
 
 REPO = Path(__file__).resolve().parents[2]
-GOALS = ["G1", "G2", "G3", "G4", "G5", "G6", "G7"]
+GOALS = ["G1", "G2", "G3", "G4", "G5", "G6", "G7", "R3", "R4", "R6"]  # G: issue 10; R: issue 19
 
 
 @pytest.mark.skipif(not media.have_ffmpeg(), reason="ffmpeg makes the benchmark media")
@@ -37,7 +37,11 @@ def test_smoke_run_prints_every_goal_and_writes_json(tmp_path: Path) -> None:
     assert data["smoke"] is True and data["machine"]["cpus"] >= 1
     goals = {g["key"]: g for g in data["goals"]}
     assert sorted(goals) == GOALS
-    for key in ["G1", "G2", "G3", "G4", "G5"]:  # these need nothing but ffmpeg and the code itself
+    issue19 = [ln for ln in lines if ln.startswith("issue 19 goal ")]
+    assert [ln.split()[3] for ln in issue19] == ["1", "2", "3", "4", "5", "6"], res.stdout[-3000:]
+    assert all(" not measured " not in ln for ln in issue19), issue19  # all six, baselines from this run
+    assert data["issue19"] == issue19
+    for key in ["G1", "G2", "G3", "G4", "G5", "R3", "R4", "R6"]:  # these need nothing but ffmpeg and the code
         g = goals[key]
         assert g["measured"] and isinstance(g["ratio"], float) and g["ratio"] > 0, g
         assert g["met"] in (True, False)

@@ -1,7 +1,8 @@
 """Planning a job: options -> estimate -> budget check -> one pending row per segment; the caps during a run.
 
 ``plan`` probes the video (and runs the scene/motion analysis pass the segmenter needs), refuses plans
-over the caps, stores the segments and the quiet spans (``static``, no model call) at once.
+over the caps, stores the segments and the quiet spans (``static``, no model call) at once; a plan task
+delivered again to a job already planned uses the stored plan (no second probe or analysis pass).
 ``reserve_call`` reserves a segment's first request within ``max_calls`` and ``max_video_tokens`` (``caps.py``).
 """
 
@@ -139,6 +140,8 @@ def plan(ports: Ports, job_id: str) -> list[int]:
     reason (no segment rows) and re-raises."""
     store = ports.store
     job = store.get_job(job_id)
+    if already_planned(job):
+        return stored_plan(ports, job)
     try:
         opts = options_of(job)
         ports.describer_for(opts)  # a describer that cannot be built (no API key) fails the job now
@@ -158,6 +161,20 @@ def plan(ports: Ports, job_id: str) -> list[int]:
     for index in static:
         ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": STATIC_TEXT})
     return [p.index for p in plans]
+
+
+def already_planned(job: Job) -> bool:
+    """A running job with its video facts and segments stored: a plan task delivered again (its worker died
+    after planning, or the broker redelivered) finds its plan done. A retried job is queued and planned anew."""
+    return job.state == JobState.RUNNING and bool(job.video) and job.segment_count > 0
+
+
+def stored_plan(ports: Ports, job: Job) -> list[int]:
+    """The stored plan's segments: the video is not probed again and the analysis pass is not run again."""
+    indexes = [row.index for row in ports.store.segment_rows(job.id)]
+    log.info("job %s: already planned (%d segments); using the stored plan", job.id, len(indexes))
+    ports.on_event("planned", {"job_id": job.id, "segments": len(indexes), "video": job.video})
+    return indexes
 
 
 def plan_of_row(store: ResultStore, job_id: str, index: int) -> SegmentPlan:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import update
+
 from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.schema import SegmentDbRow
 from worker.core.states import SegmentState

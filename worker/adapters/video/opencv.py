@@ -17,6 +17,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 import numpy as np
 
+from worker.adapters.video import probes
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import Strategy
@@ -129,6 +130,11 @@ class OpenCVReader:
     def probe(self) -> VideoInfo:
         if self._info is not None:
             return self._info
+        memo = probes.key(self.backend, self.path, self.limits)
+        known: VideoInfo | None = probes.recall(memo)
+        if known is not None:  # probed before in this process (worker/adapters/video/probes.py)
+            self._info = known
+            return known
         cap = self.cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
@@ -143,6 +149,7 @@ class OpenCVReader:
         duration_ms = self._true_duration_ms(fps, count)
         claimed_ms = count / fps * 1000 if count > 0 else 0.0
         self._info = build_info(self.path, self.limits, duration_ms, claimed_ms, fps, width, height, codec, self._size)
+        probes.remember(memo, self._info)
         return self._info
 
     def _true_duration_ms(self, fps: float, count: int) -> int:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -25,7 +23,9 @@ import av
 import av.error
 import numpy as np
 
+from worker.adapters.video import probes, pyav_probe
 from worker.adapters.video.opencv import build_info, check_file, check_stream
+from worker.adapters.video.pyav_probe import _FFMPEG_ERRORS, decoder_threads, h264_nonref
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import (
@@ -33,7 +33,6 @@ from worker.core.readplan import (
     Strategy,
     StreamFacts,
     exact_key_cover,
-    median_interval,
     plan_for,
     tolerance_ms,
 )
@@ -41,38 +40,7 @@ from worker.errors import DecodeError, VideoOpenError
 
 log = logging.getLogger(__name__)
 
-FACTS_PACKETS = 600  # packets demuxed when probing: keyframe spacing and droppable frames
-INDEX_ENTRIES = 1_000_000  # index entries read for keyframe times (beyond: estimated from their spacing)
 MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the stream counts as broken
-_FFMPEG_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
-
-
-def h264_nonref(data: memoryview, nal_length: int) -> bool:
-    """True when every picture slice in an H.264 access unit has nal_ref_idc 0 (nothing refers to it).
-
-    ``nal_length`` is the AVCC length-field size (1, 2 or 4); 0 means Annex B start codes."""
-    slices = 0
-    if nal_length:
-        i, end = 0, len(data)
-        while i + nal_length < end:
-            size = int.from_bytes(data[i : i + nal_length], "big")
-            header = data[i + nal_length]
-            if header & 0x1F in (1, 5):
-                if header & 0x60:
-                    return False
-                slices += 1
-            i += nal_length + size
-        return slices > 0
-    raw = bytes(data)
-    i = raw.find(b"\x00\x00\x01")
-    while 0 <= i < len(raw) - 3:
-        header = raw[i + 3]
-        if header & 0x1F in (1, 5):
-            if header & 0x60:
-                return False
-            slices += 1
-        i = raw.find(b"\x00\x00\x01", i + 3)
-    return slices > 0
 
 
 class PyAVReader:
@@ -134,6 +102,7 @@ class PyAVReader:
             raise VideoOpenError(f"{self.path}: no video stream (is it audio only?)")
         stream = streams[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = decoder_threads()
         self._container, self._stream = container, stream
         self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
         self._tb_s = float(self._tb)
@@ -156,97 +125,27 @@ class PyAVReader:
         if ctx.name == "h264":
             extra = bytes(ctx.extradata or b"")
             self._nal_length = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else 0
+        memo = probes.key(self.backend, self.path, self.limits)
+        known = probes.recall(memo)
+        if known is not None:  # probed before in this process: no second demux of the head and the tail
+            self._facts, self._index_keys, self._key_pts, self._info = known
+            return self._info
         self._facts = self._measure_facts(fps)
-        claimed_ms = self._claimed_ms()
-        duration_ms = self._true_duration_ms(claimed_ms)
+        claimed_ms = pyav_probe.claimed_ms(self)
+        duration_ms = pyav_probe.true_duration_ms(self, claimed_ms)
         self._info = build_info(self.path, self.limits, duration_ms, claimed_ms, fps, width, height, codec, self._size)
+        probes.remember(memo, (self._facts, self._index_keys, self._key_pts, self._info))
         return self._info
+
+    def _measure_facts(self, fps: float) -> StreamFacts:
+        """Keyframe spacing and droppable share from the first packets (``pyav_probe.measure_facts``)."""
+        return pyav_probe.measure_facts(self, fps)
 
     def facts(self) -> StreamFacts:
         """Keyframe spacing and droppable share, from the container index or the first packets."""
         self.probe()
         assert self._facts is not None
         return self._facts
-
-    def _measure_facts(self, fps: float) -> StreamFacts:
-        """Demux the first packets (decoding only up to the first frame, which must exist)."""
-        keys: list[float] = []
-        nonref = total = 0
-        first_frame = False
-        deadline = time.monotonic() + self.limits.decode_timeout_s
-        while total < FACTS_PACKETS or not first_frame:
-            pkt = self._next_packet()
-            if pkt is None or time.monotonic() > deadline:
-                break
-            total += 1
-            ms = self._pkt_ms(pkt)
-            if pkt.is_keyframe and ms is not None:
-                keys.append(ms)
-            if self._droppable(pkt):
-                nonref += 1
-            if not first_frame:
-                try:
-                    first_frame = bool(self._stream.codec_context.decode(pkt))
-                except _FFMPEG_ERRORS:
-                    continue
-        if not first_frame:
-            try:
-                first_frame = bool(self._stream.codec_context.decode(None))
-            except _FFMPEG_ERRORS:
-                first_frame = False
-        if not first_frame:
-            raise VideoOpenError(f"{self.path}: the video has no decodable frames")
-        indexed = self._index_keys = sorted(self._index_keyframes())
-        # the index holds decode times: shifted onto presentation times by the first keyframe's packet
-        shift = keys[0] - indexed[0] if keys and indexed else 0.0
-        self._key_pts = [k + shift for k in indexed]
-        interval = median_interval(indexed) if len(indexed) >= 2 else median_interval(keys)
-        if interval is None and keys and total >= FACTS_PACKETS:
-            interval = total * 1000 / fps  # one keyframe in the window: at least this far apart
-        self._open()  # start reading from the beginning again
-        return StreamFacts(fps=fps, keyframe_interval_ms=interval, nonref_fraction=nonref / max(1, total))
-
-    def _index_keyframes(self) -> list[float]:
-        """Keyframe times from the container's index (MP4/MOV/MKV), without reading any packet."""
-        try:
-            entries = itertools.islice(self._stream.index_entries, INDEX_ENTRIES)
-            return [(e.timestamp - self._start) * self._tb_s * 1000.0 for e in entries if e.is_keyframe]
-        except (AttributeError, *_FFMPEG_ERRORS):
-            return []
-
-    def _claimed_ms(self) -> float:
-        stream = self._stream
-        if stream.duration:
-            return float(stream.duration * self._tb * 1000)
-        if self._container.duration:
-            return float(self._container.duration / 1000)
-        return 0.0
-
-    def _true_duration_ms(self, claimed: float) -> int:
-        """Header duration, checked by demuxing its last packets; a lying header is measured instead."""
-        if claimed > 0:
-            last = self._last_pts_from(claimed - 3 * self._frame_ms)
-            if last is not None and last >= claimed - 2000:
-                self._open()
-                return round(last + self._frame_ms)
-            log.warning("%s: header claims %.1fs; measuring the real length", self.path, claimed / 1000)
-        last = self._last_pts_from(None)
-        self._open()
-        return round((last if last is not None else 0.0) + self._frame_ms)
-
-    def _last_pts_from(self, ms: float | None) -> float | None:
-        self._open()
-        if ms is not None and not self._seek_raw(ms):
-            return None
-        last: float | None = None
-        deadline = time.monotonic() + self.limits.decode_timeout_s
-        while (pkt := self._next_packet()) is not None:
-            t = self._pkt_ms(pkt)
-            if t is not None and (last is None or t > last):
-                last = t
-            if time.monotonic() > deadline:
-                raise VideoOpenError(f"{self.path}: measuring its length took longer than the decode limit")
-        return last
 
     # -- low level ---------------------------------------------------------------------------
     def _pkt_ms(self, pkt: Any) -> float | None:

@@ -1,0 +1,38 @@
+"""The PyAV reader asks FFmpeg for one decoder thread per CPU it may run on (FFmpeg's default is one more),
+and reads the same frames at the same times as one decoding thread does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.media import make_lavfi_video
+from worker.adapters.video import pyav
+from worker.adapters.video.pyav import PyAVReader
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("threads") / "clip.mp4"
+    make_lavfi_video(path, seconds=3, size=(160, 120), fps=10, gop=30)
+    return path
+
+
+def test_one_decoder_thread_per_usable_cpu(clip: Path) -> None:
+    assert pyav.decoder_threads() == len(os.sched_getaffinity(0))
+    with PyAVReader(clip) as reader:
+        reader.probe()
+        assert reader._stream.codec_context.thread_count == pyav.decoder_threads()
+
+
+def test_same_frames_as_a_single_thread(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = [0, 500, 1000, 1500, 2000, 2500]
+    with PyAVReader(clip) as reader:
+        threaded = [(t, img.tobytes()) for t, img in reader.frames(targets)]
+    monkeypatch.setattr(pyav, "decoder_threads", lambda: 1)
+    with PyAVReader(clip) as reader:
+        single = [(t, img.tobytes()) for t, img in reader.frames(targets)]
+    assert [t for t, _ in threaded] == [t for t, _ in single] and len(single) == len(targets)
+    assert threaded == single

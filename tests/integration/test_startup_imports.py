@@ -1,0 +1,119 @@
+"""Quick commands stay quick by not loading what they do not use (issue 19, goal 3).
+
+These tests read which modules a command's process imported; they assert no timing. ``--help`` loads no
+settings, store, video, queue or model library; the read-only store commands (``jobs list``, ``show``,
+``status``) load the store but no video, queue or model library, and no Alembic when the schema is current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from worker.adapters.stores.schema_version import at_heads, heads
+from worker.adapters.stores.sql import MIGRATIONS, SqlResultStore, build_engine, migrate
+
+VERSIONS = MIGRATIONS / "versions"
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY_EVERYWHERE = {"cv2", "av", "numpy", "celery", "kombu", "dashscope", "httpx", "redis", "scenedetect"}
+FOR_HELP = HEAVY_EVERYWHERE | {"pydantic_settings", "worker.config", "sqlalchemy", "alembic", "rich.markdown"}
+
+PROBE = """
+import json, sys
+sys.argv = ["framescribe", *json.loads(sys.argv[1])]
+from worker.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+def loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    full = {**os.environ, "FRAMESCRIBE_CONFIG": str(ROOT / "configs" / "default.yaml"), **(env or {})}
+    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                         env=full, cwd=ROOT, timeout=120)  # fmt: skip
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES "))), res
+
+
+def top(modules: set[str]) -> set[str]:
+    return modules | {m.split(".")[0] for m in modules}
+
+
+def test_help_loads_no_settings_store_video_queue_or_model_library() -> None:
+    modules, res = loaded(["--help"])
+    assert "Commands:" in res.stdout and "jobs" in res.stdout and "sample" in res.stdout
+    assert not (top(modules) & FOR_HELP), sorted(top(modules) & FOR_HELP)
+
+
+def test_read_only_commands_load_the_store_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}")
+    job, _ = store.create_job(str(tmp_path / "v.mp4"), "v.mp4", {"fps": 1.0})
+    env = {"FRAMESCRIBE_DATA_DIR": str(data)}
+    for args in (["jobs", "list"], ["show", job.id], ["status", job.id]):
+        modules, res = loaded(args, env)
+        assert job.id in res.stdout, (args, res.stdout, res.stderr)
+        assert "sqlalchemy" in top(modules), args  # it did read the store
+        unwanted = top(modules) & (HEAVY_EVERYWHERE | {"alembic", "worker.bootstrap"})
+        assert not unwanted, (args, sorted(unwanted))
+
+
+def test_heads_are_alembics_heads() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    assert heads(VERSIONS) == frozenset(script.get_heads())
+
+
+def test_at_heads_only_when_every_head_is_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    engine = build_engine(url)
+    assert not at_heads(engine, VERSIONS)  # a new store: no alembic_version table
+    migrate(engine)
+    assert at_heads(engine, VERSIONS)
+    wanted = sorted(heads(VERSIONS) or [])
+    with engine.begin() as conn:  # one branch behind: the upgrade must run
+        conn.execute(text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": wanted[-1]})
+    assert not at_heads(engine, VERSIONS)
+    with engine.begin() as conn:  # an unknown extra revision (a newer release's): not ours to skip either
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v), ('9999')"), {"v": wanted[-1]})
+    assert not at_heads(engine, VERSIONS)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version WHERE version_num = '9999'"))
+    assert at_heads(engine, VERSIONS)
+    engine.dispose()
+
+
+def test_unreadable_migration_files_leave_the_decision_to_alembic(tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_x.py").write_text('revision = "0001"\ndown_revision = None\n')
+    (versions / "0002_y.py").write_text('revision = make_revision()\ndown_revision = "0001"\n')
+    assert heads(versions) is None
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    assert not at_heads(engine, versions)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("files", "expect"),
+    [
+        ({"a": ('"1"', "None"), "b": ('"2"', '"1"'), "c": ('"3"', '"1"')}, {"2", "3"}),
+        ({"a": ('"1"', "None"), "b": ('"2"', '"1"'), "m": ('"3"', '("2", "1")')}, {"3"}),
+    ],
+)
+def test_heads_of_branches_and_merges(tmp_path: Path, files: dict[str, tuple[str, str]], expect: set[str]) -> None:
+    versions = tmp_path / "v"
+    versions.mkdir()
+    for name, (rev, down) in files.items():
+        (versions / f"{name}.py").write_text(f"revision = {rev}\ndown_revision = {down}\nbranch_labels = None\n")
+    assert heads(versions) == frozenset(expect)

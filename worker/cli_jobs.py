@@ -1,0 +1,123 @@
+"""Stored jobs: ``framescribe jobs list``, ``show`` and ``export``. Read-only: they open the store (never
+create one) and load no video, model or queue library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, jobs_app, out, settings_from
+from worker.core.timecode import span
+
+JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="Only live jobs with no progress for --older-than seconds.")
+    ] = False,
+    older_than: Annotated[
+        float | None, typer.Option(min=1, help="--stuck: idle seconds (default: worker.task_time_limit_s).")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """List jobs, newest first (--stuck: live jobs idle past their deadline, oldest first)."""
+    if stuck:
+        from worker.cli_store import open_store
+        from worker.stuck import print_stuck
+
+        settings = settings_from(config, data_dir, database_url)
+        print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
+        return
+    store = _store(config, data_dir, database_url)
+    from rich.table import Column, Table
+
+    table = Table(
+        Column("id", no_wrap=True, min_width=32),
+        "state",
+        Column("source", overflow="fold"),
+        "segments",
+        "created",
+    )
+    for job in store.list_jobs(state=state, limit=limit):
+        counts = store.counts(job.id)
+        done = counts.get("done", 0) + counts.get("static", 0)
+        table.add_row(
+            job.id,
+            job.state,
+            job.source_name,
+            f"{done}/{job.segment_count}",
+            job.created_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(
+    job_id: str,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Show one job: state, usage, segments and summary."""
+    store = _store(config, data_dir, database_url)
+    job = store.get_job(job_id)
+    out.print(f"job {job.id}  state={job.state}  source={job.source_name}")
+    if job.error:
+        out.print(f"error: {job.error}")
+    out.print(f"usage: {json.dumps(store.usage(job_id))}")
+    for row in store.segment_rows(job_id):
+        text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error or ''}"
+        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}")
+    if job.summary:
+        out.print(f"\nSummary ({job.summary.get('state')}): {job.summary.get('text')}")
+
+
+@app.command()
+def export(
+    job_id: str,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json, csv, vtt, srt, chapters, edl, otio or md.")
+    ] = "json",
+    out_file: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", min=0, max=1, help="edl/otio: only cuts scoring at least this.")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Export a job in a format editors and reviewers open."""
+    store = _store(config, data_dir, database_url)
+    store.get_job(job_id)
+    from worker.core.exports import renderer
+
+    renderer(fmt)  # an unknown format is refused before anything is written
+    write_export(store, job_id, fmt, out_file, {} if min_score is None else {"min_score": str(min_score)})
+
+
+def write_export(
+    store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None
+) -> None:
+    from worker.adapters.frames.local import atomic_write
+    from worker.bootstrap import export_input
+    from worker.core.exports import renderer
+
+    render, _, _ = renderer(fmt)
+    data = export_input(store, job_id)
+    data.options.update(options or {})
+    chunks = render(data)
+    if target is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        return
+    atomic_write(target, chunks)  # streamed to a temp file beside the target, then renamed
