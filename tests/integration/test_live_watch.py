@@ -81,6 +81,8 @@ def test_watch_cli_stores_rolling_segments_and_publishes_alerts_and_a_digest(rts
         first = alerts[0]
         assert first["camera"] == camera and first["job_id"] == report["job_id"]
         assert first["start_utc"].endswith("Z") and Path(first["thumbnail"]).exists()
+        seg, n = first["segment_index"], int(Path(first["thumbnail"]).stem.split("_")[1])  # frame_<n>_<t>ms.jpg
+        assert first["thumbnail_url"] == f"/v1/jobs/{first['job_id']}/frames/{seg}/{n}.jpg"  # served from any machine
         digest = wait_until(lambda: sub.of("digest"), 10, "a digest")
         assert digest[0]["segments"] >= 1 and Path(digest[0]["path"]).exists()
         states = sub.of("state")

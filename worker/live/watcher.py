@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
-from typing import Any, cast
+from typing import cast
 
 import cv2
 
@@ -29,6 +29,7 @@ from worker.live import digest as digests
 from worker.live.budget import CallBudget
 from worker.live.common import Counters, Kept, iso, utc_ms, write_frame
 from worker.live.cutter import Cutter, LiveFrame, WallClock, Window, motion_score
+from worker.live.describing import describe
 from worker.live.notify import Mqtt, Notifier
 from worker.live.options import WatchOptions
 from worker.live.reader import StreamDropped, frames
@@ -38,7 +39,7 @@ from worker.live.source import LiveSource
 from worker.live.store import LiveStore
 from worker.service import plan as planning
 from worker.service.context import Ports
-from worker.service.segment import Sampled, describe_and_store
+from worker.service.segment import Sampled
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG = 16  # closed segments waiting for the describer before new ones are refused
@@ -302,71 +303,6 @@ class Watcher:
                 else:
                     thumbs = [f.image.thumb for f in shown]
                     sampled = Sampled(plan, refs, thumbs, [self.ports.analyser.phash(t) for t in thumbs])
-                    self._backlog.append(self.pool.submit(self._describe, sampled, start_utc, w.end_utc_ms))
+                    self._backlog.append(self.pool.submit(describe, self, sampled, start_utc, w.end_utc_ms))
         if self.opts.digest_seconds:
             self._backlog.append(self.pool.submit(digests.due, self, w.end_utc_ms))
-
-    def _describe(self, sampled: Sampled, start_utc: int, end_utc: int) -> None:
-        store = self.ports.store
-        index = sampled.plan.index
-        if not store.claim_segment(self.job_id, index):
-            return
-        if len(sampled.frames) < self.settings.sampling.min_frames:
-            store.fail_segment(
-                self.job_id,
-                index,
-                f"only {len(sampled.frames)} frame(s): the stream dropped inside this segment; not described",
-            )
-            self.counters.failed += 1
-            return
-        problem = self.budget.reserve()
-        if problem:
-            store.fail_segment(self.job_id, index, problem)
-            self.counters.failed += 1
-            return
-        try:
-            job = store.get_job(self.job_id)
-            desc = describe_and_store(
-                self.ports, job, self.ports.describer_for(planning.options_of(job)), sampled, self.previous
-            )
-        except FramescribeError as exc:
-            store.fail_segment(self.job_id, index, exc.message)
-            self.counters.failed += 1
-            return
-        self.previous = desc.text
-        self.counters.described += 1
-        for rule in self.rules:
-            if rule.matches(desc.text, desc.structured):
-                self._alert(index, rule.source, desc.text, desc.structured, sampled, start_utc, end_utc)
-                break
-        self.notifier.kick()
-
-    def _alert(
-        self,
-        index: int,
-        rule: str,
-        text: str,
-        structured: dict[str, Any],
-        sampled: Sampled,
-        start_utc: int,
-        end_utc: int,
-    ) -> None:
-        key = f"{self.job_id}:{index}:alert"
-        thumb = sampled.frames[len(sampled.frames) // 2].path if sampled.frames else None
-        payload = {
-            "type": "alert",
-            "dedup_key": key,
-            "camera": self.name,
-            "rule": rule,
-            "job_id": self.job_id,
-            "segment_index": index,
-            "start_utc": iso(start_utc),
-            "end_utc": iso(end_utc),
-            "start_ms": sampled.plan.start_ms,
-            "end_ms": sampled.plan.end_ms,
-            "description": text,
-            "structured": structured,
-            "thumbnail": thumb,
-        }
-        if self.live.enqueue(key, self.name, "alert", payload, self.opts.mqtt, self.opts.webhook_url):
-            self.counters.alerts += 1
