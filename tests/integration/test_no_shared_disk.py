@@ -29,6 +29,7 @@ pytestmark = pytest.mark.services
 SECRET = "internal-test-secret-0123456789"
 JOBS = 3
 OPTS = {"segment_seconds": 2, "fps": 2}
+SCRIPT = {"X-Framescribe-Client": "tests"}  # no API keys: form-encoded writes say who sends them
 
 
 class Machines:
@@ -87,7 +88,7 @@ def test_upload_jobs_frames_search_exports_and_delete_work_without_a_shared_disk
         ids = []
         for _ in range(JOBS):
             files = {"file": ("clip.mp4", clip, "video/mp4"), "options": (None, json.dumps(OPTS))}
-            resp = http.post("/v1/jobs", files=files)
+            resp = http.post("/v1/jobs", files=files, headers=SCRIPT)
             assert resp.status_code == 202, resp.text
             ids.append(resp.json()["id"])
         for job_id in ids:
@@ -169,7 +170,7 @@ def upload_api(tmp_path_factory: pytest.TempPathFactory, clip_12s: Path) -> Iter
     tmp = tmp_path_factory.mktemp("internal-link")
     with running_api(tmp, security={"internal_secret": SECRET}) as api, api.http() as http:
         files = {"file": ("c.mp4", clip_12s.read_bytes(), "video/mp4"), "options": (None, json.dumps(OPTS))}
-        upload_id = http.post("/v1/jobs", files=files).json()["id"]
+        upload_id = http.post("/v1/jobs", files=files, headers=SCRIPT).json()["id"]
         (api.media / "c.mp4").write_bytes(clip_12s.read_bytes())
         path_id = http.post("/v1/jobs", json={"path": str(api.media / "c.mp4"), **OPTS}).json()["id"]
         yield api, upload_id, path_id
@@ -428,7 +429,7 @@ def test_internal_link_needs_no_api_key_when_keys_are_set(tmp_path: Path, clip_1
     with running_api(tmp_path, api_keys=["k-123"], security={"internal_secret": SECRET}) as api:
         with api.http("k-123") as http:
             files = {"file": ("c.mp4", clip_12s.read_bytes(), "video/mp4"), "options": (None, json.dumps(OPTS))}
-            job_id = http.post("/v1/jobs", files=files).json()["id"]
+            job_id = http.post("/v1/jobs", files=files, headers=SCRIPT).json()["id"]
         with api.http() as anonymous:  # a worker holds the internal secret, never an API key
             assert anonymous.get(f"/v1/jobs/{job_id}/source").status_code == 401
             resp = anonymous.get(upload_link("", SECRET, job_id, now=time.time()))

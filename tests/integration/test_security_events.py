@@ -35,11 +35,18 @@ class Stream:
     def __init__(self, base: str, job_id: str) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.status: int | None = None
+        self.error: Exception | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, args=(base, job_id), daemon=True)
         self._thread.start()
 
     def _run(self, base: str, job_id: str) -> None:
+        try:
+            self._read(base, job_id)
+        except httpx.HTTPError as exc:  # the test's server went away first: the viewer just ends
+            self.error = exc
+
+    def _read(self, base: str, job_id: str) -> None:
         name = None
         with client(base, timeout=120) as http, http.stream("GET", f"/v1/jobs/{job_id}/events") as resp:
             self.status = resp.status_code

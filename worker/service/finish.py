@@ -48,7 +48,11 @@ def _build(ports: Ports, job_id: str, stopped_reason: str | None) -> tuple[JobSu
     job = store.get_job(job_id)
     duration = int((job.video or {}).get("duration_ms", 0))
     stopped_reason = stopped_reason or (job.video or {}).get("warning") or _cancel_reason(store, job_id)
-    summary = job_summary(ports, job, duration, stopped_reason)
+    # a job an outage stopped is summarised locally: no request past the open circuit
+    outage_stop = any(DescriberUnavailable.named_in(m) for m in (stopped_reason, job.error)) or any(
+        r.state == "failed" and DescriberUnavailable.named_in(r.error) for r in store.segment_rows(job_id)
+    )
+    summary = job_summary(ports, job, duration, stopped_reason, local=outage_stop)
     opts = options_of(job)
     if describer_kind(opts, ports.settings) == "dashscope":
         limits = request_limits(opts, ports.settings)
@@ -65,15 +69,18 @@ def _build(ports: Ports, job_id: str, stopped_reason: str | None) -> tuple[JobSu
     return summary, error
 
 
-def job_summary(ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None) -> JobSummary:
-    """A DashScope summary over the segment descriptions when the job used DashScope, else local."""
+def job_summary(
+    ports: Ports, job: Job, duration_ms: int, stopped_reason: str | None, *, local: bool = False
+) -> JobSummary:
+    """A DashScope summary over the segment descriptions when the job used DashScope (and ``local`` is
+    false), else local."""
     opts = options_of(job)
 
     def rows() -> Iterator[SegmentRow]:
         return ports.store.segment_rows(job.id)
 
     model: Any = None
-    if describer_kind(opts, ports.settings) == "dashscope":
+    if not local and describer_kind(opts, ports.settings) == "dashscope":
         try:
             model = ports.describer_for(opts)
         except FramescribeError as exc:
