@@ -39,7 +39,7 @@ from worker.celery_app import (
 )
 from worker.config import Settings, get_settings
 from worker.core.models import Description
-from worker.core.ports import Describer, DescribeRequest
+from worker.core.ports import Describer, DescribeRequest, ResultStore
 from worker.core.states import LIVE_JOB, JobState
 from worker.errors import DescriberAuthError, DescriberTransient, FramescribeError, NotFound
 from worker.leases import new_owner, renewing
@@ -86,8 +86,8 @@ class _Guarded:
     """Wraps the describer of one segment task: failpoints around the call; a transient failure goes to
     Celery's retry (with backoff) instead of failing the segment, except on the last attempt."""
 
-    def __init__(self, inner: Describer, job_id: str, index: int, retry: bool) -> None:
-        self.inner = inner
+    def __init__(self, inner: Describer, job_id: str, index: int, retry: bool, store: ResultStore) -> None:
+        self.inner, self.store = inner, store
         self.name = inner.name
         self.job_id = job_id
         self.index = index
@@ -98,7 +98,9 @@ class _Guarded:
             failpoints.hit("before_describe", self.job_id, self.index)
             desc = self.inner.describe(request)
         except DescriberTransient as exc:
-            if self.retry:
+            if self.retry:  # its requests are money even if retried: stored before the segment's reservation
+                if (spent := getattr(exc, "spent", None)) is not None:  # is released (service/caps.py)
+                    self.store.add_spent(self.job_id, self.index, spent)
                 raise _RetryLater(exc) from exc
             raise
         failpoints.hit("after_describe", self.job_id, self.index)
@@ -265,7 +267,7 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
     w, owner = settings.worker, new_owner()
 
     def guarded(opts: JobOptions) -> Describer:
-        return _Guarded(ports.describer_for(opts), job_id, index, retry)
+        return _Guarded(ports.describer_for(opts), job_id, index, retry, store)
 
     def renew() -> bool:
         return sql.renew_segment_lease(job_id, index, owner, w.lease_ttl_s)
@@ -274,8 +276,6 @@ def _run_segment(task: Task[Any, Any], job_id: str, index: int) -> str:
         with renewing(renew, w.lease_heartbeat_s, f"job {job_id} segment {index}"):
             pipeline.run_segment(dataclasses.replace(ports, describer_for=guarded), job_id, index)
     except _RetryLater as exc:
-        if (spent := getattr(exc.cause, "spent", None)) is not None:  # its requests are money even if retried
-            store.add_spent(job_id, index, spent)
         delay = retry_delay(task.request.retries, exc.cause.retry_after_s, settings)
         log.warning("job %s segment %d: %s; retrying in %.1f s", job_id, index, exc.cause.message, delay)
         sql.renew_segment_lease(job_id, index, owner, delay + w.lease_ttl_s)  # held over the countdown

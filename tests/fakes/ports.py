@@ -42,6 +42,8 @@ class FakeStore:
         self.summary_state: dict[str, str] = {}
         self.segs: dict[str, dict[int, _Seg]] = {}
         self.lock = threading.RLock()
+        # reservations under the caps: key -> (job_id, segment index, calls, video tokens, expires at)
+        self.reservations: dict[str, tuple[str, int, int, int, float]] = {}
 
     def create_job(
         self, source: str, source_name: str, options: dict[str, Any], *, idempotency_key: str | None = None,
@@ -219,6 +221,31 @@ class FakeStore:
             return sum(
                 self._update(job_id, i, ("pending",), state="cancelled", error=reason) for i in list(self.segs[job_id])
             )
+
+    def reserve_spend(
+        self, job_id: str, key: str, index: int, calls: int, video_tokens: int, *, max_calls: int | None,
+        max_video_tokens: int | None, ttl_s: float,
+    ) -> tuple[int, int] | None:  # fmt: skip
+        """As the SQL store: stored + live reservations (not expired or ``key``; segment active) + these."""
+        with self.lock:
+            ts = _now().timestamp()
+            u, segs = self.usage(job_id), self.segs.get(job_id, {})
+            live = [
+                (c, v) for k, (j, i, c, v, until) in self.reservations.items()
+                if j == job_id and (until >= ts or k == key) and i in segs and segs[i].row.state in ACTIVE_SEGMENT
+            ]  # fmt: skip
+            made = (u["http_attempts"] + sum(c for c, _ in live), u["video_tokens"] + sum(v for _, v in live))
+            if (max_calls and made[0] + calls > max_calls) or (
+                max_video_tokens and made[1] + video_tokens > max_video_tokens
+            ):
+                return made
+            _, _, c, v, _ = self.reservations.get(key, (job_id, index, 0, 0, 0.0))
+            self.reservations[key] = (job_id, index, c + calls, v + video_tokens, ts + ttl_s)
+            return None
+
+    def release_spend(self, key: str) -> None:
+        with self.lock:
+            self.reservations.pop(key, None)
 
     def delete_job(self, job_id: str) -> None:
         with self.lock:

@@ -79,9 +79,10 @@ def fault_cluster(
     limits: dict[str, int] | None = None,
     worker_extra: list[dict[str, str]] | None = None,
     env: dict[str, str] | None = None,
+    concurrency: int = 1,
 ) -> Iterator[Cluster]:
-    """``workers`` real workers on a unique queue; ``env`` is added to every worker's environment and
-    ``worker_extra[i]`` to worker i's.
+    """``workers`` real workers (``concurrency`` processes each) on a unique queue; ``env`` is added to
+    every worker's environment and ``worker_extra[i]`` to worker i's.
 
     The description cache is off, so every job really calls its describer."""
     if broker_url.startswith(SHARED_REDIS) and not answering(6379):
@@ -107,7 +108,7 @@ def fault_cluster(
     try:
         for i in range(workers):
             extra = (worker_extra or [])[i] if i < len(worker_extra or []) else {}
-            w = Worker(f"f{i}-{queue}", {**base, **extra}, tmp / f"worker{i}.log", queue)
+            w = Worker(f"f{i}-{queue}", {**base, **extra}, tmp / f"worker{i}.log", queue, concurrency)
             w.start()
             c.workers.append(w)
         for w in c.workers:

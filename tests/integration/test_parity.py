@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from scheduler.main import create_app
-from tests.fakes.dashscope_server import FakeDashScope
+from tests.fakes.dashscope_server import Behavior, FakeDashScope
 from tests.integration.api_fixtures import (
     API_DB,
     API_REDIS,
@@ -381,3 +381,59 @@ def test_budget_cap_during_the_run_stops_every_entry_point_alike(
         bill["video_tokens"], bill["input_tokens"], bill["output_tokens"])  # fmt: skip
     assert usage["http_attempts"] == 2
     assert job.summary is not None and job.summary["segments_done"] == 1 and job.summary["state"] == "partial"
+
+
+@pytest.fixture(scope="module")
+def paid2(
+    tmp_path_factory: pytest.TempPathFactory, clip_12s: Path, paid_fake: FakeDashScope
+) -> Iterator[dict[str, Entry]]:
+    """The three entry points with a DashScope key for the fake, two calls in flight: two Celery workers,
+    two describer threads in process (the caps' reservations are shared through the store)."""
+    env = {
+        "FRAMESCRIBE_DASHSCOPE__API_KEY": PAID_KEY,
+        "FRAMESCRIBE_DASHSCOPE__BASE_URL": paid_fake.base_http_api_url,
+        "FRAMESCRIBE_DASHSCOPE__BACKOFF_BASE_S": "0.05",
+        "FRAMESCRIBE_DASHSCOPE__BACKOFF_MAX_S": "0.2",
+        "FRAMESCRIBE_DESCRIBER__CONCURRENCY": "2",
+        "FRAMESCRIBE_SAMPLING__CACHE_DESCRIPTIONS": "false",
+    }
+    ds = {"api_key": PAID_KEY, "base_url": paid_fake.base_http_api_url, "backoff_base_s": 0.05, "backoff_max_s": 0.2}
+    with make_entries(
+        tmp_path_factory, clip_12s, "paid2", env, workers=2, dashscope=ds, describer={"concurrency": 2},
+        sampling={"cache_descriptions": False},
+    ) as made:  # fmt: skip
+        yield made
+
+
+@pytest.mark.parametrize("entry_name", ENTRIES)
+def test_budget_cap_during_the_run_holds_with_two_calls_in_flight(
+    paid2: dict[str, Entry], paid_fake: FakeDashScope, entry_name: str
+) -> None:
+    """Two calls in flight (two Celery workers): the first two replies are lost after the fake billed
+    them, so the retries need more than the estimate the job was admitted with (``max_video_tokens`` = the
+    estimate). Every entry point bills exactly the cap, no more: four segments done, the rest failed with
+    the cap's reason or cancelled, stored = billed, the summary's request counted."""
+    from worker import cli_estimate
+    from worker.options import JobOptions
+
+    e = paid2[entry_name]
+    paid_fake.reset()
+    opts = {**OPTS, "describer": "dashscope"}
+    est = cli_estimate.report(e.media / "clip.mp4", JobOptions.parse(opts), e.settings)["estimate"]
+    cap = est["video_tokens"]
+    paid_fake.enqueue(Behavior(reset_after=True), Behavior(reset_after=True))
+    job_id = e.submit("path", {**opts, "max_video_tokens": cap})
+    job = e.wait(job_id)
+    assert job.state == "partial", (job.state, job.error)
+    states = [s for _, s in e.rows(job_id)]
+    assert states.count("done") == N - 2 and states.count("failed") >= 1, states
+    assert set(states) <= {"done", "failed", "cancelled"}
+    failed = [e.store.segment(job_id, i) for i, s in e.rows(job_id) if s == "failed"]
+    assert any("video token cap" in (r.error or "") for r in failed), [r.error for r in failed]
+    bill, usage = paid_fake.billed_totals(), e.store.usage(job_id)
+    assert bill["video_tokens"] == cap  # 4 described + 2 lost replies, each at its estimate: the cap, no more
+    sent = len(paid_fake.requests_of("generation"))
+    assert usage["http_attempts"] == sent == bill["calls"] == N + 1  # 6 segment requests and the summary
+    assert (usage["video_tokens"], usage["input_tokens"]) == (bill["video_tokens"], bill["input_tokens"])
+    assert usage["output_tokens"] <= bill["output_tokens"]  # a lost reply's output tokens cannot be known
+    assert job.summary is not None and job.summary["segments_done"] == N - 2 and job.summary["state"] == "partial"

@@ -229,3 +229,24 @@ class ResultStore(Protocol):
     def delete_job(self, job_id: str) -> None: ...
 
     def reopen_job(self, job_id: str) -> bool: ...
+
+    # requests in flight under a job's caps, shared by every process (service/caps.py)
+    def reserve_spend(
+        self,
+        job_id: str,
+        key: str,
+        index: int,
+        calls: int,
+        video_tokens: int,
+        *,
+        max_calls: int | None,
+        max_video_tokens: int | None,
+        ttl_s: float,
+    ) -> tuple[int, int] | None:
+        """Atomically add ``calls``/``video_tokens`` to reservation ``key`` of segment ``index`` (renewed
+        for ``ttl_s``) if the stored usage plus the job's live reservations plus these stay within the
+        caps: None; else nothing changes and the answer is (requests, video tokens) made or in flight.
+        Live: not expired (``key`` itself always counts) and its segment not yet ended."""
+        ...
+
+    def release_spend(self, key: str) -> None: ...

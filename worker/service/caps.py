@@ -8,16 +8,20 @@ counting its segment's tokens again. A runner reserves a segment's first request
 is checked again then: calls that finished meanwhile may have been billed more than estimated; a retry
 or a repair is reserved); the reservation is released once the segment's usage is in the store.
 
-The in-flight share is per process (the inline runner's threads share one ``Ledger`` per job); under
-Celery each worker process sees the others' requests only once they are stored.
+Reservations live in the result store (``ResultStore.reserve_spend``), checked and taken in one
+transaction per job, so every process working on the job — the inline runner's threads, every Celery
+worker — sees every other's requests in flight: the caps hold across workers. A reservation expires
+``ttl_s`` after its last request was allowed (a worker that died stops holding its share) and stops
+counting once its segment's usage is stored (the same write ends the segment), so no segment is
+counted twice.
 """
 
 from __future__ import annotations
 
-import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from worker.core.ports import ResultStore
 from worker.errors import BudgetExceeded
@@ -25,42 +29,48 @@ from worker.errors import BudgetExceeded
 
 @dataclass(frozen=True, slots=True)
 class Caps:
-    """A job's resolved caps (None: no cap) and where its stored usage is read."""
+    """A job's resolved caps (None: no cap), where its usage and reservations are kept, and how long a
+    reservation lives after its last request was allowed (longer than one request may take)."""
 
     job_id: str
     store: ResultStore
     calls: int | None
     video_tokens: int | None
+    ttl_s: float = 300.0
 
-    def reason(self, calls: int, tokens: int, in_flight: tuple[int, int] = (0, 0)) -> str | None:
-        """Why ``calls`` more requests billing ``tokens`` video tokens must not be sent (None: they may),
-        counting what is stored and ``in_flight`` (requests, video tokens) not yet stored."""
-        if not (self.calls or self.video_tokens):
-            return None
-        usage = self.store.usage(self.job_id)
-        if self.calls:
-            made = int(usage.get("http_attempts", 0)) + in_flight[0]
-            if made + calls > self.calls:
-                return f"stopped early: call cap of {self.calls} reached ({made} model request(s) made or in flight)"
-        if self.video_tokens:
-            used = int(usage.get("video_tokens", 0)) + in_flight[1]
-            if used + tokens > self.video_tokens:
-                return (
-                    f"stopped early: video token cap of {self.video_tokens} reached ({used} used or in flight; "
-                    f"the next request needs about {tokens})"
-                )
+    def reason(self, calls: int, tokens: int, made: tuple[int, int]) -> str | None:
+        """Why ``calls`` more requests billing ``tokens`` video tokens must not be sent when ``made``
+        (requests, video tokens) are stored or in flight (None: they may)."""
+        if self.calls and made[0] + calls > self.calls:
+            return f"stopped early: call cap of {self.calls} reached ({made[0]} model request(s) made or in flight)"
+        if self.video_tokens and made[1] + tokens > self.video_tokens:
+            return (
+                f"stopped early: video token cap of {self.video_tokens} reached ({made[1]} used or in flight; "
+                f"the next request needs about {tokens})"
+            )
         return None
+
+    def take(self, key: str, index: int, calls: int, tokens: int) -> None:
+        """Reserve ``calls`` requests and ``tokens`` under ``key`` in the store, or BudgetExceeded."""
+        if not (self.calls or self.video_tokens):
+            return
+        made = self.store.reserve_spend(
+            self.job_id, key, index, calls, tokens,
+            max_calls=self.calls, max_video_tokens=self.video_tokens, ttl_s=self.ttl_s,
+        )  # fmt: skip
+        if made is not None:
+            raise BudgetExceeded(self.reason(calls, tokens, made) or "stopped early: a cap was reached")
 
 
 @dataclass
 class Ticket:
-    """What one segment holds in its job's ledger: requests and video tokens not yet in the store."""
+    """One segment's reservation under its job's caps: requests and video tokens not yet in the store."""
 
     caps: Caps
-    ledger: Ledger
-    calls: int = 0
-    tokens: int = 0
+    index: int
+    key: str
     confirmed: bool = False  # whether the first (reserved) request was checked again when sent
+    released: bool = False
 
     def guard(self, video_tokens: int) -> None:
         """Before every request of this segment, when it is sent: the first, reserved at admission, is
@@ -68,66 +78,28 @@ class Ticket:
         (a retry, a repair) is reserved. BudgetExceeded: not sent."""
         if not self.confirmed:
             self.confirmed = True
-            self.ledger.take(self, 0, 0)
+            self.caps.take(self.key, self.index, 0, 0)
         else:
-            self.ledger.take(self, 1, video_tokens)
+            self.caps.take(self.key, self.index, 1, video_tokens)
 
     def release(self) -> None:
-        """The segment's usage is stored (saved or failed): its reservation is no longer in flight."""
-        self.ledger.give_back(self)
+        """The segment's usage is stored (saved or failed), or it sent nothing: the reservation goes."""
+        if not self.released:
+            self.released = True
+            if self.caps.calls or self.caps.video_tokens:
+                self.caps.store.release_spend(self.key)
 
     @contextmanager
     def storing(self) -> Iterator[None]:
-        """Around the store write of this segment's usage: the write and the release are one step for the
-        ledger, so no reservation ever sees the segment counted twice (stored and still in flight)."""
-        with self.ledger.lock:
-            yield
-            self.ledger.give_back_locked(self)
+        """Around the store write of this segment's usage. The write itself ends the reservation's count
+        (its segment is no longer active), the release then deletes it."""
+        yield
+        self.release()
 
 
-@dataclass
-class Ledger:
-    """The requests and video tokens of one job in flight in this process."""
-
-    calls: int = 0
-    tokens: int = 0
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-
-    def take(self, ticket: Ticket, calls: int, tokens: int) -> None:
-        with self.lock:
-            why = ticket.caps.reason(calls, tokens, (self.calls, self.tokens))
-            if why:
-                raise BudgetExceeded(why)
-            self.calls += calls
-            self.tokens += tokens
-            ticket.calls += calls
-            ticket.tokens += tokens
-
-    def give_back(self, ticket: Ticket) -> None:
-        with self.lock:
-            self.give_back_locked(ticket)
-
-    def give_back_locked(self, ticket: Ticket) -> None:
-        self.calls -= ticket.calls
-        self.tokens -= ticket.tokens
-        ticket.calls = ticket.tokens = 0
-
-
-_LEDGERS: dict[str, Ledger] = {}
-_REGISTRY = threading.Lock()
-_KEEP = 256  # idle ledgers kept before the registry is pruned (a worker process lives for many jobs)
-
-
-def reserve(caps: Caps, video_tokens: int) -> Ticket:
-    """A segment's first request, before the segment is sampled: reserved in the process' ledger of the
+def reserve(caps: Caps, video_tokens: int, index: int) -> Ticket:
+    """Segment ``index``'s first request, before the segment is sampled: reserved in the store for the
     job, or BudgetExceeded when it would pass a cap. Release the ticket once the segment's usage is stored."""
-    with _REGISTRY:
-        book = _LEDGERS.get(caps.job_id)
-        if book is None:
-            if len(_LEDGERS) >= _KEEP:
-                for job_id in [j for j, b in _LEDGERS.items() if b.calls <= 0 and b.tokens <= 0]:
-                    del _LEDGERS[job_id]
-            book = _LEDGERS[caps.job_id] = Ledger()
-    ticket = Ticket(caps, book)
-    book.take(ticket, 1, video_tokens)
+    ticket = Ticket(caps, index, uuid.uuid4().hex)
+    caps.take(ticket.key, index, 1, video_tokens)
     return ticket

@@ -255,12 +255,14 @@ def job_caps(ports: Ports, job: Job) -> caps.Caps | None:
     r = resolve(options_of(job), ports.settings)
     if not r.paid or not (r.max_calls or r.max_video_tokens):
         return None
-    return caps.Caps(job.id, ports.store, r.max_calls, r.max_video_tokens)
+    # a reservation outlives one request (its whole-attempt deadline) with room to spare
+    ttl = 2 * ports.settings.dashscope.timeout_s + ports.settings.worker.lease_ttl_s
+    return caps.Caps(job.id, ports.store, r.max_calls, r.max_video_tokens, ttl)
 
 
-def reserve_call(ports: Ports, job: Job, frames: int) -> caps.Ticket | None:
+def reserve_call(ports: Ports, job: Job, frames: int, index: int) -> caps.Ticket | None:
     """Reserve a segment's first model request before sampling it: BudgetExceeded when it would pass
     ``max_calls`` or ``max_video_tokens`` counting what is stored and what is in flight (``caps.py``).
     None when the job has no cap; else release the ticket once the segment's usage is stored."""
     c = job_caps(ports, job)
-    return None if c is None else caps.reserve(c, segment_tokens(ports, job, frames))
+    return None if c is None else caps.reserve(c, segment_tokens(ports, job, frames), index)

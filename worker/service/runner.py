@@ -77,7 +77,7 @@ def run_inline(
                 break
             plan_ = plan_of_row(store, job_id, index)
             try:  # the segment's first request, counting the calls in flight (service/caps.py)
-                ticket = reserve_call(ports, job, plan_.frame_count)
+                ticket = reserve_call(ports, job, plan_.frame_count, index)
             except BudgetExceeded as exc:  # the next call would pass a cap: keep what is done, describe no more
                 settle(block=True)  # the calls in flight end first (one of them may meet the cap when sent)
                 if stop is None:  # else this segment is cancelled with the rest, below

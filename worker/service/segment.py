@@ -154,7 +154,7 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
         return "failed"
     ticket = None
     try:
-        ticket = reserve_call(ports, job, plan_.frame_count)  # BudgetExceeded: the caps are spent, no call
+        ticket = reserve_call(ports, job, plan_.frame_count, index)  # BudgetExceeded: the caps are spent, no call
         sampled = sample_segment(ports, rdr, plan_, ports.frames.folder(job_id, index), options_of(job))
         previous = stored_description(store, job_id, index - 1)
         desc = describe_and_store(ports, job, ports.describer_for(options_of(job)), sampled, previous, ticket)

@@ -18,6 +18,7 @@ from worker.adapters.stores.engine import now as now
 from worker.adapters.stores.finishing import FinishingMixin
 from worker.adapters.stores.leases import LeasesMixin
 from worker.adapters.stores.recovery import RecoveryMixin
+from worker.adapters.stores.reservations import ReservationsMixin
 from worker.adapters.stores.segments import SegmentsMixin
 from worker.adapters.stores.stops import StopsMixin
 from worker.core.models import Job as Job  # re-exported: the store's callers import it from here
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 ACTIVE = ACTIVE_SEGMENT
 
 
-class SqlResultStore(FinishingMixin, SegmentsMixin, RecoveryMixin, LeasesMixin, StopsMixin):
+class SqlResultStore(FinishingMixin, SegmentsMixin, RecoveryMixin, LeasesMixin, StopsMixin, ReservationsMixin):
     """All reads and writes of jobs, segments and frames. One transaction per write."""
 
     def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
