@@ -51,13 +51,13 @@ def _settings(data: Path, base_url: str, s: Scenario, segment_seconds: float, fp
 
 def sampling_alone(settings: Settings, video: Path, data: Path, opts: JobOptions) -> tuple[float, int]:
     """Seconds to sample every segment of the job (reader + JPEG writer, no describer), and how many."""
-    ports = build_ports(settings)
+    ports = build_ports(settings)  # built before the clock, as the job's ports are
     started = time.perf_counter()
     count = 0
     with ports.reader_for(str(video)) as reader:
         info = reader.probe()
         for plan in pipeline.plans_for(info, opts, settings):
-            pipeline.sample_segment(build_ports(settings), reader, plan, data / "alone" / f"seg_{plan.index:05d}")
+            pipeline.sample_segment(ports, reader, plan, data / "alone" / f"seg_{plan.index:05d}", opts)
             count += 1
     return time.perf_counter() - started, count
 

@@ -1,12 +1,15 @@
 """The in-process runner (``framescribe run``, the inline queue): one sequential decode pass feeds a
-bounded pool of describer calls, so sampling the next segments overlaps the calls in flight."""
+bounded pool of describer calls, so sampling the next segments overlaps the calls in flight.
+
+The pool runs ``describer.concurrency`` calls; up to as many sampled segments more wait in its queue (each
+holding its reservation under the job's caps), so a call slot that frees starts the next segment at once
+and the decoder keeps sampling meanwhile. Calls are settled in the order they finish."""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from worker import failpoints
@@ -33,44 +36,57 @@ def run_inline(
     indexes = plan(ports, job_id)
     job = store.get_job(job_id)
     opts = options_of(job)
-    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     limit = max(1, ports.settings.describer.concurrency)
+    halt = threading.Event()  # set when the run stops (credentials refused, a cap met): queued calls are not made
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id, threading.BoundedSemaphore(limit), halt)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
-    inflight: deque[tuple[int, Future[Description], Ticket | None]] = deque()  # (index, call, its reservation)
+    room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
+    inflight: list[tuple[int, Future[Description], Ticket | None]] = []  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
-    halt = threading.Event()  # set by a call refused for its credentials: queued calls are not made
 
     def settle(block: bool) -> None:
-        nonlocal stop
-        while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
-            index, fut, ticket = inflight.popleft()
-            try:
-                desc = fut.result()
-                ports.index(job_id, index)  # vectors for meaning-based search
-                ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
-            except DescriberAuthError as exc:
-                fail(ports, job_id, index, exc, 0, ticket)
-                if stop is None:
-                    store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
-                stop = exc.message
-            except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
-                fail(ports, job_id, index, exc, 0, ticket)
-                stop = stop or exc.message
-            except (InputError, DescriberError, StoreError) as exc:
-                fail(ports, job_id, index, exc, 0, ticket)
-            except _Halted:
-                pass  # never called; cancelled below with the reason
-            finally:
-                if ticket is not None:
-                    ticket.release()  # its usage is stored (saved or failed)
-            if not block and len(inflight) <= limit:
+        """Store the calls that finished (in any order); wait for one while ``room`` is full (or for all)."""
+        while inflight:
+            finished = [entry for entry in inflight if entry[1].done()]
+            for entry in finished:
+                inflight.remove(entry)
+                settle_one(*entry)
+            if stop:  # describe no more: the ready segments waiting for a slot are not sent
+                halt.set()
+                for entry in inflight:
+                    entry[1].cancel()
+            if not inflight or not (block or len(inflight) >= room):
                 return
+            if not finished:
+                wait([entry[1] for entry in inflight], return_when=FIRST_COMPLETED)
+
+    def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
+        nonlocal stop
+        try:
+            desc = fut.result()
+            ports.index(job_id, index)  # vectors for meaning-based search
+            ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+        except DescriberAuthError as exc:
+            fail(ports, job_id, index, exc, 0, ticket)
+            if stop is None:
+                store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
+            stop = exc.message
+        except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
+            fail(ports, job_id, index, exc, 0, ticket)
+            stop = stop or exc.message
+        except (InputError, DescriberError, StoreError) as exc:
+            fail(ports, job_id, index, exc, 0, ticket)
+        except (_Halted, CancelledError):
+            pass  # never called; cancelled below with the reason
+        finally:
+            if ticket is not None:
+                ticket.release()  # its usage is stored (saved or failed)
 
     with (
         ports.open_source(job) as reader,
-        ThreadPoolExecutor(limit, thread_name_prefix="describe") as pool,
+        ThreadPoolExecutor(room, thread_name_prefix="describe") as pool,
     ):
         for index in indexes:
             if stop or store.get_job(job_id).state == "cancelled":
@@ -115,15 +131,20 @@ def run_inline(
 
 
 class _Failpoints:
-    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them)."""
+    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them), and the
+    gate that keeps ``concurrency`` model calls in flight: a pool thread holds a slot only for the call
+    itself, not while it looks up the cache or stores the result and the review copies."""
 
-    def __init__(self, inner: Describer, job_id: str) -> None:
-        self.inner, self.name, self.job_id = inner, inner.name, job_id
+    def __init__(self, inner: Describer, job_id: str, slots: threading.BoundedSemaphore, halt: threading.Event) -> None:
+        self.inner, self.name, self.job_id, self.slots, self.halt = inner, inner.name, job_id, slots, halt
 
     def describe(self, request: DescribeRequest) -> Description:
-        failpoints.hit("before_describe", self.job_id, request.plan.index)
-        desc = self.inner.describe(request)
-        failpoints.hit("after_describe", self.job_id, request.plan.index)
+        with self.slots:
+            if self.halt.is_set():  # the run stopped while this call waited for a slot
+                raise _Halted
+            failpoints.hit("before_describe", self.job_id, request.plan.index)
+            desc = self.inner.describe(request)
+            failpoints.hit("after_describe", self.job_id, request.plan.index)
         return desc
 
     def __getattr__(self, name: str) -> Any:  # complete(), listener ... of the real describer
@@ -150,7 +171,7 @@ def _describe_after(
     if before is not None and (wait or before.done()):
         try:
             previous = before.result().text
-        except (FramescribeError, _Halted):
+        except (FramescribeError, _Halted, CancelledError):
             previous = None
     if halt is not None and halt.is_set():
         raise _Halted
