@@ -161,3 +161,34 @@ def test_the_call_cap_holds_with_segments_sampled_ahead(settings: Settings, monk
     assert summary.state == "partial" and len(describer.calls) == 4 and journal.peak <= C
     states = [r.state for r in store.segment_rows(job.id)]
     assert states == ["done"] * 4 + ["failed"] + ["cancelled"] * (N - 5)
+
+
+def test_a_cancel_drops_the_segments_waiting_for_a_slot(settings: Settings) -> None:
+    """C calls run and C sampled segments wait for a slot when the job is cancelled: the waiting ones are never
+    sent (no model call after the cancel beyond those already running)."""
+    cancelled = threading.Event()
+    journal = Journal()
+    describer = HeldDescriber(journal, lambda j: cancelled.is_set())
+    ports, store, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
+    errors: list[BaseException] = []
+
+    def run_job() -> None:
+        try:
+            jobs.run(ports, job.id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    runner = threading.Thread(target=run_job)
+    runner.start()
+    assert journal.wait_for(lambda: journal.peak == C and len(journal.sampled) == 2 * C)
+    jobs.cancel(ports, job.id)
+    with journal.cond:
+        cancelled.set()
+        journal.cond.notify_all()
+    runner.join(DEADLINE_S)
+    assert not runner.is_alive() and errors == []
+    assert len(journal.started) == C and len(describer.calls) == C
+    assert store.get_job(job.id).state == "cancelled"
+    assert {r.state for r in store.segment_rows(job.id)} == {"cancelled"}

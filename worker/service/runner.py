@@ -38,7 +38,11 @@ def run_inline(
     opts = options_of(job)
     limit = max(1, ports.settings.describer.concurrency)
     halt = threading.Event()  # set when the run stops (credentials refused, a cap met): queued calls are not made
-    describer: Describer = _Failpoints(ports.describer_for(opts), job_id, threading.BoundedSemaphore(limit), halt)
+
+    def stopped() -> bool:  # asked by a call when it gets its slot: a cancel also drops the calls not yet sent
+        return halt.is_set() or store.get_job(job_id).state == JobState.CANCELLED
+
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id, threading.BoundedSemaphore(limit), stopped)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
     room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
@@ -53,14 +57,18 @@ def run_inline(
             for entry in finished:
                 inflight.remove(entry)
                 settle_one(*entry)
-            if stop:  # describe no more: the ready segments waiting for a slot are not sent
-                halt.set()
-                for entry in inflight:
-                    entry[1].cancel()
+            if stop:  # describe no more
+                drop_queued()
             if not inflight or not (block or len(inflight) >= room):
                 return
             if not finished:
                 wait([entry[1] for entry in inflight], return_when=FIRST_COMPLETED)
+
+    def drop_queued() -> None:
+        """The segments ready for a slot are not sent (their rows are cancelled with the rest)."""
+        halt.set()
+        for entry in inflight:
+            entry[1].cancel()
 
     def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
         nonlocal stop
@@ -89,7 +97,10 @@ def run_inline(
         ThreadPoolExecutor(room, thread_name_prefix="describe") as pool,
     ):
         for index in indexes:
-            if stop or store.get_job(job_id).state == "cancelled":
+            if stop:
+                break
+            if store.get_job(job_id).state == "cancelled":
+                drop_queued()
                 break
             plan_ = plan_of_row(store, job_id, index)
             try:  # the segment's first request, counting the calls in flight (service/caps.py)
@@ -135,12 +146,14 @@ class _Failpoints:
     gate that keeps ``concurrency`` model calls in flight: a pool thread holds a slot only for the call
     itself, not while it looks up the cache or stores the result and the review copies."""
 
-    def __init__(self, inner: Describer, job_id: str, slots: threading.BoundedSemaphore, halt: threading.Event) -> None:
-        self.inner, self.name, self.job_id, self.slots, self.halt = inner, inner.name, job_id, slots, halt
+    def __init__(
+        self, inner: Describer, job_id: str, slots: threading.BoundedSemaphore, stopped: Callable[[], bool]
+    ) -> None:
+        self.inner, self.name, self.job_id, self.slots, self.stopped = inner, inner.name, job_id, slots, stopped
 
     def describe(self, request: DescribeRequest) -> Description:
         with self.slots:
-            if self.halt.is_set():  # the run stopped while this call waited for a slot
+            if self.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
                 raise _Halted
             failpoints.hit("before_describe", self.job_id, request.plan.index)
             desc = self.inner.describe(request)
