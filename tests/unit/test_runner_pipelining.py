@@ -192,3 +192,32 @@ def test_a_cancel_drops_the_segments_waiting_for_a_slot(settings: Settings) -> N
     assert len(journal.started) == C and len(describer.calls) == C
     assert store.get_job(job.id).state == "cancelled"
     assert {r.state for r in store.segment_rows(job.id)} == {"cancelled"}
+
+
+def test_the_next_call_sees_the_usage_a_finished_call_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Billed 6x the estimate: the first call spends the whole video-token cap. The next segment, sampled ahead
+    and waiting for the slot, re-checks the cap when it is sent (the describer asks its guard) only after the
+    first call's usage is stored, so it is refused and no second call is made."""
+    settings = load_settings(data_dir=tmp_path, describer={"kind": "local", "concurrency": 1, "continuity": False})
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
+    opts = JobOptions(fps=2, segment_seconds=2, describer="dashscope")
+    est = planning.estimate(FakeReader("/videos/clip.mp4", duration_ms=N * 2000).probe(), opts, settings)
+    per_segment = est.video_tokens // N
+
+    class Billed(FakeDescriber):
+        def describe(self, request: DescribeRequest) -> Description:
+            if request.guard is not None:
+                request.guard(per_segment)  # as the DashScope describer does before every request it sends
+            return super().describe(request)
+
+    describer = Billed("dashscope", video_tokens=6 * per_segment)
+    journal = Journal()
+    ports, store, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    capped = JobOptions(fps=2, segment_seconds=2, describer="dashscope", max_video_tokens=est.video_tokens // 2)
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), capped)
+    summary = jobs.run(ports, job.id)
+    assert describer.calls == [0] and summary.state == "partial"
+    rows = list(store.segment_rows(job.id))
+    assert [r.state for r in rows] == ["done", "failed"] + ["cancelled"] * (N - 2)
+    assert "video token cap" in (rows[1].error or "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 from worker import failpoints
@@ -42,7 +43,8 @@ def run_inline(
     def stopped() -> bool:  # asked by a call when it gets its slot: a cancel also drops the calls not yet sent
         return halt.is_set() or store.get_job(job_id).state == JobState.CANCELLED
 
-    describer: Describer = _Failpoints(ports.describer_for(opts), job_id, threading.BoundedSemaphore(limit), stopped)
+    slots = threading.BoundedSemaphore(limit)  # a call holds one from its cache lookup until its usage is stored
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
     room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
@@ -126,7 +128,8 @@ def run_inline(
                 before = None
                 continue
             reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
-            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt, ticket)
+            call = _Call(describer, before, wait_previous, halt, ticket, slots, stopped)
+            fut = pool.submit(_describe_after, ports, job, sampled, call)
             flying[index] = (sampled.hashes, fut)
             inflight.append((index, fut, ticket))
             before = fut
@@ -142,22 +145,15 @@ def run_inline(
 
 
 class _Failpoints:
-    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them), and the
-    gate that keeps ``concurrency`` model calls in flight: a pool thread holds a slot only for the call
-    itself, not while it looks up the cache or stores the result and the review copies."""
+    """The test failpoints around each call (``worker.failpoints``; off unless the tests arm them)."""
 
-    def __init__(
-        self, inner: Describer, job_id: str, slots: threading.BoundedSemaphore, stopped: Callable[[], bool]
-    ) -> None:
-        self.inner, self.name, self.job_id, self.slots, self.stopped = inner, inner.name, job_id, slots, stopped
+    def __init__(self, inner: Describer, job_id: str) -> None:
+        self.inner, self.name, self.job_id = inner, inner.name, job_id
 
     def describe(self, request: DescribeRequest) -> Description:
-        with self.slots:
-            if self.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
-                raise _Halted
-            failpoints.hit("before_describe", self.job_id, request.plan.index)
-            desc = self.inner.describe(request)
-            failpoints.hit("after_describe", self.job_id, request.plan.index)
+        failpoints.hit("before_describe", self.job_id, request.plan.index)
+        desc = self.inner.describe(request)
+        failpoints.hit("after_describe", self.job_id, request.plan.index)
         return desc
 
     def __getattr__(self, name: str) -> Any:  # complete(), listener ... of the real describer
@@ -168,32 +164,38 @@ class _Halted(Exception):
     """A queued call dropped because an earlier one was refused for its credentials."""
 
 
-def _describe_after(
-    ports: Ports,
-    job: Job,
-    describer: Describer,
-    sampled: Sampled,
-    before: Future[Description] | None,
-    wait: bool,
-    halt: threading.Event | None = None,
-    ticket: Ticket | None = None,
-) -> Description:
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """How one segment's call runs in the pool."""
+
+    describer: Describer
+    before: Future[Description] | None  # the previous segment's call, for $previous
+    wait: bool  # continuity: wait for it (calls run one after another)
+    halt: threading.Event  # set by a call refused for its credentials
+    ticket: Ticket | None  # the segment's reservation under the job's caps
+    slots: threading.BoundedSemaphore  # `concurrency` calls at once
+    stopped: Callable[[], bool]  # the run stopped or the job was cancelled: do not send
+
+
+def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> Description:
     """Describe with the previous segment's description as context: waited for when ``continuity``
-    is on (calls run one after another), else only when it has already finished."""
+    is on (calls run one after another), else only when it has already finished. A call slot is held from
+    the cache lookup until the usage is stored, so the caps' check before the next request sees it."""
     previous = None
-    if before is not None and (wait or before.done()):
+    before = call.before
+    if before is not None and (call.wait or before.done()):
         try:
             previous = before.result().text
         except (FramescribeError, _Halted, CancelledError):
             previous = None
-    if halt is not None and halt.is_set():
-        raise _Halted
-    try:
-        desc = describe_and_store(ports, job, describer, sampled, previous, ticket)
-    except DescriberAuthError:
-        if halt is not None:
-            halt.set()
-        raise
-    if ticket is not None:
-        ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    with call.slots:
+        if call.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
+            raise _Halted
+        try:
+            desc = describe_and_store(ports, job, call.describer, sampled, previous, call.ticket)
+        except DescriberAuthError:
+            call.halt.set()
+            raise
+    if call.ticket is not None:
+        call.ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
     return desc
