@@ -1,9 +1,10 @@
 """The in-process runner (``framescribe run``, the inline queue): one sequential decode pass feeds a
 bounded pool of describer calls, so sampling the next segments overlaps the calls in flight.
 
-The pool runs ``describer.concurrency`` calls; up to as many sampled segments more wait in its queue (each
-holding its reservation under the job's caps), so a call slot that frees starts the next segment at once
-and the decoder keeps sampling meanwhile. Calls are settled in the order they finish."""
+``describer.concurrency`` call slots run calls; up to as many sampled segments more wait for a slot (each
+holding its reservation under the job's caps), so a slot that frees starts the next segment at once and the
+decoder keeps sampling meanwhile. Calls are settled in the order they finish; a stop or a cancel drops the
+segments still waiting for a slot."""
 
 from __future__ import annotations
 
