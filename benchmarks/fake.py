@@ -49,6 +49,7 @@ class CountingDescriber:
     name: str = "counting"
     durations: list[float] = field(default_factory=list)
     peak: int = 0
+    sampling_in_job: list[float] = field(default_factory=list)  # seconds the job spent sampling, per run
     _now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

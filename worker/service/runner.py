@@ -1,12 +1,17 @@
 """The in-process runner (``framescribe run``, the inline queue): one sequential decode pass feeds a
-bounded pool of describer calls, so sampling the next segments overlaps the calls in flight."""
+bounded pool of describer calls, so sampling the next segments overlaps the calls in flight.
+
+``describer.concurrency`` call slots run calls; up to as many sampled segments more wait for a slot (each
+holding its reservation under the job's caps), so a slot that frees starts the next segment at once and the
+decoder keeps sampling meanwhile. Calls are settled in the order they finish; a stop or a cancel drops the
+segments still waiting for a slot."""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 from worker import failpoints
@@ -33,47 +38,72 @@ def run_inline(
     indexes = plan(ports, job_id)
     job = store.get_job(job_id)
     opts = options_of(job)
-    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     limit = max(1, ports.settings.describer.concurrency)
+    halt = threading.Event()  # set when the run stops (credentials refused, a cap met): queued calls are not made
+
+    def stopped() -> bool:  # asked by a call when it gets its slot: a cancel also drops the calls not yet sent
+        return halt.is_set() or store.get_job(job_id).state == JobState.CANCELLED
+
+    slots = threading.BoundedSemaphore(limit)  # a call holds one from its cache lookup until its usage is stored
+    describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
-    inflight: deque[tuple[int, Future[Description], Ticket | None]] = deque()  # (index, call, its reservation)
+    room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
+    inflight: list[tuple[int, Future[Description], Ticket | None]] = []  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
-    halt = threading.Event()  # set by a call refused for its credentials: queued calls are not made
 
     def settle(block: bool) -> None:
-        nonlocal stop
-        while inflight and (block or inflight[0][1].done() or len(inflight) > limit):
-            index, fut, ticket = inflight.popleft()
-            try:
-                desc = fut.result()
-                ports.index(job_id, index)  # vectors for meaning-based search
-                ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
-            except DescriberAuthError as exc:
-                fail(ports, job_id, index, exc, 0, ticket)
-                if stop is None:
-                    store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
-                stop = exc.message
-            except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
-                fail(ports, job_id, index, exc, 0, ticket)
-                stop = stop or exc.message
-            except (InputError, DescriberError, StoreError) as exc:
-                fail(ports, job_id, index, exc, 0, ticket)
-            except _Halted:
-                pass  # never called; cancelled below with the reason
-            finally:
-                if ticket is not None:
-                    ticket.release()  # its usage is stored (saved or failed)
-            if not block and len(inflight) <= limit:
+        """Store the calls that finished (in any order); wait for one while ``room`` is full (or for all)."""
+        while inflight:
+            finished = [entry for entry in inflight if entry[1].done()]
+            for entry in finished:
+                inflight.remove(entry)
+                settle_one(*entry)
+            if stop:  # describe no more
+                drop_queued()
+            if not inflight or not (block or len(inflight) >= room):
                 return
+            if not finished:
+                wait([entry[1] for entry in inflight], return_when=FIRST_COMPLETED)
+
+    def drop_queued() -> None:
+        """The segments ready for a slot are not sent (their rows are cancelled with the rest)."""
+        halt.set()
+        for entry in inflight:
+            entry[1].cancel()
+
+    def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
+        nonlocal stop
+        try:
+            desc = fut.result()
+            ports.index(job_id, index)  # vectors for meaning-based search
+            ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
+        except DescriberAuthError as exc:
+            fail(ports, job_id, index, exc, 0, ticket)
+            if stop is None:
+                store.set_job_state(job_id, JobState.RUNNING, exc.message, only_from=(JobState.RUNNING,))
+            stop = exc.message
+        except BudgetExceeded as exc:  # a retry or repair would have passed a cap: describe no more
+            fail(ports, job_id, index, exc, 0, ticket)
+            stop = stop or exc.message
+        except (InputError, DescriberError, StoreError) as exc:
+            fail(ports, job_id, index, exc, 0, ticket)
+        except (_Halted, CancelledError):
+            pass  # never called; cancelled below with the reason
+        finally:
+            if ticket is not None:
+                ticket.release()  # its usage is stored (saved or failed)
 
     with (
         ports.open_source(job) as reader,
-        ThreadPoolExecutor(limit, thread_name_prefix="describe") as pool,
+        ThreadPoolExecutor(room, thread_name_prefix="describe") as pool,
     ):
         for index in indexes:
-            if stop or store.get_job(job_id).state == "cancelled":
+            if stop:
+                break
+            if store.get_job(job_id).state == "cancelled":
+                drop_queued()
                 break
             plan_ = plan_of_row(store, job_id, index)
             try:  # the segment's first request, counting the calls in flight (service/caps.py)
@@ -99,7 +129,8 @@ def run_inline(
                 before = None
                 continue
             reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
-            fut = pool.submit(_describe_after, ports, job, describer, sampled, before, wait_previous, halt, ticket)
+            call = _Call(describer, before, wait_previous, halt, ticket, slots, stopped)
+            fut = pool.submit(_describe_after, ports, job, sampled, call)
             flying[index] = (sampled.hashes, fut)
             inflight.append((index, fut, ticket))
             before = fut
@@ -134,32 +165,38 @@ class _Halted(Exception):
     """A queued call dropped because an earlier one was refused for its credentials."""
 
 
-def _describe_after(
-    ports: Ports,
-    job: Job,
-    describer: Describer,
-    sampled: Sampled,
-    before: Future[Description] | None,
-    wait: bool,
-    halt: threading.Event | None = None,
-    ticket: Ticket | None = None,
-) -> Description:
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """How one segment's call runs in the pool."""
+
+    describer: Describer
+    before: Future[Description] | None  # the previous segment's call, for $previous
+    wait: bool  # continuity: wait for it (calls run one after another)
+    halt: threading.Event  # set by a call refused for its credentials
+    ticket: Ticket | None  # the segment's reservation under the job's caps
+    slots: threading.BoundedSemaphore  # `concurrency` calls at once
+    stopped: Callable[[], bool]  # the run stopped or the job was cancelled: do not send
+
+
+def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> Description:
     """Describe with the previous segment's description as context: waited for when ``continuity``
-    is on (calls run one after another), else only when it has already finished."""
+    is on (calls run one after another), else only when it has already finished. A call slot is held from
+    the cache lookup until the usage is stored, so the caps' check before the next request sees it."""
     previous = None
-    if before is not None and (wait or before.done()):
+    before = call.before
+    if before is not None and (call.wait or before.done()):
         try:
             previous = before.result().text
-        except (FramescribeError, _Halted):
+        except (FramescribeError, _Halted, CancelledError):
             previous = None
-    if halt is not None and halt.is_set():
-        raise _Halted
-    try:
-        desc = describe_and_store(ports, job, describer, sampled, previous, ticket)
-    except DescriberAuthError:
-        if halt is not None:
-            halt.set()
-        raise
-    if ticket is not None:
-        ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    with call.slots:
+        if call.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
+            raise _Halted
+        try:
+            desc = describe_and_store(ports, job, call.describer, sampled, previous, call.ticket)
+        except DescriberAuthError:
+            call.halt.set()
+            raise
+    if call.ticket is not None:
+        call.ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
     return desc
