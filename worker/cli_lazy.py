@@ -18,6 +18,7 @@ from typer import main as typer_main
 from typer._click.core import Command, Context
 from typer._click.formatting import HelpFormatter
 from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandInfo
 
 
 class LazyGroup(TyperGroup):
@@ -43,25 +44,31 @@ class LazyGroup(TyperGroup):
     def _build(self, cmd_name: str) -> None:
         from worker.cli import app
 
-        importlib.import_module(self._table[cmd_name][0])
         self._built.add(cmd_name)
-        markup = app.rich_markup_mode
-        for info in app.registered_commands:
-            assert info.callback is not None
-            if (info.name or typer_main.get_command_name(info.callback.__name__)) == cmd_name:
-                self.commands[cmd_name] = typer_main.get_command_from_info(
-                    info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=markup
-                )
-                return
+        if self._command_info(cmd_name) is None:  # not registered yet (``python -m worker.cli_sample`` has)
+            importlib.import_module(self._table[cmd_name][0])
+        markup, short = app.rich_markup_mode, app.pretty_exceptions_short
+        info = self._command_info(cmd_name)
+        if info is not None:
+            self.commands[cmd_name] = typer_main.get_command_from_info(
+                info, pretty_exceptions_short=short, rich_markup_mode=markup
+            )
+            return
         for group in app.registered_groups:
             if group.name == cmd_name:
                 self.commands[cmd_name] = typer_main.get_group_from_info(
-                    group,
-                    pretty_exceptions_short=app.pretty_exceptions_short,
-                    rich_markup_mode=markup,
-                    suggest_commands=app.suggest_commands,
+                    group, pretty_exceptions_short=short, rich_markup_mode=markup, suggest_commands=app.suggest_commands
                 )
-                return
+
+    @staticmethod
+    def _command_info(cmd_name: str) -> CommandInfo | None:
+        from worker.cli import app
+
+        for info in app.registered_commands:
+            assert info.callback is not None
+            if (info.name or typer_main.get_command_name(info.callback.__name__)) == cmd_name:
+                return info
+        return None
 
     def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         """The listing from the table, as TyperGroup writes it: a stand-in Command carrying the command's

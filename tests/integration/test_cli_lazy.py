@@ -97,3 +97,17 @@ def test_unknown_command_is_one_line_and_imports_nothing() -> None:
     modules, res = run_lazy(["nope"])
     assert "No such command 'nope'" in res.stderr and "Traceback" not in res.stderr
     assert not modules & set(COMMAND_MODULES)
+
+
+def test_a_command_module_run_as_main_is_not_imported_again() -> None:
+    """``python -m worker.cli_sample`` (the benchmarks' command) uses the command its ``__main__`` registered."""
+    env = {**os.environ, "FRAMESCRIBE_CONFIG": str(ROOT / "configs" / "default.yaml")}
+    probe = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('SECOND COPY', 'worker.cli_sample' in sys.modules))\n"
+        "sys.argv = ['cli_sample', '--help']\n"
+        "runpy.run_module('worker.cli_sample', run_name='__main__', alter_sys=True)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert "--fps" in res.stdout, res.stderr
+    assert "SECOND COPY False" in res.stdout
