@@ -111,3 +111,17 @@ def test_a_command_module_run_as_main_is_not_imported_again() -> None:
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert "--fps" in res.stdout, res.stderr
     assert "SECOND COPY False" in res.stdout
+
+
+def test_sample_loads_no_store_queue_model_or_console_library(tmp_path: Path) -> None:
+    """``framescribe sample`` (goal 1's command): video libraries and settings, nothing else heavy."""
+    from tests.media import make_lavfi_video
+
+    video = tmp_path / "v.mp4"
+    make_lavfi_video(video, seconds=2, size=(160, 120), fps=10, gop=10)
+    modules, res = run_lazy(["sample", str(video), "--fps", "1", "--out", str(tmp_path / "out")])
+    assert "wrote 2 frames" in res.stdout, res.stderr
+    assert (tmp_path / "out" / "frames.csv").is_file()
+    tops = modules | {m.split(".")[0] for m in modules}
+    unwanted = tops & {"rich", "sqlalchemy", "alembic", "celery", "kombu", "dashscope", "httpx", "redis"}
+    assert not unwanted, sorted(unwanted)
