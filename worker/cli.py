@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 import typer
 
 from worker.cli_errors import guard, run_click
+from worker.cli_lazy import LazyGroup
 
 if TYPE_CHECKING:  # settings and options (pydantic-settings) load in the commands that use them: --help is quick
     from rich.console import Console
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # plain help: Typer's rich help renderer (rich.markdown and friends) costs 50-70 ms
+    cls=LazyGroup,  # a command is imported and built only when it runs: see COMMANDS
 )
 jobs_app = typer.Typer(help="Stored jobs.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
@@ -158,9 +160,81 @@ COMMAND_MODULES.append("worker.cli_doctor")  # doctor: its own line, so other mo
 COMMAND_MODULES.append("worker.cli_ask")  # ask, reindex (issue 17)
 COMMAND_MODULES.append("worker.cli_watch")  # live cameras (issue 18)
 
+# The help listing, in help order: (command, module that registers it, its docstring's first sentence).
+# LazyGroup lists commands from here and imports a command's module only when it runs;
+# tests/unit/test_cli_lazy.py checks this table against the real commands (names, modules, help).
+COMMANDS: list[tuple[str, str, str]] = [
+    ("show", "worker.cli_jobs", "Show one job: state, usage, segments and summary."),
+    ("export", "worker.cli_jobs", "Export a job in a format editors and reviewers open."),
+    (
+        "run",
+        "worker.cli_run",
+        "Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON.",
+    ),
+    ("submit", "worker.cli_queue", "Queue VIDEO for the workers and print the job id at once."),
+    (
+        "status",
+        "worker.cli_queue",
+        "Show a job's state (queued, running, done, partial, failed, cancelled) and its segment counts.",
+    ),
+    ("worker", "worker.cli_queue", "Start a Celery worker (same as `celery -A worker.celery_app worker`)."),
+    ("cancel", "worker.cli_queue", "Stop a job's queued and running segments; finished segments are kept."),
+    (
+        "retry",
+        "worker.cli_queue",
+        "Run a failed, partial or cancelled job's failed and cancelled segments again (the job is re-planned "
+        "as the REST API does: re-probe, budget re-check; finished segments are kept).",
+    ),
+    (
+        "gc",
+        "worker.cli_queue",
+        "Delete the local files of deleted jobs and (with a retention) old frames on this machine, keeping "
+        "one thumbnail per segment.",
+    ),
+    (
+        "search",
+        "worker.cli_outputs",
+        "Search segment descriptions and structured fields across all jobs, best matches first.",
+    ),
+    ("scheduler", "worker.cli_service", "Start the REST API (uvicorn)."),
+    ("beat", "worker.cli_service", "Run the schedule runner (Celery beat with RedBeat)."),
+    (
+        "sample",
+        "worker.cli_sample",
+        "Write the frames sampled at FPS as JPEG files named with their true times, plus frames.csv.",
+    ),
+    (
+        "doctor",
+        "worker.cli_doctor",
+        "Check Python, media libraries, data folder and store, broker, workers, beat, DashScope, MQTT, disk.",
+    ),
+]
+COMMANDS.append(
+    (
+        "ask",
+        "worker.cli_ask",
+        "Answer a question from the stored descriptions, citing the moments it relies on (checked by code).",
+    )
+)
+COMMANDS.append(
+    (
+        "reindex",
+        "worker.cli_ask",
+        "Compute the vectors meaning-based search needs, for segments stored before (idempotent).",
+    )
+)
+COMMANDS.append(
+    (
+        "watch",
+        "worker.cli_watch",
+        "Watch a live camera: rolling segments described as they close, alerts to MQTT/webhooks, digests.",
+    )
+)
+COMMANDS.append(("streams", "worker.cli_watch", "List the cameras (live streams) and their status."))
+COMMANDS.append(("jobs", "worker.cli_jobs", "Stored jobs."))
+
 
 def main() -> None:
-    _register_command_modules()
     guarded(lambda: run_click(lambda: app(standalone_mode=False, prog_name="framescribe")))
 
 

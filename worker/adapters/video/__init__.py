@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from worker.adapters.video.heap import keep_frame_memory
 from worker.adapters.video.opencv import OpenCVReader, check_file
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
@@ -55,6 +56,7 @@ def open_reader(
     """A reader for ``path``. ``auto`` chooses the backend per ``frames`` call by the read plan's cost;
     ``keyframe_tolerance`` (a fraction of the sampling interval, at most 0.5) lets a keyframe that close to a
     target stand in for it where that is cheaper (its true time is kept)."""
+    keep_frame_memory()  # frames reuse freed memory instead of page-faulting new memory each (heap.py)
     if backend == "auto":
         return AutoReader(path, limits, keyframe_tolerance=keyframe_tolerance)
     if backend not in BACKENDS:
