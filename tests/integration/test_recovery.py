@@ -35,6 +35,7 @@ from tests.integration.fault_fixtures import (
     private_postgres,
     write_figures,
 )
+from worker.service.webhooks import WEBHOOK_HOLD_S
 
 pytestmark = pytest.mark.services
 # The shipped worker defaults, not shortened: recovery must be fast because of leases, not timeouts.
@@ -104,10 +105,12 @@ def settle(c: Cluster, job_ids: list[str], fault_end: float, hooks: WebhookRecei
         raise AssertionError(f"not terminal {BOUND_S:.0f} s after the fault: {stuck}\n{c.logs()[-4000:]}") from None
     states = [assert_job_clean(c, j)["state"] for j in job_ids]
     for job_id in job_ids:
-        wait_for(lambda j=job_id: delivery_ids(hooks, j), 30, f"the webhook of job {job_id}")  # type: ignore[misc]
+        # a sender killed mid-attempt holds the row WEBHOOK_HOLD_S, then the recovery loop sends it again
+        webhook_s = WEBHOOK_HOLD_S + 25
+        wait_for(lambda j=job_id: delivery_ids(hooks, j), webhook_s, f"the webhook of job {job_id}")  # type: ignore[misc]
         assert len(delivery_ids(hooks, job_id)) == 1, delivery_ids(hooks, job_id)
         sent = lambda j=job_id: [st for _, st, _ in c.store.outbox(j)] == ["sent"]  # noqa: E731
-        wait_for(sent, 10, f"the outbox row of job {job_id} to be marked sent")
+        wait_for(sent, webhook_s, f"the outbox row of job {job_id} to be marked sent")
     recovery = max(ended.values()) - fault_end
     return {"jobs": len(job_ids), "recovery_s": round(max(recovery, 0.0), 1), "states": sorted(set(states))}
 

@@ -27,6 +27,7 @@ from worker.sources import pinned
 log = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_S = 10.0
+WEBHOOK_HOLD_S = 2 * WEBHOOK_TIMEOUT_S
 WEBHOOK_BACKOFF_BASE_S = 5.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -144,7 +145,10 @@ def send_from_outbox(settings: Settings, job_id: str) -> Outcome:
     post the same attempt; the same delivery id on every attempt. A sender that dies leaves the row due
     again once its hold passes, and the recovery loop sends it: at least once, never lost."""
     store = store_of(settings)
-    claim = store.claim_webhook(job_id, hold_s=WEBHOOK_TIMEOUT_S + 50)
+    # held for about one attempt (connect + send + read under WEBHOOK_TIMEOUT_S each): a sender killed
+    # mid-attempt delays the webhook by this much, not by minutes (a slower attempt may overlap a re-send:
+    # at least once, the same delivery id)
+    claim = store.claim_webhook(job_id, hold_s=WEBHOOK_HOLD_S)
     if claim is None:
         return Outcome(False)
     delivery_id, attempt = claim
