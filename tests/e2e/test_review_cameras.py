@@ -36,8 +36,9 @@ def test_camera_list_and_live_timeline(tmp_path: Path, browser: object) -> None:
     settings = live_settings(tmp_path, mqtt_url=None)
     camera = camera_name()
     try:
-        run = start_watch(settings, server.url, camera, 5, alert=["keyword:scene"])
-        counters = run.join(40)
+        # 10 s of 2 s segments: at least two alerts even when the RTSP session takes seconds to start
+        run = start_watch(settings, server.url, camera, 10, alert=["keyword:scene"])
+        counters = run.join(60)
     finally:
         server.stop()
     assert counters.alerts >= 2
