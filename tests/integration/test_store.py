@@ -133,3 +133,29 @@ def test_orphans_are_expired_leases_and_unplanned_or_unfinished_jobs(store: SqlR
     assert not [o for o in store.orphans(lease_s=20, grace_s=15) if o.job_id == job.id]
     assert store.fail_segment(job.id, 0, "x") and store.fail_segment(job.id, 1, "y")
     assert [o.kind for o in store.orphans(lease_s=20, grace_s=15) if o.job_id == job.id] == ["finish"]
+
+
+def test_each_segment_write_changes_only_its_own_row_in_the_states_it_accepts(store: SqlResultStore) -> None:
+    """claim: pending/running/failed; save and fail: pending/running; lease: running; add_spent: any.
+    Segment 1 of the job (and the same index of another job) is never touched."""
+    job, _ = store.create_job("/v/a.mp4", "a.mp4", {})
+    other, _ = store.create_job("/v/b.mp4", "b.mp4", {})
+    store.plan_job(job.id, INFO, _plans(2))
+    store.plan_job(other.id, INFO, _plans(1))
+    assert not store.renew_segment_lease(job.id, 0, "w", 60), "a pending row has no lease"
+    assert store.fail_segment(job.id, 0, "x", Usage(5, 1, 7, http_attempts=2)), "a pending row can fail"
+    assert not store.fail_segment(job.id, 0, "again"), "failed once: not failed again"
+    assert not store.renew_segment_lease(job.id, 0, "w", 60)
+    assert store.claim_segment(job.id, 0), "a failed row is claimed again"
+    assert store.renew_segment_lease(job.id, 0, "w", 60)
+    assert store.save_segment(job.id, 0, _desc("ok"), _frames(0))
+    for write in (lambda: store.claim_segment(job.id, 0), lambda: store.fail_segment(job.id, 0, "late"),
+                  lambda: store.renew_segment_lease(job.id, 0, "w", 60)):  # fmt: skip
+        assert not write(), "a done row stays as it is"
+    store.add_spent(job.id, 0, Usage(1, 1, 1, http_attempts=1))  # whatever its state
+    row = store.segment(job.id, 0)
+    assert (row.state, row.attempts, row.error, row.description) == ("done", 1, None, "ok")
+    # the failed attempt's usage, the saved call's (100/20/80) and the added spend
+    assert (row.input_tokens, row.output_tokens, row.video_tokens, row.http_attempts) == (106, 22, 88, 3)
+    for untouched in (store.segment(job.id, 1), store.segment(other.id, 0)):
+        assert (untouched.state, untouched.attempts, untouched.input_tokens) == ("pending", 0, 0)

@@ -13,6 +13,7 @@ from sqlalchemy import and_, exists, or_, select, update
 
 from worker.adapters.stores.engine import StoreBase, now, utc
 from worker.adapters.stores.schema import JobRow, OutboxRow, SegmentDbRow
+from worker.adapters.stores.segments import segment_update
 from worker.core.states import ACTIVE_SEGMENT as ACTIVE
 from worker.core.states import LIVE_JOB
 
@@ -35,9 +36,9 @@ class LeasesMixin(StoreBase):
         """Take or extend a running segment's lease; False when the row is no longer running."""
         with self.session() as s, s.begin():
             res = s.execute(
-                update(SegmentDbRow)
-                .where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index, SegmentDbRow.state == "running")
-                .values(lease_owner=owner, lease_until=now() + timedelta(seconds=lease_s))
+                segment_update(job_id, index, ("running",)).values(
+                    lease_owner=owner, lease_until=now() + timedelta(seconds=lease_s)
+                )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Update, delete, func, select, update
 
 from worker.adapters.stores.engine import StoreBase, now
 from worker.adapters.stores.rows import to_segment
@@ -15,6 +15,22 @@ from worker.core.states import ACTIVE_SEGMENT as ACTIVE
 from worker.errors import NotFound
 
 
+def segment_update(job_id: str, index: int, states: Collection[str] | None = None) -> Update:
+    """The UPDATE of one segment's row, only while it is in one of ``states`` (None: any state)."""
+    q = update(SegmentDbRow).where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
+    return q if states is None else q.where(SegmentDbRow.state.in_(states))
+
+
+def added(spent: Usage) -> dict[str, Any]:
+    """Column values adding ``spent`` to a segment's usage (what earlier attempts cost stays counted)."""
+    return {
+        "input_tokens": SegmentDbRow.input_tokens + spent.input_tokens,
+        "output_tokens": SegmentDbRow.output_tokens + spent.output_tokens,
+        "video_tokens": SegmentDbRow.video_tokens + spent.video_tokens,
+        "http_attempts": SegmentDbRow.http_attempts + spent.http_attempts,
+    }
+
+
 class SegmentsMixin(StoreBase):
     """Segments and their frames: the first writer wins."""
 
@@ -22,13 +38,7 @@ class SegmentsMixin(StoreBase):
         """pending|failed|running -> running, attempts + 1. False when done, static or cancelled."""
         with self.session() as s, s.begin():
             res = s.execute(
-                update(SegmentDbRow)
-                .where(
-                    SegmentDbRow.job_id == job_id,
-                    SegmentDbRow.index == index,
-                    SegmentDbRow.state.in_(("pending", "running", "failed")),
-                )
-                .values(
+                segment_update(job_id, index, ("pending", "running", "failed")).values(
                     state="running",
                     attempts=SegmentDbRow.attempts + 1,
                     updated_at=now(),
@@ -52,23 +62,14 @@ class SegmentsMixin(StoreBase):
         u = desc.usage
         with self.session() as s, s.begin():
             res = s.execute(
-                update(SegmentDbRow)
-                .where(
-                    SegmentDbRow.job_id == job_id,
-                    SegmentDbRow.index == index,
-                    SegmentDbRow.state.in_(ACTIVE),  # only a claimed (or just planned) row; never over failed/done
-                )
-                .values(
+                # only a claimed (or just planned) row; never over failed/done
+                segment_update(job_id, index, ACTIVE).values(
                     state=state,
                     description=desc.text,
                     structured=desc.structured,
                     describer=desc.describer,
                     model=desc.model,
-                    # added: tokens an earlier failed attempt was billed for stay counted
-                    input_tokens=SegmentDbRow.input_tokens + u.input_tokens,
-                    output_tokens=SegmentDbRow.output_tokens + u.output_tokens,
-                    video_tokens=SegmentDbRow.video_tokens + u.video_tokens,
-                    http_attempts=SegmentDbRow.http_attempts + u.http_attempts,
+                    **added(u),  # tokens an earlier failed attempt was billed for stay counted
                     request_id=u.request_id,
                     latency_ms=u.latency_ms,
                     error=None,
@@ -98,39 +99,16 @@ class SegmentsMixin(StoreBase):
 
     def fail_segment(self, job_id: str, index: int, error: str, spent: Usage | None = None) -> bool:
         """``spent``: what the failed calls cost (requests sent, tokens of replies lost after sending)."""
-        more: dict[str, Any] = {}
-        if spent is not None:
-            more = {
-                "input_tokens": SegmentDbRow.input_tokens + spent.input_tokens,
-                "output_tokens": SegmentDbRow.output_tokens + spent.output_tokens,
-                "video_tokens": SegmentDbRow.video_tokens + spent.video_tokens,
-                "http_attempts": SegmentDbRow.http_attempts + spent.http_attempts,
-            }
+        more = added(spent) if spent is not None else {}
         with self.session() as s, s.begin():
-            res = s.execute(
-                update(SegmentDbRow)
-                .where(
-                    SegmentDbRow.job_id == job_id,
-                    SegmentDbRow.index == index,
-                    SegmentDbRow.state.in_(ACTIVE),
-                )
-                .values(state="failed", error=error[:4000], updated_at=now(), **more)
-            )
+            q = segment_update(job_id, index, ACTIVE)
+            res = s.execute(q.values(state="failed", error=error[:4000], updated_at=now(), **more))
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def add_spent(self, job_id: str, index: int, spent: Usage) -> None:
         """Add what failed requests cost to a segment that will be tried again (a Celery retry)."""
         with self.session() as s, s.begin():
-            s.execute(
-                update(SegmentDbRow)
-                .where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
-                .values(
-                    input_tokens=SegmentDbRow.input_tokens + spent.input_tokens,
-                    output_tokens=SegmentDbRow.output_tokens + spent.output_tokens,
-                    video_tokens=SegmentDbRow.video_tokens + spent.video_tokens,
-                    http_attempts=SegmentDbRow.http_attempts + spent.http_attempts,
-                )
-            )
+            s.execute(segment_update(job_id, index).values(**added(spent)))
 
     def segment_state(self, job_id: str, index: int) -> str | None:
         with self.session() as s:
