@@ -1,4 +1,4 @@
-"""Money for a job: the frame size everything assumes, the summary's share of the caps, cost, dry-run report.
+"""Money for a job: the frame size everything assumes, the summary's estimate, cost, dry-run report.
 
 One frame size (``frame_budget``) is used to write frames, to estimate, to guard the running cap and
 for what DashScope bills, so the four agree by construction: the frames are already as small as the
@@ -61,13 +61,6 @@ def summary_estimate(segments: int, settings: Settings) -> tuple[int, int, int]:
             break
         n = batches
     return calls, tokens_in, tokens_out
-
-
-def summary_calls_left(sent: int, opts: JobOptions, settings: Settings) -> int | None:
-    """The model requests ``max_calls`` leaves for the summary after the ``sent`` ones of the segments
-    (retries and repairs included: each may have been billed). None: no cap."""
-    cap = opts.apply(settings).max_calls
-    return None if not cap else max(0, cap - sent)
 
 
 def job_cost(usage: dict[str, Any], opts: JobOptions, settings: Settings) -> dict[str, Any]:

@@ -120,3 +120,16 @@ def test_concurrent_reservations_never_pass_the_cap() -> None:
             save(store, c, t.index)
     with pytest.raises(BudgetExceeded):
         caps.reserve(c, 0, 49)
+
+
+def test_the_summary_gets_what_the_stored_requests_leave_of_max_calls() -> None:
+    """The summary runs after every segment: its share is the cap less every request stored, retries
+    and repairs included; no call cap, no limit."""
+    store, c = job(3, calls=5)
+    assert c.calls_left() == 5
+    save(store, c, 0, http=1)
+    save(store, c, 1, http=3)  # a lost reply's retry and a JSON repair
+    assert c.calls_left() == 1
+    save(store, c, 2, http=2)
+    assert c.calls_left() == 0, "never below nothing"
+    assert caps.Caps(c.job_id, store, None, 1000).calls_left() is None

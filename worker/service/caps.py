@@ -1,12 +1,13 @@
 """A job's money caps while it runs: every model request the server may bill is counted before it is sent.
 
 ``max_calls`` bounds the model requests sent (HTTP requests: a retry, a JSON repair and the summary
-included), so a request whose reply was lost after the server processed (and billed) it is inside the
-cap; ``max_video_tokens`` bounds the video tokens stored plus those of the requests in flight, a retry
-counting its segment's tokens again. A runner reserves a segment's first request before sampling it
-(``reserve``); the describer asks the ``guard`` of its request before every request it sends (the first
-is checked again then: calls that finished meanwhile may have been billed more than estimated; a retry
-or a repair is reserved); the reservation is released once the segment's usage is in the store.
+included, the summary on what ``Caps.calls_left`` leaves), so a request whose reply was lost after the
+server processed (and billed) it is inside the cap; ``max_video_tokens`` bounds the video tokens stored
+plus those of the requests in flight, a retry counting its segment's tokens again. A runner reserves a
+segment's first request before sampling it (``reserve``); the describer asks the ``guard`` of its
+request before every request it sends (the first is checked again then: calls that finished meanwhile
+may have been billed more than estimated; a retry or a repair is reserved); the reservation is released
+once the segment's usage is in the store.
 
 Reservations live in the result store (``ResultStore.reserve_spend``), checked and taken in one
 transaction per job, so every process working on the job — the inline runner's threads, every Celery
@@ -49,6 +50,14 @@ class Caps:
                 f"the next request needs about {tokens})"
             )
         return None
+
+    def calls_left(self) -> int | None:
+        """The requests ``calls`` still allows after every stored one (the segments' retries and repairs,
+        an earlier summary attempt's: each may have been billed): the summary's share, asked once no
+        segment is in flight. None: no call cap."""
+        if not self.calls:
+            return None
+        return max(0, self.calls - self.store.usage(self.job_id)["http_attempts"])
 
     def take(self, key: str, index: int, calls: int, tokens: int) -> None:
         """Reserve ``calls`` requests and ``tokens`` under ``key`` in the store, or BudgetExceeded."""

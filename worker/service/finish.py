@@ -18,7 +18,7 @@ from worker.leases import new_owner, renewing
 from worker.service import reuse
 from worker.service.context import Ports
 from worker.service.options import resolve
-from worker.service.plan import describer_kind, options_of, request_limits
+from worker.service.plan import describer_kind, job_caps, options_of, request_limits
 from worker.summarise import summarise
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def job_summary(
     if not callable(getattr(model, "complete", None)):
         return build_summary(rows(), duration_ms, stopped_reason)
     preset = ports.prompts.get(resolve(opts, ports.settings).preset) or DEFAULT_PRESETS["describe"]
+    caps = job_caps(ports, job)
     return summarise(
         rows,
         duration_ms,
@@ -97,7 +98,7 @@ def job_summary(
         source_name=job.source_name,
         batch_tokens=ports.settings.dashscope.summary_batch_tokens,
         job_id=job.id,
-        calls_left=spend.summary_calls_left(ports.store.usage(job.id)["http_attempts"], opts, ports.settings),
+        calls_left=None if caps is None else caps.calls_left(),
     )
 
 
