@@ -112,6 +112,16 @@ def test_cancel_summarises_at_once_and_refuses_twice(settings: Settings) -> None
     assert info.value.code == "already_ended"
 
 
+def test_a_job_cancelled_before_any_segment_was_described_says_cancelled_in_its_summary(settings: Settings) -> None:
+    ports, store, _ = fake_ports(settings)
+    job, _ = jobs.create(ports, source(), OPTS)
+    planning.plan(ports, job.id)
+    assert jobs.cancel(ports, job.id) == N
+    ended = store.get_job(job.id)
+    assert ended.state == "cancelled" and ended.error is None, ended.error  # not "no segment could be described"
+    assert ended.summary is not None and ended.summary["state"] == "cancelled" and ended.summary["segments_done"] == 0
+
+
 class RejectsOnce(FakeDescriber):
     def __init__(self, index: int) -> None:
         super().__init__()
