@@ -7,17 +7,15 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from worker.adapters.describers import build_describer
-from worker.adapters.stores.blobs import SqlFrameBlobs
 from worker.adapters.stores.sql import SqlResultStore
-from worker.adapters.video import open_reader
 from worker.config import REPO_CONFIG, Settings
 from worker.core.exports import ExportInput
-from worker.core.ports import Analyser, Describer, Enqueuer, VideoReader
+from worker.core.ports import Analyser, Describer, Enqueuer, FrameWriter, VideoReader
 from worker.core.prompts import DEFAULT_PRESETS, PromptSet, build_presets
 from worker.errors import ConfigError
 from worker.options import JobOptions
@@ -45,11 +43,37 @@ def build_ports(
     (service jobs): a local source is resolved and checked against the allowed roots again where it is
     opened."""
     store = store_for(settings.resolved_database_url)
-    cache: dict[str, Describer] = {}
     if shared_limits:  # a Celery worker: row changes are announced to the REST service's event streams
         from worker.adapters.queue.changes import RedisChanges, both
 
         on_event = both(on_event, RedisChanges(settings.broker_url))
+    from worker.adapters.describers.cache import DescriptionCache
+    from worker.adapters.frames.local import LocalFrames
+    from worker.adapters.stores.blobs import SqlFrameBlobs
+
+    return Ports(
+        settings=settings,
+        store=store,
+        describer_for=describers(settings, on_event, shared_limits=shared_limits),
+        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
+        analyser=analyser_for(settings),
+        cache=DescriptionCache(store.engine),
+        reader_for=reader_factory(settings, check_sources=check_sources),
+        on_event=on_event,
+        prompts=load_prompts(),
+        enqueuer=enqueuer,
+        indexer=_indexer(store, settings),
+        blobs=SqlFrameBlobs(store.engine, settings.worker.review_max_side),
+    )
+
+
+def describers(
+    settings: Settings, on_event: Event = quiet, *, shared_limits: bool = False
+) -> Callable[[JobOptions], Describer]:
+    """The describer of a job's options (its kind and per-job model parameters), built on first use and
+    kept (32 at most); streamed text goes to ``on_event``, calls through the shared limiter with
+    ``shared_limits``."""
+    cache: dict[str, Describer] = {}
 
     def describer_for(opts: JobOptions) -> Describer:
         kind = describer_kind(opts, settings)
@@ -73,22 +97,36 @@ def build_ports(
                 use(RedisRateLimiter.from_settings(settings))
         return cache[key]
 
-    from worker.adapters.describers.cache import DescriptionCache
-    from worker.adapters.frames.local import LocalFrames
+    return describer_for
 
+
+class _NoVideo:
+    """The video side of ``control_ports``: those commands read no video and write no frames."""
+
+    def __call__(self, *args: Any) -> Any:
+        raise RuntimeError("this command reads no video")
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"this command reads no video and writes no frames ({name})")
+
+
+def control_ports(
+    settings: Settings, store: SqlResultStore, *, enqueuer: Enqueuer | None = None, on_event: Event = quiet
+) -> Ports:
+    """Ports for the commands that change a job without running it (the CLI's cancel and retry), over the
+    ``store`` they opened: the ``enqueuer`` and, when a cancelled job's summary asks for it, its model.
+    No video reader, frame store or analysis is built (nor OpenCV or PyAV imported)."""
+    none = _NoVideo()
     return Ports(
         settings=settings,
         store=store,
-        describer_for=describer_for,
-        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
-        analyser=analyser_for(settings),
-        cache=DescriptionCache(store.engine),
-        reader_for=reader_factory(settings, check_sources=check_sources),
+        describer_for=describers(settings, on_event),
+        reader_for=none,
+        frames=cast(FrameWriter, none),
+        analyser=cast(Analyser, none),
         on_event=on_event,
         prompts=load_prompts(),
         enqueuer=enqueuer,
-        indexer=_indexer(store, settings),
-        blobs=SqlFrameBlobs(store.engine, settings.worker.review_max_side),
     )
 
 
@@ -97,6 +135,8 @@ def reader_factory(settings: Settings, *, check_sources: bool = False) -> Callab
     checked against the allowed roots again where it is opened)."""
 
     def reader_for(path: str) -> VideoReader:
+        from worker.adapters.video import open_reader
+
         source = checked_source(path, settings.allowed_roots, settings.data_dir) if check_sources else path
         return open_reader(
             source,

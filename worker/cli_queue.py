@@ -177,11 +177,13 @@ def cancel(
     database_url: DbOpt = None,
 ) -> None:
     """Stop a job's queued and running segments; finished segments are kept. Summary and webhook at once."""
-    from worker.bootstrap import build_ports, celery_enqueuer
+    from worker.bootstrap import celery_enqueuer, control_ports
     from worker.service import jobs
 
     settings = settings_from(config, data_dir, database_url)
-    stopped = jobs.cancel(build_ports(settings, enqueuer=celery_enqueuer(settings)), job_id)
+    store = open_store(settings, read_only=True)  # no store: said in one line, none created
+    enqueuer = celery_enqueuer(settings) if store.get_job(job_id).webhook_url else None  # the webhook's sender
+    stopped = jobs.cancel(control_ports(settings, store, enqueuer=enqueuer), job_id)
     out.print(f"job {job_id} cancelled: {stopped} segment(s) stopped, finished segments kept")
 
 
@@ -196,17 +198,20 @@ def retry(
 ) -> None:
     """Run a failed, partial or cancelled job's failed and cancelled segments again (the job is re-planned
     as the REST API does: re-probe, budget re-check; finished segments are kept)."""
-    from worker.bootstrap import build_ports, celery_enqueuer, drain, inline_ports
+    from worker.bootstrap import celery_enqueuer, control_ports, drain, inline_ports
     from worker.service import jobs
 
     settings = settings_from(config, data_dir, database_url)
-    ports = inline_ports(settings) if inline else build_ports(settings, enqueuer=celery_enqueuer(settings, queue))
-    reset = jobs.retry(ports, job_id)
-    if inline:
+    store = open_store(settings, read_only=True)  # no store: said in one line, none created
+    if inline:  # embedded mode: the job runs here, no broker to tell
+        ports = inline_ports(settings)
+        jobs.retry(ports, job_id)
         drain(ports, timeout_s=3600)
         job = ports.store.get_job(job_id)
         out.print(f"job {job_id} {job.state}" + (f": {job.error}" if job.error else ""))
-    elif reset:
+        return
+    reset = jobs.retry(control_ports(settings, store, enqueuer=celery_enqueuer(settings, queue)), job_id)
+    if reset:
         out.print(f"job {job_id}: {reset} segment(s) queued again")
     else:
         out.print(f"job {job_id} queued for planning again")

@@ -1,0 +1,71 @@
+"""The CLI's ``cancel`` and ``retry``: they open the store as the read-only commands do (none is created
+where none is found) and build only what they use (no video library)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.celery_fixtures import RedisServer
+from tests.integration.test_startup_imports import ROOT, loaded, top
+from worker.adapters.queue.broker_scan import list_keys
+from worker.adapters.stores.sql import SqlResultStore
+from worker.core.models import SegmentPlan, VideoInfo
+
+pytestmark = pytest.mark.services
+VIDEO_LIBRARIES = {"cv2", "av", "numpy", "scenedetect"}
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def planned_job(data: Path) -> str:
+    store = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}")
+    job, _ = store.create_job(str(data / "v.mp4"), "v.mp4", {"fps": 1.0})
+    plans = [SegmentPlan(i, i * 1000, i * 1000 + 1000, Fraction(1), (i * 1000,)) for i in range(2)]
+    store.plan_job(job.id, VideoInfo(2000, 1.0, 2, 64, 64, "h264", 1000), plans)
+    store.close()
+    return job.id
+
+
+def test_cancel_and_retry_load_no_video_library(tmp_path: Path, private_redis: RedisServer) -> None:
+    data = tmp_path / "data"
+    job_id = planned_job(data)
+    env = {"FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_BROKER_URL": private_redis.url}
+
+    modules, res = loaded(["cancel", job_id], env)
+    assert f"job {job_id} cancelled: 2 segment(s) stopped" in res.stdout, res.stderr
+    assert not top(modules) & (VIDEO_LIBRARIES | {"celery", "dashscope"}), "a job without a webhook queues nothing"
+
+    modules, res = loaded(["retry", job_id], env)
+    assert f"job {job_id}: 2 segment(s) queued again" in res.stdout, res.stderr
+    assert "celery" in top(modules) and not top(modules) & VIDEO_LIBRARIES
+    broker = redis.Redis.from_url(private_redis.url)
+    assert sum(broker.llen(key) for key in list_keys("framescribe")) == 1, "the job went to the queue"
+
+
+@pytest.mark.parametrize("command", ["cancel", "retry"])
+def test_without_a_store_they_refuse_in_one_line_and_create_nothing(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_CONFIG": str(ROOT / "configs/default.yaml")}
+    res = subprocess.run([sys.executable, "-m", "worker.cli", command, "0123abcd"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert res.returncode != 0
+    errors = [ln for ln in res.stderr.splitlines() if not ln.startswith("framescribe: store: ")]
+    assert len(errors) == 1 and errors[0].startswith("framescribe: error: no result store at "), res.stderr
+    assert str(data / "framescribe.db") in errors[0]
+    assert not data.exists(), "no data folder or store was created"
