@@ -184,6 +184,7 @@ def cancel(
     store = open_store(settings, read_only=True)  # no store: said in one line, none created
     enqueuer = celery_enqueuer(settings) if store.get_job(job_id).webhook_url else None  # the webhook's sender
     stopped = jobs.cancel(control_ports(settings, store, enqueuer=enqueuer), job_id)
+    _announce(settings, job_id)
     out.print(f"job {job_id} cancelled: {stopped} segment(s) stopped, finished segments kept")
 
 
@@ -211,10 +212,18 @@ def retry(
         out.print(f"job {job_id} {job.state}" + (f": {job.error}" if job.error else ""))
         return
     reset = jobs.retry(control_ports(settings, store, enqueuer=celery_enqueuer(settings, queue)), job_id)
+    _announce(settings, job_id)
     if reset:
         out.print(f"job {job_id}: {reset} segment(s) queued again")
     else:
         out.print(f"job {job_id} queued for planning again")
+
+
+def _announce(settings: Settings, job_id: str) -> None:
+    """Wake the job's open event streams now (not at their fallback poll), as a worker's change does."""
+    from worker.adapters.queue.changes import announce
+
+    announce(settings.broker_url, job_id)
 
 
 @app.command()

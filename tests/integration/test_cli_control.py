@@ -1,11 +1,13 @@
 """The CLI's ``cancel`` and ``retry``: they open the store as the read-only commands do (none is created
-where none is found) and build only what they use (no video library)."""
+where none is found), build only what they use (no video library), and announce the change on the
+broker's Redis as a worker does, so an open event stream sees it at once, not at its fallback poll."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +18,7 @@ import redis
 from tests.integration.celery_fixtures import RedisServer
 from tests.integration.test_startup_imports import ROOT, loaded, top
 from worker.adapters.queue.broker_scan import list_keys
+from worker.adapters.queue.changes import CHANNEL, announce
 from worker.adapters.stores.sql import SqlResultStore
 from worker.core.models import SegmentPlan, VideoInfo
 
@@ -33,6 +36,26 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+class Notices:
+    """A subscriber of the change channel: the job ids announced since it subscribed."""
+
+    def __init__(self, url: str) -> None:
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(CHANNEL)
+        assert self.pubsub.get_message(timeout=5) is None  # the subscription itself (ignored) is in place
+
+    def wait(self, timeout: float) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.pubsub.get_message(timeout=0.1)
+            if msg is not None:
+                seen.append(msg["data"].decode())
+                timeout = 0.2  # then only what follows at once
+                deadline = time.monotonic() + timeout
+        return seen
+
+
 def planned_job(data: Path) -> str:
     store = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}")
     job, _ = store.create_job(str(data / "v.mp4"), "v.mp4", {"fps": 1.0})
@@ -42,20 +65,32 @@ def planned_job(data: Path) -> str:
     return job.id
 
 
-def test_cancel_and_retry_load_no_video_library(tmp_path: Path, private_redis: RedisServer) -> None:
+def test_cancel_and_retry_announce_the_change_and_load_no_video_library(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
     data = tmp_path / "data"
     job_id = planned_job(data)
     env = {"FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_BROKER_URL": private_redis.url}
+    notices = Notices(private_redis.url)
 
     modules, res = loaded(["cancel", job_id], env)
     assert f"job {job_id} cancelled: 2 segment(s) stopped" in res.stdout, res.stderr
+    assert notices.wait(10) == [job_id]
     assert not top(modules) & (VIDEO_LIBRARIES | {"celery", "dashscope"}), "a job without a webhook queues nothing"
 
     modules, res = loaded(["retry", job_id], env)
     assert f"job {job_id}: 2 segment(s) queued again" in res.stdout, res.stderr
+    assert notices.wait(10) == [job_id]
     assert "celery" in top(modules) and not top(modules) & VIDEO_LIBRARIES
     broker = redis.Redis.from_url(private_redis.url)
     assert sum(broker.llen(key) for key in list_keys("framescribe")) == 1, "the job went to the queue"
+
+
+def test_no_notice_without_a_redis_broker(private_redis: RedisServer) -> None:
+    notices = Notices(private_redis.url)
+    announce("memory://", "job-a")  # embedded: no broker, nothing to tell
+    announce(private_redis.url, "job-b")
+    assert notices.wait(5) == ["job-b"]
 
 
 @pytest.mark.parametrize("command", ["cancel", "retry"])
