@@ -6,6 +6,8 @@ inside its own body, so ``framescribe --help`` and the read-only commands stay q
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -78,7 +80,7 @@ DataDirOpt = Annotated[
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
 
 
-# Job options shared by `run` and `submit` (and mapped onto worker.options.JobOptions).
+# Job options shared by `run` and `submit` (added to both by ``with_job_options``; mapped onto JobOptions).
 FpsOpt = Annotated[float | None, typer.Option(help="Frames sampled per second.")]
 SegmentSecondsOpt = Annotated[float | None, typer.Option(help="Segment length in seconds.")]
 OverlapOpt = Annotated[float | None, typer.Option(help="Overlap between segments.")]
@@ -91,12 +93,34 @@ PromptOpt = Annotated[str | None, typer.Option(help="Prompt template ($start, $e
 SegmenterOpt = Annotated[str | None, typer.Option(help="fixed | scene | motion | hybrid")]
 MaxVideoTokensOpt = Annotated[int | None, typer.Option(help="Cap on video tokens for the job.")]
 MaxCallsOpt = Annotated[int | None, typer.Option(help="Cap on model calls for the job.")]
-# CLI parameter name -> JobOptions field
-JOB_OPTION_ARGS = {
-    "fps": "fps", "segment_seconds": "segment_seconds", "overlap_seconds": "overlap_seconds", "start": "start_s",
-    "end": "end_s", "describer": "describer", "model": "model", "preset": "preset", "prompt": "prompt",
-    "segmenter": "segmenter", "max_video_tokens": "max_video_tokens", "max_calls": "max_calls",
+WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")]
+# CLI parameter name -> (its option, the JobOptions field), in help order
+JOB_OPTIONS: dict[str, tuple[Any, str]] = {
+    "fps": (FpsOpt, "fps"), "segment_seconds": (SegmentSecondsOpt, "segment_seconds"),
+    "overlap_seconds": (OverlapOpt, "overlap_seconds"), "start": (StartOpt, "start_s"), "end": (EndOpt, "end_s"),
+    "describer": (DescriberOpt, "describer"), "model": (ModelOpt, "model"), "preset": (PresetOpt, "preset"),
+    "prompt": (PromptOpt, "prompt"), "segmenter": (SegmenterOpt, "segmenter"),
+    "max_video_tokens": (MaxVideoTokensOpt, "max_video_tokens"), "max_calls": (MaxCallsOpt, "max_calls"),
 }  # fmt: skip
+
+
+def with_job_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` (``run``, ``submit``) the job options, declared once in ``JOB_OPTIONS``: Typer sees
+    them after the command's first parameter (the video), the command gets their values as one dict,
+    its keyword-only parameter ``options`` (for ``job_options_from``)."""
+    sig = inspect.signature(command, eval_str=True)
+    first, *rest = (p for p in sig.parameters.values() if p.name != "options")
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    shared = [inspect.Parameter(name, kind, default=None, annotation=opt) for name, (opt, _) in JOB_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def typer_command(**given: Any) -> None:
+        command(**{k: v for k, v in given.items() if k not in JOB_OPTIONS}, options={k: given[k] for k in JOB_OPTIONS})
+
+    params = [first, *shared, *rest]
+    typer_command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    typer_command.__annotations__ = {p.name: p.annotation for p in params}
+    return typer_command
 
 
 def settings_from(config: Path | None, data_dir: Path | None, database_url: str | None) -> Settings:
@@ -127,9 +151,9 @@ def job_options(**given: Any) -> JobOptions:
     return JobOptions.parse({k: v for k, v in given.items() if v is not None})
 
 
-def job_options_from(args: dict[str, Any]) -> JobOptions:
-    """JobOptions from a command's parameters (``locals()``), by the JOB_OPTION_ARGS mapping."""
-    return job_options(**{field: args.get(name) for name, field in JOB_OPTION_ARGS.items()})
+def job_options_from(options: dict[str, Any]) -> JobOptions:
+    """JobOptions from the job options' values (``with_job_options``'s ``options``), by JOB_OPTIONS."""
+    return job_options(**{field: options.get(name) for name, (_, field) in JOB_OPTIONS.items()})
 
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:

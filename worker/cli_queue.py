@@ -14,22 +14,12 @@ from worker.cli import (
     ConfigOpt,
     DataDirOpt,
     DbOpt,
-    DescriberOpt,
-    EndOpt,
-    FpsOpt,
-    MaxCallsOpt,
-    MaxVideoTokensOpt,
-    ModelOpt,
-    OverlapOpt,
-    PresetOpt,
-    PromptOpt,
-    SegmenterOpt,
-    SegmentSecondsOpt,
-    StartOpt,
+    WebhookOpt,
     app,
     job_options_from,
     out,
     settings_from,
+    with_job_options,
 )
 from worker.cli_store import open_store
 from worker.core.states import TERMINAL_JOB
@@ -53,28 +43,19 @@ def _source(video: str, settings: Settings) -> Any:
 
 
 @app.command()
+@with_job_options
 def submit(
     video: Annotated[str, typer.Argument(help="A video file (inside the allowed roots) or an http(s) URL.")],
-    fps: FpsOpt = None,
-    segment_seconds: SegmentSecondsOpt = None,
-    overlap_seconds: OverlapOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    describer: DescriberOpt = None,
-    model: ModelOpt = None,
-    preset: PresetOpt = None,
-    prompt: PromptOpt = None,
-    segmenter: SegmenterOpt = None,
-    max_video_tokens: MaxVideoTokensOpt = None,
-    max_calls: MaxCallsOpt = None,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="A repeat with the same key returns the first job.")
     ] = None,
-    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")] = None,
+    webhook_url: WebhookOpt = None,
     queue: Annotated[str | None, typer.Option(help="Celery queue (default: worker.queue).")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
+    *,
+    options: dict[str, Any],  # the job options (with_job_options)
 ) -> None:
     """Queue VIDEO for the workers and print the job id at once."""
     from worker.bootstrap import build_ports, celery_enqueuer
@@ -82,7 +63,7 @@ def submit(
     from worker.sources import check_url
 
     settings = settings_from(config, data_dir, database_url)
-    opts = job_options_from(locals())
+    opts = job_options_from(options)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InputError("--idempotency-key must be 1 to 200 characters", field="idempotency_key")
     if webhook_url:

@@ -13,24 +13,14 @@ from worker.cli import (
     ConfigOpt,
     DataDirOpt,
     DbOpt,
-    DescriberOpt,
-    EndOpt,
-    FpsOpt,
-    MaxCallsOpt,
-    MaxVideoTokensOpt,
-    ModelOpt,
-    OverlapOpt,
-    PresetOpt,
-    PromptOpt,
-    SegmenterOpt,
-    SegmentSecondsOpt,
-    StartOpt,
+    WebhookOpt,
     app,
     err,
     job_options_from,
     out,
     real_console,
     settings_from,
+    with_job_options,
 )
 from worker.cli_jobs import write_export
 from worker.core.timecode import span
@@ -41,27 +31,18 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@with_job_options
 def run(
     video: Annotated[str, typer.Argument(help="The video file (or http(s) URL) to describe.")],
-    fps: FpsOpt = None,
-    segment_seconds: SegmentSecondsOpt = None,
-    overlap_seconds: OverlapOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    describer: DescriberOpt = None,
-    model: ModelOpt = None,
-    preset: PresetOpt = None,
-    prompt: PromptOpt = None,
-    segmenter: SegmenterOpt = None,
-    max_video_tokens: MaxVideoTokensOpt = None,
-    max_calls: MaxCallsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate segments/frames/tokens/cost only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Dry run: print JSON (default on a pipe).")] = False,
-    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed to when the job ends.")] = None,
+    webhook_url: WebhookOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON export.")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
+    *,
+    options: dict[str, Any],  # the job options (with_job_options)
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
     from worker.adapters.video import open_reader
@@ -72,7 +53,7 @@ def run(
     from worker.sources import check_url, redact_url
 
     settings = settings_from(config, data_dir, database_url)
-    opts = job_options_from(locals())
+    opts = job_options_from(options)
     if webhook_url:
         check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
     if not sources.is_url(video):
