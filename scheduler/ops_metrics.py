@@ -68,19 +68,21 @@ class OpsCollector(Collector):
         errors = CounterMetricFamily(
             "framescribe_describer_errors", "Failed describer attempts (retried or final).", labels=["describer"]
         )
-        tokens = CounterMetricFamily(
-            "framescribe_model_tokens", "Tokens billed per model.", labels=["model", "kind"]
-        )
+        tokens = CounterMetricFamily("framescribe_model_tokens", "Tokens billed per model.", labels=["model", "kind"])
         with self.store.session() as s:
             by_describer = select(SegmentDbRow.describer, failed_attempts).group_by(SegmentDbRow.describer)
             for describer, n in s.execute(by_describer):
                 errors.add_metric([describer or "none"], int(n))
-            per_model = select(
-                SegmentDbRow.model,
-                func.coalesce(func.sum(SegmentDbRow.input_tokens), 0),
-                func.coalesce(func.sum(SegmentDbRow.output_tokens), 0),
-                func.coalesce(func.sum(SegmentDbRow.video_tokens), 0),
-            ).where(SegmentDbRow.model.is_not(None)).group_by(SegmentDbRow.model)
+            per_model = (
+                select(
+                    SegmentDbRow.model,
+                    func.coalesce(func.sum(SegmentDbRow.input_tokens), 0),
+                    func.coalesce(func.sum(SegmentDbRow.output_tokens), 0),
+                    func.coalesce(func.sum(SegmentDbRow.video_tokens), 0),
+                )
+                .where(SegmentDbRow.model.is_not(None))
+                .group_by(SegmentDbRow.model)
+            )
             for model, inp, outp, video in s.execute(per_model):
                 for kind, value in (("input", inp), ("output", outp), ("video", video)):
                     tokens.add_metric([str(model), kind], int(value))

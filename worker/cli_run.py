@@ -58,8 +58,10 @@ def run(
         check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
     if not sources.is_url(video):
         check_file(Path(video), settings.limits)
-    source = sources.resolve(video, settings) if sources.is_url(video) else sources.Source(
-        str(Path(video).resolve()), Path(video).name
+    source = (
+        sources.resolve(video, settings)
+        if sources.is_url(video)
+        else sources.Source(str(Path(video).resolve()), Path(video).name)
     )
     if dry_run and sources.is_url(video):
         raise InputError("--dry-run needs a local file: download the URL first, or submit it with --dry-run "

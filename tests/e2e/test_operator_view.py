@@ -84,6 +84,7 @@ def _flower_sees(env: dict[str, str], queue: str) -> None:
         cwd=ROOT, env=flower_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
+
         def workers() -> Any:
             try:
                 resp = httpx.get(f"http://127.0.0.1:{port}/api/workers", params={"refresh": "1"}, timeout=10)

@@ -41,9 +41,7 @@ def fake() -> Iterator[FakeDashScope]:
         os.environ["NO_PROXY"] = old_no_proxy
 
 
-def test_live_frames_are_written_at_the_job_budget_and_billed_as_estimated(
-    tmp_path: Path, fake: FakeDashScope
-) -> None:
+def test_live_frames_are_written_at_the_job_budget_and_billed_as_estimated(tmp_path: Path, fake: FakeDashScope) -> None:
     fake.video_max_pixels = "ignore"
     clip = make_clip(tmp_path / "motion.mp4", seconds=4, motion=True)
     settings = load_settings(

@@ -47,8 +47,9 @@ class ReservationsMixin(StoreBase):
             # the leftovers of workers that died long ago (a lapsed one still counts for its own holder)
             s.execute(delete(r).where(r.job_id == job_id, r.expires_at < ts - _GARBAGE, r.id != key))
             stored_calls, stored_tokens = s.execute(
-                select(func.coalesce(func.sum(seg.http_attempts), 0), func.coalesce(func.sum(seg.video_tokens), 0))
-                .where(seg.job_id == job_id)
+                select(
+                    func.coalesce(func.sum(seg.http_attempts), 0), func.coalesce(func.sum(seg.video_tokens), 0)
+                ).where(seg.job_id == job_id)
             ).one()
             summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id)) or {}
             extra = ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
