@@ -10,7 +10,7 @@ from fractions import Fraction
 from typing import Any
 
 from worker.adapters.stores.sql import SqlResultStore
-from worker.core.models import Description, SegmentPlan, Usage, VideoInfo
+from worker.core.models import Description, JobSummary, SegmentPlan, Usage, VideoInfo
 
 INFO = VideoInfo(30_000, 25.0, 750, 640, 360, "avc1", 1234)
 
@@ -88,3 +88,18 @@ def test_processes_racing_for_the_last_headroom_never_pass_the_cap(store: SqlRes
         p.join(timeout=60)
     assert sum(won) == 10  # the token cap (70 / 7) binds first, whatever the interleaving
     assert _reserve(store, job, "late", 39, 1, 7, max_calls=12, max_tokens=70) == (10, 70)
+
+
+def test_the_stored_summary_calls_count_in_the_usage_and_under_the_caps(store: SqlResultStore) -> None:
+    """A model summary's requests (stored in the job's summary) count like the segments': in ``usage`` and
+    against ``max_calls`` (a retried job's segments then get only what is left)."""
+    job = _job(store, 1)
+    store.claim_segment(job, 0)
+    assert store.save_segment(job, 0, Description("x", usage=Usage(http_attempts=1)), [])
+    usage = {"model": "qwen-plus", "calls": 1, "input_tokens": 40, "output_tokens": 9, "http_attempts": 2}
+    summary = JobSummary("t", "done", 1, 1, 0, 1000, 40, 9, 0, 1, 0, summary_usage=usage)
+    assert store.claim_summary(job) and store.finish_job(job, summary, "done")
+    got = store.usage(job)
+    assert (got["http_attempts"], got["summary_calls"], got["summary_input_tokens"]) == (3, 1, 40)
+    assert _reserve(store, job, "r", 0, 1, 0, max_calls=3) == (3, 0)  # 1 + 2 made: a fourth passes the cap
+    assert _reserve(store, job, "r", 0, 1, 0, max_calls=4) is None

@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 
 from worker.adapters.stores.engine import StoreBase, now
 from worker.adapters.stores.schema import JobRow, ReservationRow, SegmentDbRow
+from worker.adapters.stores.segments import summary_spend
 from worker.core.states import ACTIVE_SEGMENT
 
 _GARBAGE = timedelta(days=1)
@@ -51,8 +52,7 @@ class ReservationsMixin(StoreBase):
                     func.coalesce(func.sum(seg.http_attempts), 0), func.coalesce(func.sum(seg.video_tokens), 0)
                 ).where(seg.job_id == job_id)
             ).one()
-            summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id)) or {}
-            extra = ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
+            extra = summary_spend(s, job_id)
             held_calls, held_tokens = s.execute(
                 select(func.coalesce(func.sum(r.calls), 0), func.coalesce(func.sum(r.video_tokens), 0))
                 .join(seg, and_(seg.job_id == r.job_id, seg.index == r.segment_index))

@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Update, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from worker.adapters.stores.engine import StoreBase, now
 from worker.adapters.stores.rows import to_segment
@@ -29,6 +30,13 @@ def added(spent: Usage) -> dict[str, Any]:
         "video_tokens": SegmentDbRow.video_tokens + spent.video_tokens,
         "http_attempts": SegmentDbRow.http_attempts + spent.http_attempts,
     }
+
+
+def summary_spend(s: Session, job_id: str) -> dict[str, Any]:
+    """What the job's model summary spent (``usage.summary`` of its stored summary: calls, requests,
+    tokens), counted with the segments' usage and under the caps; {} before one."""
+    summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id))
+    return ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
 
 
 class SegmentsMixin(StoreBase):
@@ -169,9 +177,7 @@ class SegmentsMixin(StoreBase):
                     func.coalesce(func.sum(SegmentDbRow.http_attempts), 0),
                 ).where(SegmentDbRow.job_id == job_id)
             ).one()
-            summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id)) or {}
-        # the summary's own calls (a text model) are money too: counted with the segments'
-        extra = ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
+            extra = summary_spend(s, job_id)  # the summary's own calls (a text model) are money too
         return {
             "input_tokens": int(row[0]) + int(extra.get("input_tokens", 0)),
             "output_tokens": int(row[1]) + int(extra.get("output_tokens", 0)),
