@@ -1,3 +1,3 @@
 """Fixtures of the end-to-end tests."""
 
-from tests.integration.test_ops_metrics import redis_server  # noqa: F401  (a private redis-server per test)
+from tests.integration.celery_fixtures import redis_server  # noqa: F401  (a private redis-server per test)

@@ -106,6 +106,17 @@ class RedisServer:
         self.start()
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for one test (shared: tests/integration/conftest.py, tests/e2e/conftest.py)."""
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,16 +23,6 @@ from worker.core.models import SegmentPlan, VideoInfo
 
 pytestmark = pytest.mark.services
 VIDEO_LIBRARIES = {"cv2", "av", "numpy", "scenedetect"}
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Notices:
@@ -66,12 +55,12 @@ def planned_job(data: Path) -> str:
 
 
 def test_cancel_and_retry_announce_the_change_and_load_no_video_library(
-    tmp_path: Path, private_redis: RedisServer
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     data = tmp_path / "data"
     job_id = planned_job(data)
-    env = {"FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_BROKER_URL": private_redis.url}
-    notices = Notices(private_redis.url)
+    env = {"FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_BROKER_URL": redis_server.url}
+    notices = Notices(redis_server.url)
 
     modules, res = loaded(["cancel", job_id], env)
     assert f"job {job_id} cancelled: 2 segment(s) stopped" in res.stdout, res.stderr
@@ -82,14 +71,14 @@ def test_cancel_and_retry_announce_the_change_and_load_no_video_library(
     assert f"job {job_id}: 2 segment(s) queued again" in res.stdout, res.stderr
     assert notices.wait(10) == [job_id]
     assert "celery" in top(modules) and not top(modules) & VIDEO_LIBRARIES
-    broker = redis.Redis.from_url(private_redis.url)
+    broker = redis.Redis.from_url(redis_server.url)
     assert sum(broker.llen(key) for key in list_keys("framescribe")) == 1, "the job went to the queue"
 
 
-def test_no_notice_without_a_redis_broker(private_redis: RedisServer) -> None:
-    notices = Notices(private_redis.url)
+def test_no_notice_without_a_redis_broker(redis_server: RedisServer) -> None:
+    notices = Notices(redis_server.url)
     announce("memory://", "job-a")  # embedded: no broker, nothing to tell
-    announce(private_redis.url, "job-b")
+    announce(redis_server.url, "job-b")
     assert notices.wait(5) == ["job-b"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,16 +23,6 @@ from worker.heartbeat import CONSUMED_KEY, WORKER_KEY, redis_client
 from worker.stuck import stuck_jobs
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _segment(job_id: str, index: int, state: str, attempts: int, tokens: int) -> SegmentDbRow:
