@@ -26,7 +26,7 @@ LIST_OPTIONS = {**STORE_OPTIONS, "--state": "state", "--limit": "limit"}
 # letter, but for a few a test checks against rich's table), control characters and tabs
 _MARKUP = re.compile(r"\\|\[[a-zA-Z#/@]")
 _EMOJI = re.compile(r":(\S*?)(?:-(?:emoji|text))?:")
-_DIGIT_EMOJI = {"100", "1234", "+1", "-1"}
+_DIGIT_EMOJI = {"100", "1234", "+1", "-1", "__1"}
 TABLE_WIDTH = 220  # worker.cli._LazyConsole: the width of a console that is not a terminal
 
 
