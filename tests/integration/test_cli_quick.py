@@ -62,8 +62,11 @@ def seed(data: Path) -> list[str]:
                     state=seg_state, description=f"A person walks. Part {i}." if seg_state != "failed" else None,
                     error="model said no" if seg_state == "failed" else None, input_tokens=10 * i,
                     output_tokens=3 * i, video_tokens=100 * i, attempts=1, http_attempts=i))  # fmt: skip
-            summary = {"state": "done", "text": "Two parts: walking, then standing.",
-                       "usage": {"summary": {"input_tokens": 7, "output_tokens": 2, "calls": 1, "http_attempts": 1}}}
+            summary = {
+                "state": "done",
+                "text": "Two parts: walking, then standing.",
+                "usage": {"summary": {"input_tokens": 7, "output_tokens": 2, "calls": 1, "http_attempts": 1}},
+            }
             s.execute(update(JobRow).where(JobRow.id == job.id).values(
                 state=state, error="2 segment(s) failed" if state == "failed" else None,
                 summary=summary if state in ("done", "partial") else None))  # fmt: skip
@@ -84,7 +87,8 @@ def test_same_output_errors_and_exit_codes_as_the_full_path(tmp_path: Path, env:
     with_dir = {**env, "FRAMESCRIBE_DATA_DIR": str(data)}
     cases: list[tuple[list[str], dict[str, str]]] = [(["jobs", "list"], with_dir)]
     cases += [(["status", i], with_dir) for i in ids] + [(["show", i], with_dir) for i in ids]
-    cases += [(["jobs", "list", "--state", "failed", "--limit=2"], with_dir), (["jobs", "list", "--limit", "2"], with_dir)]
+    cases += [(["jobs", "list", "--state", "failed", "--limit=2"], with_dir)]
+    cases += [(["jobs", "list", "--limit", "2"], with_dir)]
     cases += [(["show", ids[0], "--data-dir", str(data)], env), (["status", "nope"], with_dir)]
     cases += [(["jobs", "list", "--data-dir", str(tmp_path / "none")], env), (["show", ids[1]], env)]
     cases += [(["status", ids[2], f"--database-url=sqlite:///{data / 'framescribe.db'}"], env)]
