@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, jobs_app, out, settings_from
-from worker.cli_quick import show_lines
+from worker.cli_quick import job_rows, rich_jobs_table, show_lines
 
 JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"]
 
@@ -38,26 +38,8 @@ def jobs_list(
         print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
         return
     store = _store(config, data_dir, database_url)
-    from rich.table import Column, Table
-
-    table = Table(
-        Column("id", no_wrap=True, min_width=32),
-        "state",
-        Column("source", overflow="fold"),
-        "segments",
-        "created",
-    )
-    for job in store.list_jobs(state=state, limit=limit):
-        counts = store.counts(job.id)
-        done = counts.get("done", 0) + counts.get("static", 0)
-        table.add_row(
-            job.id,
-            job.state,
-            job.source_name,
-            f"{done}/{job.segment_count}",
-            job.created_at.isoformat(timespec="seconds"),
-        )
-    out.print(table)
+    jobs = store.list_jobs(state=state, limit=limit)
+    out.print(rich_jobs_table(job_rows(jobs, {job.id: store.counts(job.id) for job in jobs})))
 
 
 @app.command()

@@ -151,14 +151,50 @@ def _open(given: dict[str, str]) -> Any:
         raise Fallback("schema") from None
 
 
+def _print_rich(lines: list[str], *, markup: bool = True) -> None:
+    """Lines rich would change, printed by rich (the console every command prints with)."""
+    from worker.cli import out
+
+    _notice()
+    for line in lines:
+        out.print(line, markup=markup)
+
+
+def print_jobs_table(rows: list[list[str]]) -> None:
+    """``jobs list``: written as rich writes it when that is sure (no terminal, plain cells), else by rich."""
+    headers = ["id", "state", "source", "segments", "created"]
+    simple = not sys.stdout.isatty() and (sys.stdout.encoding or "").lower().startswith("utf")
+    simple = simple and not any(os.environ.get(v) for v in ("FORCE_COLOR", "TTY_COMPATIBLE", "JUPYTER_COLUMNS"))
+    text = table(headers, rows, [32, 0, 0, 0, 0]) if simple else None
+    if text is not None:
+        _write(text)
+        return
+    from worker.cli import out
+
+    _notice()
+    out.print(rich_jobs_table(rows))
+
+
+def rich_jobs_table(rows: list[list[str]]) -> Any:
+    """``jobs list`` as a rich Table (the full path's, and the quick path's when rich must lay it out)."""
+    from rich.table import Column, Table
+
+    drawn = Table(Column("id", no_wrap=True, min_width=32), "state", Column("source", overflow="fold"), "segments",
+                  "created")  # fmt: skip
+    for row in rows:
+        drawn.add_row(*row)
+    return drawn
+
+
 def _status(args: list[str]) -> None:
     given, (job_id,) = _parse(args, STORE_OPTIONS, 1)
     store = _open(given)
     job = store.get_job(job_id)
     line = status_line(job, store.counts(job_id))
-    if not plain(line):
-        raise Fallback("text rich would change")
-    _write(line + "\n")
+    if plain(line):
+        _write(line + "\n")
+    else:
+        _print_rich([line], markup=False)
 
 
 def _show(args: list[str]) -> None:
@@ -166,9 +202,10 @@ def _show(args: list[str]) -> None:
     store = _open(given)
     job = store.get_job(job_id)
     lines = show_lines(job, store.usage(job_id, job.summary), store.segment_rows(job_id))
-    if not all(plain(line) for line in lines):
-        raise Fallback("text rich would change")
-    _write("".join(line + "\n" for line in lines))
+    if all(plain(line) for line in lines):
+        _write("".join(line + "\n" for line in lines))
+    else:
+        _print_rich(lines)
 
 
 def _jobs_list(args: list[str]) -> None:
@@ -176,22 +213,21 @@ def _jobs_list(args: list[str]) -> None:
     state, limit = given.get("state"), given.get("limit", "20")
     if (state is not None and state not in JOB_STATES) or not re.fullmatch(r"[1-9][0-9]{0,3}", limit):
         raise Fallback("an option Typer checks")
-    if int(limit) > 1000 or sys.stdout.isatty() or not (sys.stdout.encoding or "").lower().startswith("utf"):
-        raise Fallback("rich decides")
-    if any(os.environ.get(v) for v in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS")):
-        raise Fallback("rich decides")
+    if int(limit) > 1000:
+        raise Fallback("an option Typer checks")
     store = _open(given)
     jobs = store.list_jobs(state=state, limit=int(limit))
-    counts = store.counts_of([job.id for job in jobs])
+    print_jobs_table(job_rows(jobs, store.counts_of([job.id for job in jobs])))
+
+
+def job_rows(jobs: list[Any], counts: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The cells of ``jobs list``: id, state, source, segments done/planned, created."""
     rows = []
     for job in jobs:
         done = counts[job.id].get("done", 0) + counts[job.id].get("static", 0)
         created = job.created_at.isoformat(timespec="seconds")
         rows.append([job.id, job.state, job.source_name, f"{done}/{job.segment_count}", created])
-    text = table(["id", "state", "source", "segments", "created"], rows, [32, 0, 0, 0, 0])
-    if text is None:
-        raise Fallback("rich lays this table out")
-    _write(text)
+    return rows
 
 
 COMMANDS = {("status",): _status, ("show",): _show, ("jobs", "list"): _jobs_list}

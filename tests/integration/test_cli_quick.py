@@ -110,12 +110,13 @@ def test_forms_it_does_not_promise_go_the_full_way(tmp_path: Path, env: dict[str
                  ["show", "--help"], ["status", ids[0], "--bogus"]):  # fmt: skip
         got, full = run(args, e), run(args, e, full=True)
         assert got[:3] == full[:3] and "pydantic" in got[3], args  # Typer parsed them (its coercion is pydantic)
+    run(["status", ids[0]], e)  # fills the settings cache
     store = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}")
     with store.session() as s, s.begin():  # markup and an emoji code in a source name: rich prints it
         s.execute(update(JobRow).where(JobRow.id == ids[0]).values(source_name="[bold]x[/bold] :smile:.mp4"))
     for args in (["show", ids[0]], ["jobs", "list"]):
         got, full = run(args, e), run(args, e, full=True)
-        assert got[:3] == full[:3] and "rich" in got[3], args
+        assert got[:3] == full[:3] and "rich" in got[3] and "sqlalchemy" not in got[3], args
     assert "source=x 😄.mp4" in run(["show", ids[0]], e)[0]
     with store.engine.begin() as conn:  # a revision this code does not know: refused as before
         conn.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
@@ -149,3 +150,35 @@ def test_quick_reader_reads_what_the_store_reads(tmp_path: Path) -> None:
         ]
     reader.close()
     store.close()
+
+
+def on_terminal(args: list[str], env: dict[str, str], full: bool) -> bytes:
+    """What the command writes to a terminal (a pseudo-terminal as its stdout)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(full)], stdout=follower,
+                          stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, check=False)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert b"\nEXIT [0," in proc.stderr, proc.stderr
+    return b"".join(chunks)
+
+
+def test_on_a_terminal_rich_draws_the_table(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    ids = seed(data)
+    e = {**env, "FRAMESCRIBE_DATA_DIR": str(data), "COLUMNS": "100"}
+    for args in (["jobs", "list"], ["show", ids[0]], ["status", ids[1]]):
+        quick = on_terminal(args, e, full=False)
+        shown = ids[0] if args[0] != "status" else ids[1]
+        assert quick == on_terminal(args, e, full=True) and shown.encode() in quick, args

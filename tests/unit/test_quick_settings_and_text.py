@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker import settings_cache
-from worker.cli_quick import _DIGIT_EMOJI, JOB_STATES, plain, table
+from worker.cli_quick import _DIGIT_EMOJI, JOB_STATES, plain, rich_jobs_table, table
 from worker.config import load_settings
 from worker.config_sources import REPO_CONFIG
 
@@ -139,14 +139,9 @@ def test_plain_text_is_what_rich_prints(text: str) -> None:
 
 def rich_table(rows: list[list[str]]) -> str:
     from rich.console import Console
-    from rich.table import Column, Table
 
     buf = io.StringIO()
-    t = Table(Column("id", no_wrap=True, min_width=32), "state", Column("source", overflow="fold"), "segments",
-              "created")  # fmt: skip
-    for row in rows:
-        t.add_row(*row)
-    Console(file=buf, highlight=False, soft_wrap=True, width=220).print(t)
+    Console(file=buf, highlight=False, soft_wrap=True, width=220).print(rich_jobs_table(rows))
     return buf.getvalue()
 
 
