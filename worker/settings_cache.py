@@ -52,10 +52,11 @@ def key(config: Path | None, data_dir: Path | None, database_url: str | None) ->
     path = Path(named) if named else REPO_CONFIG
     try:
         text = path.read_bytes().decode("utf-8", "surrogateescape") if named or path.is_file() else None
-    except OSError:
+        cwd = os.getcwd()
+    except OSError:  # no such file, or the current folder was removed: the model decides (and says why)
         return None
     versions = sorted((p.name, _stat(p)) for p in VERSIONS.glob("*.py"))
-    parts: list[Any] = [os.getcwd(), env, named, text, None if data_dir is None else str(data_dir), database_url]
+    parts: list[Any] = [cwd, env, named, text, None if data_dir is None else str(data_dir), database_url]
     parts += [[_stat(p) for p in CODE], versions]
     return hashlib.sha256(json.dumps(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
