@@ -18,15 +18,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tests.live_servers import RtspServer, make_clip
+from worker.adapters.stores.sql import SqlResultStore
 from worker.bootstrap import build_ports
 from worker.config import load_settings
 from worker.live.options import WatchOptions
 from worker.live.source import check_live
 from worker.live.store import LiveStore
-from worker.live.watcher import Counters, Watcher
+from worker.live.common import Counters
+from worker.live.watcher import Watcher
 
 
 def quiet_with_event(path: Path) -> Path:
@@ -59,7 +61,7 @@ def watch(tmp: Path, url: str, name: str, seconds: float, **opts: Any) -> Run:
 
 def per_minute(w: Watcher) -> float:
     """Segments per minute of covered wall-clock time (a run ends at the first boundary after its duration)."""
-    rows = list(LiveStore(w.ports.store).segments(w.job_id))
+    rows = list(LiveStore(cast(SqlResultStore, w.ports.store)).segments(w.job_id))
     span_ms = rows[-1].utc_end_ms - rows[0].utc_start_ms
     return len(rows) * 60_000 / span_ms
 

@@ -64,6 +64,9 @@ def startup(work: Path, reps: int) -> Result:
     data.mkdir(parents=True, exist_ok=True)
     job_id = _stored_job(data)
     env = {**os.environ, "FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_CONFIG": str(REPO / "configs/default.yaml")}
+    # byte-code as an installed package has it (pip compiles at install): the warm-up run writes it even
+    # where the caller's environment says PYTHONDONTWRITEBYTECODE (else every run compiles worker/ again)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     fs = _framescribe()
     cmds = {
         'python -c "import typer"': [PYTHON, "-c", "import typer"],

@@ -259,7 +259,10 @@ COMMANDS.append(("jobs", "worker.cli_jobs", "Stored jobs."))
 
 
 def main() -> None:
-    guarded(lambda: run_click(lambda: app(standalone_mode=False, prog_name="framescribe")))
+    from worker.cli_quick import quick  # status, show, jobs list: sqlite3 and cached settings when they can
+
+    if not guarded(lambda: quick(sys.argv[1:])):
+        guarded(lambda: run_click(lambda: app(standalone_mode=False, prog_name="framescribe")))
 
 
 if __name__ == "__main__":  # python -m worker.cli: run the imported module, where command modules register

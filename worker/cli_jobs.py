@@ -3,7 +3,6 @@ create one) and load no video, model or queue library."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,7 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, jobs_app, out, settings_from
-from worker.core.timecode import span
+from worker.cli_quick import job_rows, rich_jobs_table, show_lines
 
 JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"]
 
@@ -39,26 +38,8 @@ def jobs_list(
         print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
         return
     store = _store(config, data_dir, database_url)
-    from rich.table import Column, Table
-
-    table = Table(
-        Column("id", no_wrap=True, min_width=32),
-        "state",
-        Column("source", overflow="fold"),
-        "segments",
-        "created",
-    )
-    for job in store.list_jobs(state=state, limit=limit):
-        counts = store.counts(job.id)
-        done = counts.get("done", 0) + counts.get("static", 0)
-        table.add_row(
-            job.id,
-            job.state,
-            job.source_name,
-            f"{done}/{job.segment_count}",
-            job.created_at.isoformat(timespec="seconds"),
-        )
-    out.print(table)
+    jobs = store.list_jobs(state=state, limit=limit)
+    out.print(rich_jobs_table(job_rows(jobs, {job.id: store.counts(job.id) for job in jobs})))
 
 
 @app.command()
@@ -71,15 +52,8 @@ def show(
     """Show one job: state, usage, segments and summary."""
     store = _store(config, data_dir, database_url)
     job = store.get_job(job_id)
-    out.print(f"job {job.id}  state={job.state}  source={job.source_name}")
-    if job.error:
-        out.print(f"error: {job.error}")
-    out.print(f"usage: {json.dumps(store.usage(job_id))}")
-    for row in store.segment_rows(job_id):
-        text = row.description if row.state in ("done", "static") else f"{row.state.upper()}: {row.error or ''}"
-        out.print(f"[{span(row.start_ms, row.end_ms)}] {text}")
-    if job.summary:
-        out.print(f"\nSummary ({job.summary.get('state')}): {job.summary.get('text')}")
+    for line in show_lines(job, store.usage(job_id), store.segment_rows(job_id)):
+        out.print(line)
 
 
 @app.command()

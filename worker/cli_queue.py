@@ -21,6 +21,7 @@ from worker.cli import (
     settings_from,
     with_job_options,
 )
+from worker.cli_quick import status_line
 from worker.cli_store import open_store
 from worker.core.states import TERMINAL_JOB
 from worker.errors import InputError
@@ -76,14 +77,6 @@ def submit(
     from worker.heartbeat import warn_no_worker  # Celery: only the commands that need it
 
     warn_no_worker(settings, queue)
-
-
-def status_line(job: Any, counts: dict[str, int]) -> str:
-    total = job.segment_count
-    done = counts.get("done", 0) + counts.get("static", 0)
-    rest = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if state not in ("done", "static") and n)
-    line = f"{job.id} {job.state}: {done}/{total} segments done" + (f" ({rest})" if rest else "")
-    return line + (f" — {job.error}" if job.error else "")
 
 
 @app.command()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+if TYPE_CHECKING:  # heads() is read by the quick commands, which load no SQLAlchemy (worker/cli_quick.py)
+    from sqlalchemy import Engine
 
 
 @functools.cache
@@ -50,6 +51,9 @@ def heads(versions: Path) -> frozenset[str] | None:
 
 def at_heads(engine: Engine, versions: Path) -> bool:
     """True when the store records exactly the migration heads (nothing to upgrade)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
     wanted = heads(versions)
     if wanted is None:
         return False

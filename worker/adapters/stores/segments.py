@@ -9,6 +9,7 @@ from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.quick_read import summary_part, usage_totals
 from worker.adapters.stores.rows import to_segment
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
 from worker.core.models import Description, FrameRef, SegmentRow, Usage
@@ -35,8 +36,7 @@ def added(spent: Usage) -> dict[str, Any]:
 def summary_spend(s: Session, job_id: str) -> dict[str, Any]:
     """What the job's model summary spent (``usage.summary`` of its stored summary: calls, requests,
     tokens), counted with the segments' usage and under the caps; {} before one."""
-    summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id))
-    return ((summary.get("usage") or {}).get("summary") or {}) if isinstance(summary, dict) else {}
+    return summary_part(s.scalar(select(JobRow.summary).where(JobRow.id == job_id)))
 
 
 class SegmentsMixin(StoreBase):
@@ -177,14 +177,5 @@ class SegmentsMixin(StoreBase):
                     func.coalesce(func.sum(SegmentDbRow.http_attempts), 0),
                 ).where(SegmentDbRow.job_id == job_id)
             ).one()
-            extra = summary_spend(s, job_id)  # the summary's own calls (a text model) are money too
-        return {
-            "input_tokens": int(row[0]) + int(extra.get("input_tokens", 0)),
-            "output_tokens": int(row[1]) + int(extra.get("output_tokens", 0)),
-            "video_tokens": int(row[2]),
-            "attempts": int(row[3]),
-            "http_attempts": int(row[4]) + int(extra.get("http_attempts", 0)),
-            "summary_input_tokens": int(extra.get("input_tokens", 0)),
-            "summary_output_tokens": int(extra.get("output_tokens", 0)),
-            "summary_calls": int(extra.get("calls", 0)),
-        }
+            summary = s.scalar(select(JobRow.summary).where(JobRow.id == job_id))
+        return usage_totals(tuple(row), summary)

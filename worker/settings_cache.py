@@ -1,0 +1,120 @@
+"""The store a read-only command uses, remembered from the one settings model (``worker/config.py``) so the
+quick commands (``status``, ``show``, ``jobs list``) need not import pydantic-settings to find it again.
+
+The cache holds what ``Settings`` answered for one exact set of inputs: the key hashes everything the model
+reads (every ``FRAMESCRIBE_*`` variable, the config file's path and bytes, the ``--config`` / ``--data-dir``
+/ ``--database-url`` flags, the current folder) and what decides how it reads them (the settings modules'
+and migration files' size and mtime). Any change is a miss, and a miss builds ``Settings`` as every other
+command does (a bad config fails there, as before). Only SQLite stores are remembered: the entry holds no
+secret, and the key is a hash. Files live in ``$XDG_CACHE_HOME/framescribe`` (else ``~/.cache/framescribe``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+WORKER = Path(__file__).resolve().parent
+CODE = [WORKER / name for name in ("config.py", "config_sections.py", "config_sources.py", "settings_cache.py")]
+VERSIONS = WORKER / "migrations" / "versions"
+REPO_CONFIG = WORKER.parent / "configs" / "default.yaml"  # as worker.config_sources.REPO_CONFIG (a test checks)
+
+
+class Resolved:
+    """The store the model names: its SQLite file, the URL as announced, and the schema heads it must have."""
+
+    __slots__ = ("heads", "path", "safe_url", "unresolved")
+
+    def __init__(self, path: str, safe_url: str, heads: list[str], unresolved: str | None) -> None:
+        self.path, self.safe_url, self.heads, self.unresolved = path, safe_url, heads, unresolved
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "framescribe"
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def key(config: Path | None, data_dir: Path | None, database_url: str | None) -> str | None:
+    """A hash of every input of the settings model; None when the config file cannot be read (a miss)."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("FRAMESCRIBE_"))
+    named = str(config) if config is not None else os.environ.get("FRAMESCRIBE_CONFIG")
+    path = Path(named) if named else REPO_CONFIG
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape") if named or path.is_file() else None
+        cwd = os.getcwd()
+    except OSError:  # no such file, or the current folder was removed: the model decides (and says why)
+        return None
+    versions = sorted((p.name, _stat(p)) for p in VERSIONS.glob("*.py"))
+    parts: list[Any] = [cwd, env, named, text, None if data_dir is None else str(data_dir), database_url]
+    parts += [[_stat(p) for p in CODE], versions]
+    return hashlib.sha256(json.dumps(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def lookup(digest: str) -> Resolved | None:
+    """The remembered answer, if it still names the same file (a symlinked data folder may have moved)."""
+    try:
+        entry = json.loads((cache_dir() / f"{digest}.json").read_text(encoding="utf-8"))
+        found = Resolved(entry["path"], entry["safe_url"], entry["heads"], entry["unresolved"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if found.unresolved is not None and os.path.realpath(found.unresolved) != found.path:
+        return None
+    return found
+
+
+def remember(digest: str, found: Resolved) -> None:
+    """Write the entry atomically (a temporary file renamed); a cache that cannot be written is no error."""
+    folder = cache_dir()
+    entry = {"path": found.path, "safe_url": found.safe_url, "heads": found.heads, "unresolved": found.unresolved}
+    tmp = folder / f".{digest}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(entry, fh)
+        os.replace(tmp, folder / f"{digest}.json")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve(config: Path | None, data_dir: Path | None, database_url: str | None) -> Resolved | None:
+    """The SQLite store the settings model names for these flags, from the cache or the model itself;
+    None for another kind of store (PostgreSQL), which the full path opens with SQLAlchemy."""
+    digest = key(config, data_dir, database_url)
+    found = lookup(digest) if digest is not None else None
+    if found is not None:
+        return found
+    from worker.cli_store import safe_url, sqlite_file
+    from worker.config import load_settings
+
+    if config is not None:  # as worker.cli.settings_from
+        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = load_settings(**overrides)  # a bad setting fails here, one line, as in every command
+    url = settings.resolved_database_url
+    path = sqlite_file(url)
+    if path is None or url != f"sqlite:///{path}" or not path.is_absolute():
+        return None
+    from worker.adapters.stores.schema_version import heads
+
+    wanted = heads(VERSIONS)
+    if wanted is None:
+        return None
+    unresolved = None if settings.database_url else str(settings.data_dir / "framescribe.db")
+    found = Resolved(str(path), safe_url(url), sorted(wanted), unresolved)
+    if digest is not None:
+        remember(digest, found)
+    return found
