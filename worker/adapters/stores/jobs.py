@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.rows import to_job
 from worker.adapters.stores.schema import JobRow, SegmentDbRow
 from worker.core.models import Job, SegmentPlan, VideoInfo
@@ -36,11 +36,8 @@ class JobsMixin(StoreBase):
             found = self.job_by_key(idempotency_key)
             if found:
                 return found, False
-        ts = now()
         row = JobRow(
             id=uuid.uuid4().hex,
-            created_at=ts,
-            updated_at=ts,
             state=state,
             source=source,
             source_name=source_name[:512],
@@ -53,6 +50,7 @@ class JobsMixin(StoreBase):
         )
         try:
             with self.session() as s, s.begin():
+                row.created_at = row.updated_at = self.db_time(s)
                 s.add(row)
         except IntegrityError:
             found = self.job_by_key(idempotency_key or "")
@@ -104,11 +102,11 @@ class JobsMixin(StoreBase):
     def set_job_state(
         self, job_id: str, state: str, error: str | None = None, *, only_from: Sequence[str] = ()
     ) -> bool:
-        values: dict[str, Any] = {"state": state, "updated_at": now()}
+        values: dict[str, Any] = {"state": state, "updated_at": self.db_now()}
         if error is not None:
             values["error"] = error[:4000]
         if state in TERMINAL_JOB:
-            values["finished_at"] = now()
+            values["finished_at"] = self.db_now()
         q = update(JobRow).where(JobRow.id == job_id)
         if only_from:
             q = q.where(JobRow.state.in_(only_from))
@@ -117,8 +115,8 @@ class JobsMixin(StoreBase):
 
     def plan_job(self, job_id: str, video: VideoInfo, plans: Sequence[SegmentPlan]) -> None:
         """Record the video facts and one pending row per planned segment (idempotent)."""
-        ts = now()
         with self.session() as s, s.begin():
+            ts = self.db_time(s)
             have = set(s.scalars(select(SegmentDbRow.index).where(SegmentDbRow.job_id == job_id)))
             for p in plans:
                 if p.index in have:

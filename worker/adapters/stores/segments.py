@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.rows import to_segment
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
 from worker.core.models import Description, FrameRef, SegmentRow, Usage
@@ -31,7 +31,7 @@ class SegmentsMixin(StoreBase):
                 .values(
                     state="running",
                     attempts=SegmentDbRow.attempts + 1,
-                    updated_at=now(),
+                    updated_at=self.db_now(),
                     lease_owner=None,  # a fresh claim: an earlier attempt's expired lease no longer counts
                     lease_until=None,
                 )
@@ -75,7 +75,7 @@ class SegmentsMixin(StoreBase):
                     frame_count=len(frames),
                     reused_from=reused_from,
                     flags=list(desc.flags),
-                    updated_at=now(),
+                    updated_at=self.db_now(),
                 )
             )
             if not res.rowcount:  # type: ignore[attr-defined]
@@ -114,7 +114,7 @@ class SegmentsMixin(StoreBase):
                     SegmentDbRow.index == index,
                     SegmentDbRow.state.in_(ACTIVE),
                 )
-                .values(state="failed", error=error[:4000], updated_at=now(), **more)
+                .values(state="failed", error=error[:4000], updated_at=self.db_now(), **more)
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
