@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event, func, select, text
+from sqlalchemy import DateTime, Engine, create_engine, event, func, select, text, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -75,7 +75,8 @@ class StoreBase:
         if self.engine.dialect.name == "postgresql":
             ts = func.statement_timestamp(type_=DateTime(timezone=True))
             return ts + timedelta(seconds=offset_s) if offset_s else ts
-        return func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{offset_s:+.3f} seconds", type_=DateTime(timezone=True))
+        ms = func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{offset_s:+.3f} seconds")
+        return type_coerce(ms.concat("000"), DateTime(timezone=True))  # to the µs, as SQLAlchemy writes them
 
     def db_time(self, s: Session) -> datetime:
         """``db_now()`` read once (one round trip), for rows inserted through the ORM."""

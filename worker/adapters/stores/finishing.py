@@ -122,7 +122,9 @@ class FinishingMixin(JobsMixin):
                 s.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id)
-                    .values(state="queued", summary_state="none", error=None, finished_at=None, updated_at=self.db_now())
+                    .values(
+                        state="queued", summary_state="none", error=None, finished_at=None, updated_at=self.db_now()
+                    )
                 )
             return idx
 

@@ -18,7 +18,12 @@ class RecoveryMixin(StoreBase):
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.segment_count == 0, JobRow.state.in_(("failed", "queued")))
                 .values(
-                    state="queued", summary_state="none", summary=None, error=None, finished_at=None, updated_at=self.db_now()
+                    state="queued",
+                    summary_state="none",
+                    summary=None,
+                    error=None,
+                    finished_at=None,
+                    updated_at=self.db_now(),
                 )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
