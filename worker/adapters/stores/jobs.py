@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from worker.adapters.stores.engine import StoreBase
+from worker.adapters.stores.engine import StoreBase, now
 from worker.adapters.stores.rows import to_job
 from worker.adapters.stores.schema import JobRow, SegmentDbRow
 from worker.core.models import Job, SegmentPlan, VideoInfo
@@ -50,7 +50,9 @@ class JobsMixin(StoreBase):
         )
         try:
             with self.session() as s, s.begin():
-                row.created_at = row.updated_at = self.db_time(s)
+                # created_at orders listings (to the µs); updated_at feeds the recovery loop's "waited
+                # longer than grace" check, so it is on the database's clock like every lease
+                row.created_at, row.updated_at = now(), self.db_time(s)
                 s.add(row)
         except IntegrityError:
             found = self.job_by_key(idempotency_key or "")
