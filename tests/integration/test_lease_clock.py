@@ -139,7 +139,7 @@ import json, sys, time
 from worker.adapters.stores.sql import SqlResultStore
 s = SqlResultStore(sys.argv[1]); job = sys.argv[2]
 out = {"skew_s": round(time.time() - float(sys.argv[3]))}
-out["orphans"] = sorted(o.index for o in s.orphans(20, 15) if o.kind == "segment")
+out["orphans"] = sorted(o.index for o in s.orphans(20, 3600) if o.kind == "segment")  # pending: not yet
 out["reserve"] = s.reserve_spend(job, "skewed", 1, 1, 0, max_calls=1, max_video_tokens=None, ttl_s=30)
 print(json.dumps(out))
 """
