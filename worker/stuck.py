@@ -8,7 +8,7 @@ ended or been killed, so a job idle that long waits for a worker, a lost message
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -33,8 +33,6 @@ def _utc(ts: datetime) -> datetime:
 
 def stuck_jobs(store: Any, older_than_s: float, *, limit: int = 100) -> list[StuckJob]:
     """Live jobs idle (job row and every segment row) for more than ``older_than_s``, longest idle first."""
-    now = datetime.now(UTC)
-    cutoff = now - timedelta(seconds=older_than_s)
     last = (
         select(SegmentDbRow.job_id, func.max(SegmentDbRow.updated_at).label("last"))
         .join(JobRow, JobRow.id == SegmentDbRow.job_id)
@@ -42,6 +40,7 @@ def stuck_jobs(store: Any, older_than_s: float, *, limit: int = 100) -> list[Stu
         .group_by(SegmentDbRow.job_id)
         .subquery()
     )
+    cutoff = store.db_now(-older_than_s)  # the clock updated_at is written with (the database's)
     q = (
         select(JobRow.id, JobRow.state, JobRow.source_name, JobRow.segment_count, JobRow.updated_at, last.c.last)
         .outerjoin(last, last.c.job_id == JobRow.id)
@@ -51,6 +50,7 @@ def stuck_jobs(store: Any, older_than_s: float, *, limit: int = 100) -> list[Stu
     )
     with store.session() as s:
         rows = s.execute(q).all()
+        now = store.db_time(s)
     found = []
     for job_id, state, name, count, updated, seg_last in rows:
         latest = max(_utc(updated), _utc(seg_last)) if seg_last is not None else _utc(updated)

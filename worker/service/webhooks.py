@@ -12,12 +12,11 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 import httpx
 
 from worker.adapters.stores.schedules import ScheduleStore
-from worker.adapters.stores.sql import SqlResultStore, now
+from worker.adapters.stores.sql import SqlResultStore
 from worker.config import Settings
 from worker.core import signing
 from worker.errors import NotFound, SourceError
@@ -164,7 +163,7 @@ def send_from_outbox(settings: Settings, job_id: str) -> Outcome:
         store.webhook_done(delivery_id, "given_up", result.error)
         return Outcome(False)
     delay = webhook_delay(attempt, settings)
-    store.webhook_done(delivery_id, "pending", result.error, retry_at=now() + timedelta(seconds=delay))
+    store.webhook_done(delivery_id, "pending", result.error, retry_in_s=delay)
     log.info("job %s: webhook attempt %d failed (%s); retrying in %.1f s", job_id, attempt, result.error, delay)
     return Outcome(False, delay)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import DateTime, Engine, create_engine, event, func, select, text, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from worker.adapters.stores.schema_version import at_heads
 
@@ -65,3 +66,18 @@ class StoreBase:
 
     def session(self) -> Session:
         raise NotImplementedError
+
+    def db_now(self, offset_s: float = 0.0) -> ColumnElement[datetime]:
+        """The database server's clock (plus ``offset_s``) as SQL: the one clock every lease, hold,
+        reservation expiry and ``updated_at`` is written and compared with, so workers whose clocks
+        disagree still agree on who holds what. PostgreSQL: ``statement_timestamp()``; SQLite: its own
+        ``'now'`` (UTC, to the millisecond) in the text form SQLAlchemy stores datetimes in."""
+        if self.engine.dialect.name == "postgresql":
+            ts = func.statement_timestamp(type_=DateTime(timezone=True))
+            return ts + timedelta(seconds=offset_s) if offset_s else ts
+        ms = func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{offset_s:+.3f} seconds")
+        return type_coerce(ms.concat("000"), DateTime(timezone=True))  # to the µs, as SQLAlchemy writes them
+
+    def db_time(self, s: Session) -> datetime:
+        """``db_now()`` read once (one round trip), for rows inserted through the ORM."""
+        return utc(s.execute(select(self.db_now())).scalar_one())

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, or_, select, update
 
-from worker.adapters.stores.engine import now
 from worker.adapters.stores.jobs import JobsMixin
 from worker.adapters.stores.schema import FrameDbRow, JobRow, OutboxRow, SegmentDbRow
 from worker.core.models import JobSummary
@@ -23,10 +21,10 @@ class FinishingMixin(JobsMixin):
         """Claim the right to summarise as a lease: only when no segment is active, and only when nobody
         holds it or the holder's lease expired (a finisher that died mid-summary is taken over)."""
         active = exists().where(SegmentDbRow.job_id == job_id, SegmentDbRow.state.in_(ACTIVE))
-        ts = now()
+        ts = self.db_now()
         expired = or_(
             JobRow.summary_lease_until < ts,
-            and_(JobRow.summary_lease_until.is_(None), JobRow.updated_at < ts - timedelta(seconds=lease_s)),
+            and_(JobRow.summary_lease_until.is_(None), JobRow.updated_at < self.db_now(-lease_s)),
         )
         free = or_(JobRow.summary_state == "none", and_(JobRow.summary_state == "claimed", expired))
         with self.session() as s, s.begin():
@@ -36,7 +34,7 @@ class FinishingMixin(JobsMixin):
                 .values(
                     summary_state="claimed",
                     summary_owner=owner,
-                    summary_lease_until=ts + timedelta(seconds=lease_s),
+                    summary_lease_until=self.db_now(lease_s),
                     updated_at=ts,
                 )
             )
@@ -48,7 +46,7 @@ class FinishingMixin(JobsMixin):
             res = s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.summary_state == "claimed", JobRow.summary_owner == owner)
-                .values(summary_lease_until=now() + timedelta(seconds=lease_s))
+                .values(summary_lease_until=self.db_now(lease_s))
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -64,7 +62,7 @@ class FinishingMixin(JobsMixin):
         """Store the summary and, for a job with a webhook URL, its outbox row, in one transaction; only
         while the summary claim is still ``owner``'s (when given). False: the lease was lost, nothing
         written (another finisher took over)."""
-        ts = now()
+        ts = self.db_now()
         values: dict[str, Any] = {
             "summary": summary.as_dict(),
             "summary_state": "done",
@@ -84,8 +82,9 @@ class FinishingMixin(JobsMixin):
                 return False
             if s.scalar(select(JobRow.webhook_url).where(JobRow.id == job_id)):
                 s.execute(delete(OutboxRow).where(OutboxRow.job_id == job_id))  # a retried job's earlier one
-                s.add(OutboxRow(delivery_id=uuid.uuid4().hex, job_id=job_id, created_at=ts, state="pending",
-                                attempts=0, next_at=ts))  # fmt: skip
+                due = self.db_time(s)
+                s.add(OutboxRow(delivery_id=uuid.uuid4().hex, job_id=job_id, created_at=due, state="pending",
+                                attempts=0, next_at=due))  # fmt: skip
         return True
 
     def cancel_job(self, job_id: str) -> int:
@@ -95,12 +94,12 @@ class FinishingMixin(JobsMixin):
             res = s.execute(
                 update(SegmentDbRow)
                 .where(SegmentDbRow.job_id == job_id, SegmentDbRow.state.in_(ACTIVE))
-                .values(state="cancelled", updated_at=now())
+                .values(state="cancelled", updated_at=self.db_now())
             )
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.not_in(TERMINAL_JOB))
-                .values(state="cancelled", updated_at=now(), finished_at=now())
+                .values(state="cancelled", updated_at=self.db_now(), finished_at=self.db_now())
             )
             return int(res.rowcount)  # type: ignore[attr-defined]
 
@@ -118,12 +117,14 @@ class FinishingMixin(JobsMixin):
                 s.execute(
                     update(SegmentDbRow)
                     .where(SegmentDbRow.job_id == job_id, SegmentDbRow.index.in_(idx))
-                    .values(state="pending", error=None, updated_at=now())
+                    .values(state="pending", error=None, updated_at=self.db_now())
                 )
                 s.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id)
-                    .values(state="queued", summary_state="none", error=None, finished_at=None, updated_at=now())
+                    .values(
+                        state="queued", summary_state="none", error=None, finished_at=None, updated_at=self.db_now()
+                    )
                 )
             return idx
 
@@ -136,7 +137,7 @@ class FinishingMixin(JobsMixin):
         if only_if_cancelled:
             q = q.where(exists().where(JobRow.id == job_id, JobRow.state == "cancelled"))
         with self.session() as s, s.begin():
-            res = s.execute(q.values(state="cancelled", error=reason[:4000], updated_at=now()))
+            res = s.execute(q.values(state="cancelled", error=reason[:4000], updated_at=self.db_now()))
             return int(res.rowcount)  # type: ignore[attr-defined]
 
     def delete_job(self, job_id: str) -> None:

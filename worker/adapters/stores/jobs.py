@@ -36,11 +36,8 @@ class JobsMixin(StoreBase):
             found = self.job_by_key(idempotency_key)
             if found:
                 return found, False
-        ts = now()
         row = JobRow(
             id=uuid.uuid4().hex,
-            created_at=ts,
-            updated_at=ts,
             state=state,
             source=source,
             source_name=source_name[:512],
@@ -53,6 +50,9 @@ class JobsMixin(StoreBase):
         )
         try:
             with self.session() as s, s.begin():
+                # created_at orders listings (to the µs); updated_at feeds the recovery loop's "waited
+                # longer than grace" check, so it is on the database's clock like every lease
+                row.created_at, row.updated_at = now(), self.db_time(s)
                 s.add(row)
         except IntegrityError:
             found = self.job_by_key(idempotency_key or "")
@@ -104,11 +104,11 @@ class JobsMixin(StoreBase):
     def set_job_state(
         self, job_id: str, state: str, error: str | None = None, *, only_from: Sequence[str] = ()
     ) -> bool:
-        values: dict[str, Any] = {"state": state, "updated_at": now()}
+        values: dict[str, Any] = {"state": state, "updated_at": self.db_now()}
         if error is not None:
             values["error"] = error[:4000]
         if state in TERMINAL_JOB:
-            values["finished_at"] = now()
+            values["finished_at"] = self.db_now()
         q = update(JobRow).where(JobRow.id == job_id)
         if only_from:
             q = q.where(JobRow.state.in_(only_from))
@@ -117,8 +117,8 @@ class JobsMixin(StoreBase):
 
     def plan_job(self, job_id: str, video: VideoInfo, plans: Sequence[SegmentPlan]) -> None:
         """Record the video facts and one pending row per planned segment (idempotent)."""
-        ts = now()
         with self.session() as s, s.begin():
+            ts = self.db_time(s)
             have = set(s.scalars(select(SegmentDbRow.index).where(SegmentDbRow.job_id == job_id)))
             for p in plans:
                 if p.index in have:

@@ -7,11 +7,10 @@ webhooks due in the outbox. A summary's lease is in ``finishing.py`` (with the c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
 
-from worker.adapters.stores.engine import StoreBase, now, utc
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.schema import JobRow, OutboxRow, SegmentDbRow
 from worker.adapters.stores.segments import segment_update
 from worker.core.states import ACTIVE_SEGMENT as ACTIVE
@@ -37,7 +36,7 @@ class LeasesMixin(StoreBase):
         with self.session() as s, s.begin():
             res = s.execute(
                 segment_update(job_id, index, ("running",)).values(
-                    lease_owner=owner, lease_until=now() + timedelta(seconds=lease_s)
+                    lease_owner=owner, lease_until=self.db_now(lease_s)
                 )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -47,14 +46,14 @@ class LeasesMixin(StoreBase):
         ``lease_s``); pending segments and unplanned jobs older than ``grace_s`` (the caller checks the
         broker for their messages); jobs with every segment ended and no summary, or whose summary lease
         expired; webhooks due in the outbox."""
-        ts = now()
+        ts, idle, waiting = self.db_now(), self.db_now(-lease_s), self.db_now(-grace_s)
         lease_gone = or_(
             SegmentDbRow.lease_until < ts,
-            and_(SegmentDbRow.lease_until.is_(None), SegmentDbRow.updated_at < ts - timedelta(seconds=lease_s)),
+            and_(SegmentDbRow.lease_until.is_(None), SegmentDbRow.updated_at < idle),
         )
         stale = or_(
             and_(SegmentDbRow.state == "running", lease_gone),
-            and_(SegmentDbRow.state == "pending", SegmentDbRow.updated_at < ts - timedelta(seconds=grace_s)),
+            and_(SegmentDbRow.state == "pending", SegmentDbRow.updated_at < waiting),
         )
         active = exists().where(SegmentDbRow.job_id == JobRow.id, SegmentDbRow.state.in_(ACTIVE))
         summary_free = or_(
@@ -63,7 +62,7 @@ class LeasesMixin(StoreBase):
                 JobRow.summary_state == "claimed",
                 or_(
                     JobRow.summary_lease_until < ts,
-                    and_(JobRow.summary_lease_until.is_(None), JobRow.updated_at < ts - timedelta(seconds=lease_s)),
+                    and_(JobRow.summary_lease_until.is_(None), JobRow.updated_at < idle),
                 ),
             ),
         )
@@ -80,7 +79,7 @@ class LeasesMixin(StoreBase):
                 .where(
                     JobRow.state == "queued",
                     JobRow.segment_count == 0,
-                    JobRow.updated_at < ts - timedelta(seconds=grace_s),
+                    JobRow.updated_at < waiting,
                 )
                 .limit(limit)
             ).all()
@@ -109,28 +108,32 @@ class LeasesMixin(StoreBase):
     def claim_webhook(self, job_id: str, hold_s: float) -> tuple[str, int] | None:
         """Take the job's due outbox row for one attempt (held ``hold_s``): ``(delivery_id, attempt)``;
         None when there is none due (sent, given up, or another sender holds it)."""
-        ts = now()
         with self.session() as s, s.begin():
-            row = s.scalar(select(OutboxRow).where(OutboxRow.job_id == job_id, OutboxRow.state == "pending"))
-            if row is None or utc(row.next_at) > ts:
+            row = s.execute(
+                select(OutboxRow.delivery_id, OutboxRow.attempts).where(
+                    OutboxRow.job_id == job_id, OutboxRow.state == "pending", OutboxRow.next_at <= self.db_now()
+                )
+            ).first()
+            if row is None:
                 return None
-            delivery_id, attempt = row.delivery_id, row.attempts + 1  # read before the update refreshes row
+            delivery_id, attempt = str(row[0]), int(row[1]) + 1
             res = s.execute(
                 update(OutboxRow)
                 .where(OutboxRow.delivery_id == delivery_id, OutboxRow.attempts == attempt - 1)
-                .values(attempts=attempt, next_at=ts + timedelta(seconds=hold_s))
+                .values(attempts=attempt, next_at=self.db_now(hold_s))
             )
             if not res.rowcount:  # type: ignore[attr-defined]
                 return None
             return delivery_id, attempt
 
     def webhook_done(
-        self, delivery_id: str, state: str, error: str | None = None, retry_at: datetime | None = None
+        self, delivery_id: str, state: str, error: str | None = None, retry_in_s: float | None = None
     ) -> None:
-        """Record an attempt's outcome: ``sent``, ``given_up``, or ``pending`` again at ``retry_at``."""
+        """Record an attempt's outcome: ``sent``, ``given_up``, or ``pending`` again ``retry_in_s`` from now
+        (the database's now)."""
         values: dict[str, object] = {"state": state, "last_error": (error or "")[:2000] or None}
-        if retry_at is not None:
-            values["next_at"] = retry_at
+        if retry_in_s is not None:
+            values["next_at"] = self.db_now(retry_in_s)
         with self.session() as s, s.begin():
             s.execute(update(OutboxRow).where(OutboxRow.delivery_id == delivery_id).values(**values))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.schema import JobRow
 
 
@@ -18,7 +18,12 @@ class RecoveryMixin(StoreBase):
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.segment_count == 0, JobRow.state.in_(("failed", "queued")))
                 .values(
-                    state="queued", summary_state="none", summary=None, error=None, finished_at=None, updated_at=now()
+                    state="queued",
+                    summary_state="none",
+                    summary=None,
+                    error=None,
+                    finished_at=None,
+                    updated_at=self.db_now(),
                 )
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]

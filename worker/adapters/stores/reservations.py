@@ -12,16 +12,14 @@ even before ``release_spend`` deletes the row.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.schema import JobRow, ReservationRow, SegmentDbRow
 from worker.adapters.stores.segments import summary_spend
 from worker.core.states import ACTIVE_SEGMENT
 
-_GARBAGE = timedelta(days=1)
+_GARBAGE_S = 86400.0  # a day
 
 
 class ReservationsMixin(StoreBase):
@@ -40,13 +38,13 @@ class ReservationsMixin(StoreBase):
         """Add ``calls`` requests and ``video_tokens`` to reservation ``key`` (segment ``index``) and renew
         it for ``ttl_s`` when stored + live reservations + these stay within both caps: None. Else
         nothing is written and the answer is (requests, video tokens) already made or in flight."""
-        ts = now()
+        ts = self.db_now()  # the database's clock: a worker's own clock never decides what is live
         r, seg = ReservationRow, SegmentDbRow
         with self.session() as s, s.begin():
             # the job row's lock serialises every reservation of the job, in any process
             s.execute(update(JobRow).where(JobRow.id == job_id).values(updated_at=JobRow.updated_at))
             # the leftovers of workers that died long ago (a lapsed one still counts for its own holder)
-            s.execute(delete(r).where(r.job_id == job_id, r.expires_at < ts - _GARBAGE, r.id != key))
+            s.execute(delete(r).where(r.job_id == job_id, r.expires_at < self.db_now(-_GARBAGE_S), r.id != key))
             stored_calls, stored_tokens = s.execute(
                 select(
                     func.coalesce(func.sum(seg.http_attempts), 0), func.coalesce(func.sum(seg.video_tokens), 0)
@@ -66,7 +64,7 @@ class ReservationsMixin(StoreBase):
                 max_video_tokens and made[1] + video_tokens > max_video_tokens
             ):
                 return made
-            until = ts + timedelta(seconds=ttl_s)
+            until = self.db_now(ttl_s)
             res = s.execute(
                 update(r)
                 .where(r.id == key)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from worker.adapters.stores.engine import StoreBase, now
+from worker.adapters.stores.engine import StoreBase
 from worker.adapters.stores.quick_read import summary_part, usage_totals
 from worker.adapters.stores.rows import to_segment
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
@@ -49,7 +49,7 @@ class SegmentsMixin(StoreBase):
                 segment_update(job_id, index, ("pending", "running", "failed")).values(
                     state="running",
                     attempts=SegmentDbRow.attempts + 1,
-                    updated_at=now(),
+                    updated_at=self.db_now(),
                     lease_owner=None,  # a fresh claim: an earlier attempt's expired lease no longer counts
                     lease_until=None,
                 )
@@ -84,7 +84,7 @@ class SegmentsMixin(StoreBase):
                     frame_count=len(frames),
                     reused_from=reused_from,
                     flags=list(desc.flags),
-                    updated_at=now(),
+                    updated_at=self.db_now(),
                 )
             )
             if not res.rowcount:  # type: ignore[attr-defined]
@@ -110,7 +110,7 @@ class SegmentsMixin(StoreBase):
         more = added(spent) if spent is not None else {}
         with self.session() as s, s.begin():
             q = segment_update(job_id, index, ACTIVE)
-            res = s.execute(q.values(state="failed", error=error[:4000], updated_at=now(), **more))
+            res = s.execute(q.values(state="failed", error=error[:4000], updated_at=self.db_now(), **more))
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def add_spent(self, job_id: str, index: int, spent: Usage) -> None:

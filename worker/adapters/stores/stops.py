@@ -4,8 +4,6 @@ its result, and what it cost is stored."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import update
 
 from worker.adapters.stores.engine import StoreBase
@@ -18,5 +16,5 @@ class StopsMixin(StoreBase):
         """Segments not yet started (``pending``) end as cancelled with ``reason``; running ones finish."""
         q = update(SegmentDbRow).where(SegmentDbRow.job_id == job_id, SegmentDbRow.state == SegmentState.PENDING)
         with self.session() as s, s.begin():
-            res = s.execute(q.values(state=SegmentState.CANCELLED, error=reason[:4000], updated_at=datetime.now(UTC)))
+            res = s.execute(q.values(state=SegmentState.CANCELLED, error=reason[:4000], updated_at=self.db_now()))
             return int(res.rowcount)  # type: ignore[attr-defined]
