@@ -113,9 +113,9 @@ class _NoVideo:
 def control_ports(
     settings: Settings, store: SqlResultStore, *, enqueuer: Enqueuer | None = None, on_event: Event = quiet
 ) -> Ports:
-    """Ports for the commands that change a job without running it (the CLI's cancel and retry), over the
-    ``store`` they opened: the ``enqueuer`` and, when a cancelled job's summary asks for it, its model.
-    No video reader, frame store or analysis is built (nor OpenCV or PyAV imported)."""
+    """Ports for the commands that queue or change a job without running it (the CLI's submit, cancel and
+    retry), over the ``store`` they opened: the ``enqueuer`` and, when a cancelled job's summary asks for it,
+    its model. No video reader, frame store or analysis is built (nor OpenCV or PyAV imported)."""
     none = _NoVideo()
     return Ports(
         settings=settings,

@@ -37,7 +37,7 @@ def _source(video: str, settings: Settings) -> Any:
     from worker.service import sources
 
     if not sources.is_url(video) and not settings.allowed_roots:  # the submitting user's own file
-        from worker.adapters.video.opencv import check_file
+        from worker.adapters.files import check_file
 
         check_file(Path(video).resolve(), settings.limits)
     return sources.resolve(video, settings)
@@ -59,7 +59,7 @@ def submit(
     options: dict[str, Any],  # the job options (with_job_options)
 ) -> None:
     """Queue VIDEO for the workers and print the job id at once."""
-    from worker.bootstrap import build_ports, celery_enqueuer
+    from worker.bootstrap import celery_enqueuer, control_ports, store_for
     from worker.service import jobs
     from worker.sources import check_url
 
@@ -69,10 +69,10 @@ def submit(
         raise InputError("--idempotency-key must be 1 to 200 characters", field="idempotency_key")
     if webhook_url:
         check_url(webhook_url, allow=settings.scheduler.allow_private_urls)
-    ports = build_ports(settings, enqueuer=celery_enqueuer(settings, queue))
-    job, _ = jobs.submit(
-        ports, _source(video, settings), opts, idempotency_key=idempotency_key, webhook_url=webhook_url
-    )
+    source = _source(video, settings)
+    store = store_for(settings.resolved_database_url)  # created on first use, as before
+    ports = control_ports(settings, store, enqueuer=celery_enqueuer(settings, queue))
+    job, _ = jobs.submit(ports, source, opts, idempotency_key=idempotency_key, webhook_url=webhook_url)
     out.print(job.id)
     from worker.heartbeat import warn_no_worker  # Celery: only the commands that need it
 

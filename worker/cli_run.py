@@ -45,8 +45,8 @@ def run(
     options: dict[str, Any],  # the job options (with_job_options)
 ) -> None:
     """Describe VIDEO in this process: sample, segment, describe, store, summarise, export JSON."""
+    from worker.adapters.files import check_file
     from worker.adapters.video import open_reader
-    from worker.adapters.video.opencv import check_file
     from worker.bootstrap import drain, inline_ports
     from worker.service import jobs, sources
     from worker.service import plan as planning

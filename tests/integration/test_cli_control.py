@@ -1,6 +1,7 @@
 """The CLI's ``cancel`` and ``retry``: they open the store as the read-only commands do (none is created
 where none is found), build only what they use (no video library), and announce the change on the
-broker's Redis as a worker does, so an open event stream sees it at once, not at its fallback poll."""
+broker's Redis as a worker does, so an open event stream sees it at once, not at its fallback poll.
+``submit`` builds only what it uses too: the store and the queue (its file check needs no video library)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,23 @@ def test_without_a_store_they_refuse_in_one_line_and_create_nothing(tmp_path: Pa
     assert len(errors) == 1 and errors[0].startswith("framescribe: error: no result store at "), res.stderr
     assert str(data / "framescribe.db") in errors[0]
     assert not data.exists(), "no data folder or store was created"
+
+
+def test_submit_stores_and_queues_the_job_and_loads_no_video_library(tmp_path: Path, redis_server: RedisServer) -> None:
+    data = tmp_path / "data"
+    env = {"FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_BROKER_URL": redis_server.url}
+    clip = ROOT / "examples" / "street.mp4"
+    modules, res = loaded(["submit", str(clip), "--fps", "2", "--idempotency-key", "k1"], env)
+    job_id = res.stdout.strip()
+    assert res.returncode == 0 and len(job_id) == 32, res.stderr
+    assert not top(modules) & VIDEO_LIBRARIES, sorted(top(modules) & VIDEO_LIBRARIES)
+    job = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}").get_job(job_id)
+    assert (job.state, job.source, job.options["fps"]) == ("queued", str(clip), 2.0)
+    broker = redis.Redis.from_url(redis_server.url)
+    assert sum(broker.llen(key) for key in list_keys("framescribe")) == 1, "the job went to the queue"
+
+    for bad, why in ((tmp_path / "missing.mp4", "no such file"), (tmp_path, "is a directory")):
+        modules, res = loaded(["submit", str(bad)], {**env, "FRAMESCRIBE_DATA_DIR": str(tmp_path / "none")})
+        assert f"framescribe: error: {bad}: {why}" in res.stderr, res.stderr
+        assert not top(modules) & VIDEO_LIBRARIES
+    assert not (tmp_path / "none").exists(), "a refused file creates no store"

@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from worker.adapters.files import check_file
 from worker.adapters.video.heap import keep_frame_memory
-from worker.adapters.video.opencv import OpenCVReader, check_file
+from worker.adapters.video.opencv import OpenCVReader
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import ReadPlan, StreamFacts, plan_for, tolerance_ms

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 import numpy as np
 
+from worker.adapters.files import check_file
 from worker.adapters.video import probes
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
@@ -27,27 +27,6 @@ log = logging.getLogger(__name__)
 
 SEEK_AHEAD_MS = 5000  # beyond this gap a seek costs less than grabbing through (GOP ≤ ~5 s)
 MAX_RECOVERIES = 8  # seeks past damaged stretches per frames() call before giving up
-
-
-def check_file(path: Path, limits: LimitSettings) -> int:
-    """Refuse what is not a regular, non-empty, readable file of acceptable size; returns its size."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise VideoOpenError(f"{path}: no such file; check the path") from None
-    except (OSError, ValueError) as exc:
-        raise VideoOpenError(f"{path}: cannot be read ({exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise VideoOpenError(f"{path}: is a directory; give a video file")
-    if not stat.S_ISREG(st.st_mode):
-        raise VideoOpenError(f"{path}: is not a regular file (device, FIFO or socket); give a video file")
-    if st.st_size == 0:
-        raise VideoOpenError(f"{path}: the file is empty (0 bytes)")
-    if st.st_size > limits.max_input_bytes:
-        raise VideoOpenError(f"{path}: {st.st_size} bytes is above the limit of {limits.max_input_bytes} bytes")
-    if not os.access(path, os.R_OK):
-        raise VideoOpenError(f"{path}: permission denied")
-    return st.st_size
 
 
 def check_stream(path: Path, fps: float, width: int, height: int, limits: LimitSettings) -> None:

@@ -23,8 +23,9 @@ import av
 import av.error
 import numpy as np
 
+from worker.adapters.files import check_file
 from worker.adapters.video import probes, pyav_probe
-from worker.adapters.video.opencv import build_info, check_file, check_stream
+from worker.adapters.video.opencv import build_info, check_stream
 from worker.adapters.video.pyav_probe import _FFMPEG_ERRORS, decoder_threads, h264_nonref
 from worker.config import LimitSettings
 from worker.core.models import VideoInfo
