@@ -24,10 +24,10 @@ from tests.live_servers import RtspServer, make_clip
 from worker.adapters.stores.sql import SqlResultStore
 from worker.bootstrap import build_ports
 from worker.config import load_settings
+from worker.live.common import Counters
 from worker.live.options import WatchOptions
 from worker.live.source import check_live
 from worker.live.store import LiveStore
-from worker.live.common import Counters
 from worker.live.watcher import Watcher
 
 
