@@ -221,3 +221,28 @@ def test_the_next_call_sees_the_usage_a_finished_call_stored(tmp_path: Path, mon
     rows = list(store.segment_rows(job.id))
     assert [r.state for r in rows] == ["done", "failed"] + ["cancelled"] * (N - 2)
     assert "video token cap" in (rows[1].error or "")
+
+
+def test_search_vectors_are_computed_off_the_decoding_thread_before_the_segment_is_reported(settings: Settings) -> None:
+    """Indexing (an embedding request per segment with DashScope) runs in the segment's call thread after its
+    slot is free, not on the thread that decodes; each segment is indexed before its ``segment_done`` event."""
+    journal = Journal()
+    order: list[tuple[str, int, str]] = []
+    describer = HeldDescriber(journal, lambda j: True)
+    ports, _, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    ports.indexer = lambda job_id, index, background: order.append(("index", index, threading.current_thread().name))
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "segment_done":
+            order.append((kind, data["index"], ""))
+
+    ports.on_event = on_event
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
+    jobs.run(ports, job.id)
+    indexed = [(i, name) for kind, i, name in order if kind == "index"]
+    assert sorted(i for i, _ in indexed) == list(range(N))
+    assert all(name != threading.current_thread().name and name.startswith("describe") for _, name in indexed)
+    reported = [i for kind, i, _ in order if kind == "segment_done"]
+    assert all(order.index(("index", i, name)) < order.index(("segment_done", i, "")) for i, name in indexed)
+    assert sorted(reported) == list(range(N))

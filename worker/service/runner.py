@@ -76,8 +76,7 @@ def run_inline(
     def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
         nonlocal stop
         try:
-            desc = fut.result()
-            ports.index(job_id, index)  # vectors for meaning-based search
+            desc = fut.result()  # stored, and indexed for meaning-based search by its call's thread
             ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
         except DescriberAuthError as exc:
             fail(ports, job_id, index, exc, 0, ticket)
@@ -199,4 +198,5 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
             raise
     if call.ticket is not None:
         call.ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    ports.index(job.id, sampled.plan.index)  # search vectors: here, not on the decoding thread, and with no slot
     return desc
