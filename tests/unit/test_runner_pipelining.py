@@ -246,3 +246,27 @@ def test_search_vectors_are_computed_off_the_decoding_thread_before_the_segment_
     reported = [i for kind, i, _ in order if kind == "segment_done"]
     assert all(order.index(("index", i, name)) < order.index(("segment_done", i, "")) for i, name in indexed)
     assert sorted(reported) == list(range(N))
+
+
+def test_a_segment_waiting_for_a_slot_stores_its_review_copies_before_it_gets_one(settings: Settings) -> None:
+    """The review copies (a JPEG re-encode per frame) are made while the segment waits for a call slot, so a slot
+    that frees goes straight to the next call; every segment's copies are stored once."""
+    journal = Journal()
+    copies: list[tuple[int, int]] = []  # (segment, calls finished when its copies were stored)
+
+    class Blobs:
+        def put(self, job_id: str, index: int, frames: Sequence[Any]) -> None:
+            with journal.cond:
+                copies.append((index, len(journal.finished)))
+                journal.cond.notify_all()
+
+    # no call ends until the segments waiting behind the first C calls have stored their copies
+    describer = HeldDescriber(journal, lambda j: sum(1 for i, _ in copies if i >= C) >= C)
+    ports, store, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    ports.blobs = Blobs()  # type: ignore[assignment]
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
+    jobs.run(ports, job.id)
+    assert sorted(i for i, _ in copies) == list(range(N))
+    assert [done for i, done in copies if C <= i < 2 * C] == [0] * C  # stored with every slot still busy
+    assert [r.state for r in store.segment_rows(job.id)] == ["done"] * N
