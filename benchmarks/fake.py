@@ -18,9 +18,30 @@ from worker.core.models import Description
 from worker.core.ports import Describer, DescribeRequest
 
 
+@dataclass(frozen=True)
+class FakeProcess:
+    """The running fake: its native API base URL and process id (for its CPU time)."""
+
+    url: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds the fake has used so far (user + system, from /proc)."""
+        with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def fake_dashscope(latency_s: float) -> Iterator[str]:
     """Start the fake answering model calls after ``latency_s``; yields its native API base URL."""
+    with fake_process(latency_s) as fake:
+        yield fake.url
+
+
+@contextlib.contextmanager
+def fake_process(latency_s: float) -> Iterator[FakeProcess]:
+    """``fake_dashscope`` that also yields the process (its CPU is on the same cores as the pipeline's)."""
     proc = subprocess.Popen(
         [PYTHON, "-m", "tests.fakes.dashscope_server", "--port", "0", "--latency", f"{latency_s:g}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
@@ -31,7 +52,7 @@ def fake_dashscope(latency_s: float) -> Iterator[str]:
         if "base_http_api_url=" not in line:
             raise RuntimeError(f"the fake DashScope did not start: {line!r}")
         os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-        yield line.split("=", 1)[1]
+        yield FakeProcess(line.split("=", 1)[1], proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -50,6 +71,7 @@ class CountingDescriber:
     durations: list[float] = field(default_factory=list)
     peak: int = 0
     sampling_in_job: list[float] = field(default_factory=list)  # seconds the job spent sampling, per run
+    cpu_in_job: list[float] = field(default_factory=list)  # CPU seconds of the job's process (every thread), per run
     _now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -221,3 +221,52 @@ def test_the_next_call_sees_the_usage_a_finished_call_stored(tmp_path: Path, mon
     rows = list(store.segment_rows(job.id))
     assert [r.state for r in rows] == ["done", "failed"] + ["cancelled"] * (N - 2)
     assert "video token cap" in (rows[1].error or "")
+
+
+def test_search_vectors_are_computed_off_the_decoding_thread_before_the_segment_is_reported(settings: Settings) -> None:
+    """Indexing (an embedding request per segment with DashScope) runs in the segment's call thread after its
+    slot is free, not on the thread that decodes; each segment is indexed before its ``segment_done`` event."""
+    journal = Journal()
+    order: list[tuple[str, int, str]] = []
+    describer = HeldDescriber(journal, lambda j: True)
+    ports, _, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    ports.indexer = lambda job_id, index, background: order.append(("index", index, threading.current_thread().name))
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "segment_done":
+            order.append((kind, data["index"], ""))
+
+    ports.on_event = on_event
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
+    jobs.run(ports, job.id)
+    indexed = [(i, name) for kind, i, name in order if kind == "index"]
+    assert sorted(i for i, _ in indexed) == list(range(N))
+    assert all(name != threading.current_thread().name and name.startswith("describe") for _, name in indexed)
+    reported = [i for kind, i, _ in order if kind == "segment_done"]
+    assert all(order.index(("index", i, name)) < order.index(("segment_done", i, "")) for i, name in indexed)
+    assert sorted(reported) == list(range(N))
+
+
+def test_a_segment_waiting_for_a_slot_stores_its_review_copies_before_it_gets_one(settings: Settings) -> None:
+    """The review copies (a JPEG re-encode per frame) are made while the segment waits for a call slot, so a slot
+    that frees goes straight to the next call; every segment's copies are stored once."""
+    journal = Journal()
+    copies: list[tuple[int, int]] = []  # (segment, calls finished when its copies were stored)
+
+    class Blobs:
+        def put(self, job_id: str, index: int, frames: Sequence[Any]) -> None:
+            with journal.cond:
+                copies.append((index, len(journal.finished)))
+                journal.cond.notify_all()
+
+    # no call ends until the segments waiting behind the first C calls have stored their copies
+    describer = HeldDescriber(journal, lambda j: sum(1 for i, _ in copies if i >= C) >= C)
+    ports, store, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    ports.blobs = Blobs()  # type: ignore[assignment]
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
+    jobs.run(ports, job.id)
+    assert sorted(i for i, _ in copies) == list(range(N))
+    assert [done for i, done in copies if C <= i < 2 * C] == [0] * C  # stored with every slot still busy
+    assert [r.state for r in store.segment_rows(job.id)] == ["done"] * N

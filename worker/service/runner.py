@@ -25,7 +25,7 @@ from worker.service.caps import Ticket
 from worker.service.context import Ports
 from worker.service.finish import finish
 from worker.service.plan import options_of, plan, plan_of_row, reserve_call
-from worker.service.segment import Sampled, describe_and_store, fail, sample_segment
+from worker.service.segment import Sampled, describe_and_store, fail, keep_review_copies, sample_segment
 
 
 def run_inline(
@@ -76,8 +76,7 @@ def run_inline(
     def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
         nonlocal stop
         try:
-            desc = fut.result()
-            ports.index(job_id, index)  # vectors for meaning-based search
+            desc = fut.result()  # stored, and indexed for meaning-based search by its call's thread
             ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
         except DescriberAuthError as exc:
             fail(ports, job_id, index, exc, 0, ticket)
@@ -181,7 +180,10 @@ class _Call:
 def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> Description:
     """Describe with the previous segment's description as context: waited for when ``continuity``
     is on (calls run one after another), else only when it has already finished. A call slot is held from
-    the cache lookup until the usage is stored, so the caps' check before the next request sees it."""
+    the cache lookup until the usage is stored, so the caps' check before the next request sees it; the review
+    copies are stored before (while the segment waits for a slot) and the search vectors after."""
+    if not call.halt.is_set():  # first, with no slot held: a slot is held only for the lookup, call and row
+        keep_review_copies(ports, job.id, sampled.plan.index, sampled.frames)
     previous = None
     before = call.before
     if before is not None and (call.wait or before.done()):
@@ -193,10 +195,11 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
         if call.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
             raise _Halted
         try:
-            desc = describe_and_store(ports, job, call.describer, sampled, previous, call.ticket)
+            desc = describe_and_store(ports, job, call.describer, sampled, previous, call.ticket, copies_kept=True)
         except DescriberAuthError:
             call.halt.set()
             raise
     if call.ticket is not None:
         call.ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    ports.index(job.id, sampled.plan.index)  # search vectors: here, not on the decoding thread, and with no slot
     return desc

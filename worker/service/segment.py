@@ -68,9 +68,11 @@ def describe_and_store(
     sampled: Sampled,
     previous: str | None = None,
     ticket: Ticket | None = None,
+    copies_kept: bool = False,
 ) -> Description:
     """``ticket``: the segment's reservation under the job's caps (``service/caps.py``): its guard is asked
-    before every request the describer sends; the store write releases it."""
+    before every request the describer sends; the store write releases it. ``copies_kept``: the caller
+    already stored the review copies (the inline runner, while the segment waited for a call slot)."""
     opts = options_of(job)
     resolved = resolve(opts, ports.settings)
     preset_name = resolved.preset
@@ -99,7 +101,8 @@ def describe_and_store(
     hit = reuse.lookup(ports.cache, ports.store, job.id, p.index, key, sampled.hashes, ports.settings)
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
-        keep_review_copies(ports, job.id, p.index, sampled.frames)
+        if not copies_kept:
+            keep_review_copies(ports, job.id, p.index, sampled.frames)
         with _storing(ticket):
             ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
         if source is None:
@@ -110,7 +113,8 @@ def describe_and_store(
     if desc.usage.latency_ms == 0:
         latency = round((time.monotonic() - started) * 1000)
         desc = replace(desc, usage=replace(desc.usage, latency_ms=latency, attempts=max(1, desc.usage.attempts)))
-    keep_review_copies(ports, job.id, p.index, sampled.frames)
+    if not copies_kept:
+        keep_review_copies(ports, job.id, p.index, sampled.frames)
     with _storing(ticket):
         ports.store.save_segment(job.id, p.index, desc, sampled.frames)
     reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
