@@ -1,5 +1,5 @@
 """``framescribe sample`` on more than one CPU: targets cut into chunks at keyframes, each decoded by its own
-single-threaded reader in a thread, give the same frames (the same JPEG bytes) at the same times as one
+single-threaded reader in a worker process, give the same frames (the same JPEG bytes) at the same times as one
 reader and as exact decoding; and a reader call leaves the rest of its keyframe interval undecoded."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from worker.adapters.frames import sampler
 from worker.adapters.frames.sampler import key_chunks, run_sample, sample_workers
 from worker.adapters.video import open_reader
 from worker.adapters.video.pyav import PyAVReader
+from worker.errors import DecodeError
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,10 @@ def test_parallel_chunks_write_what_one_reader_writes(
     monkeypatch.setattr(sampler, "_parallel", spy)
     monkeypatch.setattr(sampler, "decoder_threads", lambda: 2)
     par = run_sample(long_gop, tmp_path / "par", fps)
-    assert calls == [2], "two decoding threads"
+    assert calls == [4], "two decoding processes per CPU"
     monkeypatch.setattr(sampler, "decoder_threads", lambda: 1)
     one = run_sample(long_gop, tmp_path / "one", fps)
-    assert calls == [2], "one CPU: one reader"
+    assert calls == [4], "one CPU: one reader"
     assert par.frames == one.frames == len(rows(tmp_path / "par")) == round(20 * fps)
     assert _written(tmp_path / "par") == _written(tmp_path / "one")
     times = [int(r["pts_ms"]) for r in rows(tmp_path / "par")]
@@ -82,7 +83,7 @@ def test_workers_only_where_chunks_start_at_keyframes(long_gop: Path, monkeypatc
     monkeypatch.setattr(sampler, "decoder_threads", lambda: 2)
     with open_reader(long_gop) as reader:
         workers, keys = sample_workers(reader, 1.0, "auto")
-        assert workers == 2 and len(keys) == 6 and keys[0] == 0
+        assert workers == 4 and len(keys) == 6 and keys[0] == 0
         assert sample_workers(reader, 30.0, "auto")[0] == 1, "100 targets per keyframe interval"
         assert sample_workers(reader, 1.0, "opencv")[0] == 1
     monkeypatch.setattr(sampler, "decoder_threads", lambda: 1)
@@ -106,3 +107,20 @@ def test_a_call_leaves_the_rest_of_its_interval_undecoded(long_gop: Path, monkey
     assert first == [500] and second == [3500]
     assert all(ms is not None and ms >= 3333 for ms in fed), "nothing of the first interval after 500 ms"
     assert len(fed) <= 10
+
+
+def test_a_worker_error_reaches_the_caller(long_gop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = PyAVReader.frames
+
+    def failing(self: PyAVReader, targets: list[int], **kw: Any) -> Any:
+        if targets[0] >= 10_000:
+            raise DecodeError("broken at 10 s", at_ms=10_000)
+        yield from frames(self, targets, **kw)
+
+    monkeypatch.setattr(PyAVReader, "frames", failing)  # the forked workers inherit it
+    monkeypatch.setattr(sampler, "decoder_threads", lambda: 2)
+    with pytest.raises(DecodeError, match="broken at 10 s") as err:
+        run_sample(long_gop, tmp_path, 1.0)
+    assert err.value.at_ms == 10_000
+    assert not (tmp_path / "frames.csv").exists(), "no CSV for a run that failed"
+    assert [int(p.name.split("_")[2][:-6]) for p in sorted(tmp_path.glob("*.jpg"))] == list(range(0, 10_000, 1000))

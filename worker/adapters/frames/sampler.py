@@ -41,7 +41,8 @@ WRITERS = 2  # JPEG encoders working while the reader decodes (one reader)
 THREADS_PER_CPU = 2  # decoding threads (each with its own reader) per usable CPU: see sample_workers
 MAX_WORKERS = 8
 SPAN_MS = 4000  # a parallel chunk is cut at the first keyframe after this much video, or after
-SPAN_TARGETS = 30  # this many targets (JPEGs of at most workers + 1 chunks are held)
+SPAN_TARGETS = 30  # this many targets
+HELD_TARGETS = 240  # chunks in flight hold at most this many targets' JPEGs (and at least one per worker)
 TARGETS_PER_KEY = 30  # parallel chunks only when a keyframe interval holds at most this many targets
 CSV_NAME = "frames.csv"
 
@@ -180,25 +181,30 @@ def _parallel(
     open_one: Callable[[], VideoReader], chunks: Iterator[list[int]], workers: int, out: _Output
 ) -> ReadPlan | None:
     """``workers`` forked processes, each with its own single-threaded reader, decode and encode whole
-    chunks; the results are written in chunk order (at most ``workers + 1`` chunks are held). Processes,
-    not threads: on a busy machine a thread preempted while it holds the GIL stalls the others."""
+    chunks; the results are written in chunk order. Chunks are queued well ahead (up to ``HELD_TARGETS``),
+    so a worker the kernel holds back does not leave the others idle. Processes, not threads: on a busy
+    machine a thread preempted while it holds the GIL stalls the others."""
     plan: ReadPlan | None = None
     context = multiprocessing.get_context("fork")  # the probe and the imports are inherited
     start = (open_one, out.writer)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=start) as pool:
         pending: deque[Future[tuple[ReadPlan | None, list[tuple[int, tuple[bytes, int, int]]]]]] = deque()
 
+        sizes: deque[int] = deque()
+
         def settle(limit: int) -> None:
             nonlocal plan
-            while len(pending) > limit:
+            while pending and ((len(pending) > workers and sum(sizes) > limit) or limit == 0):
                 plan, encoded = pending.popleft().result()
+                sizes.popleft()
                 for t_ms, data in encoded:
                     out.add(t_ms, data)
 
         try:
             for chunk in chunks:
                 pending.append(pool.submit(_chunk_task, chunk))
-                settle(workers)
+                sizes.append(len(chunk))
+                settle(HELD_TARGETS)
             settle(0)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
