@@ -65,11 +65,7 @@ class JpegWriter:
         return buf.tobytes(), tw, th
 
     def write(self, folder: Path, n: int, t_ms: int, image: np.ndarray) -> FrameRef:
-        return self.save(folder, n, t_ms, self.encode(image))
-
-    def save(self, folder: Path, n: int, t_ms: int, encoded: tuple[bytes, int, int]) -> FrameRef:
-        """Store an ``encode`` result as frame ``n`` (atomically)."""
-        data, w, h = encoded
+        data, w, h = self.encode(image)
         path = folder / f"frame_{n:04d}_{t_ms:010d}ms.jpg"
         try:
             atomic_write(path, data)

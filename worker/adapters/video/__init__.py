@@ -51,24 +51,16 @@ def available_backends() -> list[str]:
 
 
 def open_reader(
-    path: str | Path,
-    limits: LimitSettings | None = None,
-    backend: str = "auto",
-    *,
-    keyframe_tolerance: float = 0.0,
-    threads: int = 0,
+    path: str | Path, limits: LimitSettings | None = None, backend: str = "auto", *, keyframe_tolerance: float = 0.0
 ) -> VideoReader:
     """A reader for ``path``. ``auto`` chooses the backend per ``frames`` call by the read plan's cost;
     ``keyframe_tolerance`` (a fraction of the sampling interval, at most 0.5) lets a keyframe that close to a
-    target stand in for it where that is cheaper (its true time is kept); ``threads`` sets PyAV's FFmpeg
-    decoder threads (0: one per usable CPU)."""
+    target stand in for it where that is cheaper (its true time is kept)."""
     keep_frame_memory()  # frames reuse freed memory instead of page-faulting new memory each (heap.py)
     if backend == "auto":
-        return AutoReader(path, limits, keyframe_tolerance=keyframe_tolerance, threads=threads)
+        return AutoReader(path, limits, keyframe_tolerance=keyframe_tolerance)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown reader backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
-    if backend == "pyav":
-        return BACKENDS[backend](path, limits, keyframe_tolerance=keyframe_tolerance, threads=threads)  # type: ignore[no-any-return]
     reader: VideoReader = BACKENDS[backend](path, limits, keyframe_tolerance=keyframe_tolerance)
     return reader
 
@@ -79,22 +71,13 @@ class AutoReader:
 
     backend = "auto"
 
-    def __init__(
-        self,
-        path: str | Path,
-        limits: LimitSettings | None = None,
-        *,
-        keyframe_tolerance: float = 0.0,
-        threads: int = 0,
-    ):
+    def __init__(self, path: str | Path, limits: LimitSettings | None = None, *, keyframe_tolerance: float = 0.0):
         self.path = Path(path)
         self.limits = limits or LimitSettings()
         self.keyframe_tolerance = keyframe_tolerance
         check_file(self.path, self.limits)
         make = BACKENDS.get("pyav")
-        self._pyav: Any = None
-        if make:
-            self._pyav = make(self.path, self.limits, keyframe_tolerance=keyframe_tolerance, threads=threads)
+        self._pyav: Any = make(self.path, self.limits, keyframe_tolerance=keyframe_tolerance) if make else None
         self._opencv: OpenCVReader | None = None
         self.last_plan: ReadPlan | None = None
 
@@ -118,14 +101,6 @@ class AutoReader:
             self._pyav.close()
             self._pyav = None
             return info
-
-    def keyframe_times(self) -> list[float]:
-        """Keyframe times (ms) from PyAV's view of the container index; empty when PyAV cannot read the file."""
-        self.probe()  # PyAV may give way to OpenCV here
-        if self._pyav is None:
-            return []
-        times: list[float] = self._pyav.keyframe_times()
-        return times
 
     def plan(self, targets_ms: Sequence[int]) -> ReadPlan:
         info = self.probe()

@@ -48,18 +48,10 @@ class PyAVReader:
 
     backend = "pyav"
 
-    def __init__(
-        self,
-        path: str | Path,
-        limits: LimitSettings | None = None,
-        *,
-        keyframe_tolerance: float = 0.0,
-        threads: int = 0,
-    ):
+    def __init__(self, path: str | Path, limits: LimitSettings | None = None, *, keyframe_tolerance: float = 0.0):
         self.path = Path(path)
         self.limits = limits or LimitSettings()
         self.keyframe_tolerance = keyframe_tolerance
-        self.threads = threads  # FFmpeg decoder threads; 0: one per usable CPU (decoder_threads)
         self._size = check_file(self.path, self.limits)
         self._container: Any = None
         self._stream: Any = None
@@ -109,10 +101,8 @@ class PyAVReader:
             container.close()
             raise VideoOpenError(f"{self.path}: no video stream (is it audio only?)")
         stream = streams[0]
-        import os as _os  # EXPERIMENT
-
-        stream.thread_type = _os.environ.get("FS_TT", "AUTO")
-        stream.codec_context.thread_count = int(_os.environ.get("FS_TC", "0")) or self.threads or decoder_threads()
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = decoder_threads()
         self._container, self._stream = container, stream
         self._tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
         self._tb_s = float(self._tb)
@@ -150,11 +140,6 @@ class PyAVReader:
     def _measure_facts(self, fps: float) -> StreamFacts:
         """Keyframe spacing and droppable share from the first packets (``pyav_probe.measure_facts``)."""
         return pyav_probe.measure_facts(self, fps)
-
-    def keyframe_times(self) -> list[float]:
-        """Keyframe presentation times (ms) from the container index (estimated; empty without an index)."""
-        self.probe()
-        return list(self._key_pts)
 
     def facts(self) -> StreamFacts:
         """Keyframe spacing and droppable share, from the container index or the first packets."""
