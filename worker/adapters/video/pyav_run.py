@@ -230,6 +230,7 @@ class Run:
                 self._at_end()
             else:
                 self._on_packet(pkt)
+        r._active = False  # the rest of the interval stays buffered: decoded only if a later call needs it
         self._check_complete()
 
     def _recover(self) -> bool:
