@@ -74,13 +74,16 @@ def build_ports(
         return cache[key]
 
     from worker.adapters.describers.cache import DescriptionCache
+    from worker.adapters.frames.handover import LocalHandover
     from worker.adapters.frames.local import LocalFrames
 
+    frames = LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality)
     return Ports(
         settings=settings,
         store=store,
         describer_for=describer_for,
-        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
+        frames=frames,
+        handover=LocalHandover(frames),
         analyser=analyser_for(settings),
         cache=DescriptionCache(store.engine),
         reader_for=reader_factory(settings, check_sources=check_sources),

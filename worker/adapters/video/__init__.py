@@ -122,6 +122,11 @@ class AutoReader:
         else:
             yield from self._pyav.frames(targets_ms, strategy=plan.strategy, tolerance=plan.tolerance_ms)
 
+    @property
+    def passed(self) -> int:
+        """Frames gone by without being yielded, over both backends (``PyAVReader.passed``)."""
+        return sum(r.passed for r in (self._pyav, self._opencv) if r is not None)
+
     def close(self) -> None:
         if self._pyav is not None:
             self._pyav.close()

@@ -1,0 +1,205 @@
+"""The analysis pass hands its frames to the segments (issue 19, goal 4): a scene or hybrid job decodes
+its video once, and stores the same frames (times, JPEG bytes), thumbs and rows as without the hand-over.
+The segment step takes handed frames only when their manifest is complete and matches its plan and budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.media import VideoTruth, make_video
+from worker.adapters.frames.handover import MANIFEST, LocalHandover
+from worker.adapters.frames.local import LocalFrames
+from worker.adapters.video.opencv import OpenCVReader
+from worker.adapters.video.pyav import PyAVReader
+from worker.bootstrap import build_ports
+from worker.config import Settings, load_settings
+from worker.core.models import Description, SegmentPlan, Usage
+from worker.core.money import FrameBudget
+from worker.core.ports import DescribeRequest
+from worker.options import JobOptions
+from worker.service import pipeline
+from worker.service.plan import plan_of_row
+
+CUTS = (3.0, 7.4, 12.0, 16.6, 21.0)
+
+
+@pytest.fixture(scope="module")
+def cut_video(tmp_path_factory: pytest.TempPathFactory) -> VideoTruth:
+    """25 s, 15 fps, 320x240 H.264 with hard cuts at CUTS (s); a disc moves in every frame."""
+    path = tmp_path_factory.mktemp("handover") / "cuts.mp4"
+    return make_video(path, seconds=25, fps=15, cuts_at=CUTS, codec="libx264")
+
+
+class Recording:
+    """A describer that answers at once and keeps what it was sent (the thumbs too)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.requests: list[DescribeRequest] = []
+        self._lock = threading.Lock()
+
+    def describe(self, request: DescribeRequest) -> Description:
+        with self._lock:
+            self.requests.append(request)
+        text = f"Segment {request.plan.index}: {len(request.frames)} frames."
+        return Description(text, {}, describer=self.name, model="rec-1", usage=Usage(input_tokens=1))
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The number of targets of every reader ``frames`` call (either backend)."""
+    calls: list[int] = []
+    for cls in (PyAVReader, OpenCVReader):
+        original = cls.frames
+
+        def counted(self: Any, targets: Any, *a: Any, _orig: Any = original, **k: Any) -> Any:
+            calls.append(len(targets))
+            return _orig(self, targets, *a, **k)
+
+        monkeypatch.setattr(cls, "frames", counted)
+    yield calls
+
+
+def settings_in(path: Path, **sampling: Any) -> Settings:
+    return load_settings(
+        data_dir=path, describer={"kind": "local", "concurrency": 2}, sampling={"fps": 1, "reader_backend": "pyav", **sampling}
+    )
+
+
+def run_job(settings: Settings, video: Path, handover: bool, **opts: Any) -> tuple[Any, str, Recording]:
+    rec = Recording()
+    ports = dataclasses.replace(build_ports(settings), describer_for=lambda _o: rec)
+    if not handover:
+        ports = dataclasses.replace(ports, handover=None)
+    job, _ = ports.store.create_job(str(video), video.name, JobOptions.parse(opts).stored())
+    summary = pipeline.run_inline(ports, job.id)
+    assert summary.state == "done"
+    return ports, job.id, rec
+
+
+def stored(ports: Any, job_id: str) -> list[tuple[Any, ...]]:
+    """Every row's plan and text with its frames' times, sizes and JPEG bytes."""
+    out = []
+    for row in ports.store.segment_rows(job_id):
+        frames = ports.store.frames(job_id, row.index)
+        files = [(f.n, f.t_ms, f.width, f.height, Path(f.path).read_bytes()) for f in frames]
+        out.append((row.index, row.start_ms, row.end_ms, row.fps, row.state, row.description, files))
+    return out
+
+
+@pytest.mark.parametrize("segmenter", ["scene", "hybrid"])
+def test_a_job_decodes_once_and_stores_the_same_frames(
+    cut_video: VideoTruth, tmp_path: Path, decodes: list[int], segmenter: str
+) -> None:
+    before, job_b, rec_b = run_job(settings_in(tmp_path / "off"), cut_video.path, False, segmenter=segmenter)
+    without = list(decodes)
+    decodes.clear()
+    after, job_a, rec_a = run_job(settings_in(tmp_path / "on"), cut_video.path, True, segmenter=segmenter)
+    rows = list(after.store.segment_rows(job_a))
+    assert len(rows) >= len(CUTS) + 1
+    assert len(without) == 1 + len(rows), "without the hand-over every segment decodes its frames again"
+    # with it only the first shot (3 s: re-sampled with 4 spread times, off any grid) decodes again
+    resampled = [len(plan_of_row(after.store, job_a, r.index).targets_ms) for r in rows if r.fps != "1"]
+    assert resampled == [4]
+    assert decodes == without[:1] + resampled
+    assert stored(after, job_a) == stored(before, job_b)  # same rows, frame times and JPEG bytes
+    sent_a = sorted(rec_a.requests, key=lambda r: r.plan.index)
+    sent_b = sorted(rec_b.requests, key=lambda r: r.plan.index)
+    assert [r.plan for r in sent_a] == [r.plan for r in sent_b]
+    for a, b in zip(sent_a, sent_b, strict=True):  # the thumbs (hashes, the local describer) are pixel-identical
+        assert len(a.thumbs) == len(b.thumbs) > 0
+        assert all(np.array_equal(x, y) for x, y in zip(a.thumbs, b.thumbs, strict=True))
+    assert not (tmp_path / "on" / "jobs" / job_a / "handover").exists(), "the spill is gone once handed over"
+
+
+def test_celery_steps_and_a_redelivered_segment_take_the_handed_frames(
+    cut_video: VideoTruth, tmp_path: Path, decodes: list[int]
+) -> None:
+    ports = build_ports(settings_in(tmp_path))
+    job, _ = ports.store.create_job(str(cut_video.path), "cuts.mp4", JobOptions.parse({"segmenter": "scene"}).stored())
+    indexes = pipeline.plan(ports, job.id)  # the plan task
+    assert len(decodes) == 1  # the analysis pass
+    states = {i: pipeline.run_segment(ports, job.id, i) for i in indexes}  # the segment tasks, one by one
+    assert set(states.values()) == {"done"}
+    assert decodes[1:] == [4], "only the re-sampled first shot decodes"
+    plan = plan_of_row(ports.store, job.id, 1)
+    folder = ports.frames.folder(job.id, plan.index)
+    with ports.open_source(job) as reader:  # the segment delivered again after its frames were taken
+        again = pipeline.sample_segment(ports, reader, plan, folder, JobOptions())
+    assert decodes[1:] == [4]
+    assert [(f.t_ms, f.size_bytes) for f in again.frames] == [(f.t_ms, f.size_bytes) for f in ports.store.frames(job.id, 1)]
+
+
+# -- the manifest: present, complete, matching -----------------------------------------------------
+def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudget]:
+    """One segment handed two frames (times 0 and 1000) by a pass that offered every frame of 0..1000."""
+    frames = LocalFrames(tmp_path, max_pixels=64 * 64)
+    handover = LocalHandover(frames)
+    budget = FrameBudget(64 * 64, 32)
+    from fractions import Fraction
+
+    keeper = handover.keeper("job1", 0, Fraction(1), budget, 100)
+    rng = np.random.default_rng(0)
+    prev = None
+    for t in range(0, 1100, 100):
+        keeper.offer(t, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 0 if prev is None else prev + 2, ())
+        prev = t
+    plan = SegmentPlan(0, 0, 2000, Fraction(1), (0, 1000))
+    assert handover.hand_over(keeper, [plan]) == 1
+    return handover, plan, frames.folder("job1", 0), budget
+
+
+def test_a_complete_matching_set_is_taken(tmp_path: Path) -> None:
+    handover, plan, folder, budget = handed(tmp_path)
+    got = handover.take(folder, plan, budget)
+    assert got is not None
+    refs, thumbs = got
+    assert [(r.n, r.t_ms) for r in refs] == [(0, 0), (1, 1000)]
+    assert [Path(r.path).name for r in refs] == ["frame_0000_0000000000ms.jpg", "frame_0001_0000001000ms.jpg"]
+    assert all(Path(r.path).stat().st_size == r.size_bytes for r in refs)
+    assert [t.shape for t in thumbs] == [(48, 64, 3)] * 2
+
+
+def test_without_a_manifest_nothing_is_taken(tmp_path: Path) -> None:
+    handover, plan, folder, budget = handed(tmp_path)
+    (folder / MANIFEST).unlink()  # the hand-over stopped before its last write
+    assert handover.take(folder, plan, budget) is None
+
+
+def test_a_missing_or_changed_frame_is_not_taken(tmp_path: Path) -> None:
+    handover, plan, folder, budget = handed(tmp_path)
+    name = json.loads((folder / MANIFEST).read_text())["frames"][1][2]
+    (folder / name).write_bytes(b"half")
+    assert handover.take(folder, plan, budget) is None
+    (folder / name).unlink()
+    assert handover.take(folder, plan, budget) is None
+
+
+def test_other_targets_or_settings_are_not_taken(tmp_path: Path) -> None:
+    handover, plan, folder, budget = handed(tmp_path)
+    assert handover.take(folder, dataclasses.replace(plan, targets_ms=(0, 1001)), budget) is None
+    assert handover.take(folder, plan, FrameBudget(32 * 32, 32)) is None
+    assert handover.take(folder, plan, FrameBudget(64 * 64, 28)) is None
+
+
+def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> None:
+    frames = LocalFrames(tmp_path, max_pixels=64 * 64)
+    handover = LocalHandover(frames)
+    from fractions import Fraction
+
+    keeper = handover.keeper("job1", 0, Fraction(1), FrameBudget(64 * 64, 32), 100)
+    image = np.zeros((48, 64, 3), np.uint8)
+    keeper.offer(0, image, 0, ())
+    keeper.offer(1000, image, None, ())  # a frame may lie between 0 and 1000: not the exact frame of 1000
+    plan = SegmentPlan(0, 0, 2000, Fraction(1), (0, 1000))
+    assert handover.hand_over(keeper, [plan]) == 0
+    assert not (frames.folder("job1", 0) / MANIFEST).exists()

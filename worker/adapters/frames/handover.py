@@ -1,0 +1,173 @@
+"""The ``FrameHandover`` port on local disk: the analysis pass writes the frames the segments will sample.
+
+While the pass decodes, each frame that is the exact frame of a target on a grid a segment may start
+(``core/handover.py``) is written once, as the segment step would write it (same writer, budget and
+quality), with its thumb (lossless PNG), to ``jobs/<job>/handover/``: memory holds only a few recent
+frames (a cut is reported a few frames late). Once the plan is known every segment whose targets the kept
+frames all serve gets them, named as the segment step names them, then ``handover.json`` (written
+atomically, last) saying which targets and settings they are for. The segment step takes them only when
+that manifest matches its plan and budget and every file is there; otherwise it decodes as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from worker.adapters.frames.local import LocalFrames, atomic_write, job_dir, remove_tree
+from worker.core.handover import Grids, Kept, cover
+from worker.core.models import FrameRef, SegmentPlan
+from worker.core.money import FrameBudget
+from worker.core.ports import FrameKeeper
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "handover.json"
+RECENT = 24  # frames held for cuts reported late (the detectors report within a few frames)
+RECENT_BYTES = 96 * 1024**2  # ... but never more than this much image memory
+PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+def thumb_name(n: int) -> str:
+    return f".thumb_{n:04d}.png"
+
+
+class SpillKeeper:
+    """One pass's kept frames: written as they come to the spill folder, listed in memory (a few numbers each)."""
+
+    def __init__(self, frames: LocalFrames, spill: Path, start_ms: int, fps: Fraction, budget: FrameBudget,
+                 hold_ms: float) -> None:  # fmt: skip
+        self.frames, self.spill, self.budget = frames, spill, budget
+        self.grids = Grids(start_ms, fps, hold_ms)
+        self.kept: dict[int, tuple[Kept, int, int, int]] = {}  # t_ms -> (range, width, height, bytes)
+        self.recent: deque[tuple[Kept, np.ndarray]] = deque()
+        self.recent_bytes = 0
+
+    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int]) -> None:
+        for c in cuts_ms:
+            self.grids.cut(c)
+            for k, img in self.recent:  # frames already gone by when the cut was reported
+                if k.t_ms not in self.kept and self.grids.wants(k.lo_ms, k.t_ms, only=c):
+                    self._write(k, img)
+        if image is None or lo_ms is None:
+            self._forget()  # a frame may lie before this one: older frames can no longer be placed
+            return
+        self.grids.prune(lo_ms)
+        k = Kept(t_ms, lo_ms)
+        if lo_ms <= t_ms and self.grids.wants(lo_ms, t_ms):
+            self._write(k, image)
+        self.recent.append((k, image))
+        self.recent_bytes += image.nbytes
+        while len(self.recent) > RECENT or self.recent_bytes > RECENT_BYTES:
+            self.recent_bytes -= self.recent.popleft()[1].nbytes
+
+    def _forget(self) -> None:
+        self.recent.clear()
+        self.recent_bytes = 0
+
+    def _write(self, k: Kept, image: np.ndarray) -> None:
+        if k.lo_ms > k.t_ms:
+            return
+        data, w, h = self.frames.encode(image, self.budget)
+        atomic_write(self.spill / f"{k.t_ms:010d}.jpg", data)
+        ok, png = cv2.imencode(".png", self.frames.thumb(image), PNG)
+        if not ok:
+            return
+        atomic_write(self.spill / f"{k.t_ms:010d}.png", png.tobytes())
+        self.kept[k.t_ms] = (k, w, h, len(data))
+
+
+class LocalHandover:
+    """Hand-over through the local frames folder (a segment on a machine without it decodes as before)."""
+
+    def __init__(self, frames: LocalFrames) -> None:
+        self.frames = frames
+
+    def keeper(self, job_id: str, start_ms: int, fps: Fraction, budget: FrameBudget, hold_ms: float) -> FrameKeeper:
+        spill = job_dir(self.frames.data_dir, job_id) / "handover"
+        remove_tree(spill)
+        spill.mkdir(parents=True, exist_ok=True)
+        return SpillKeeper(self.frames, spill, start_ms, fps, budget, hold_ms)
+
+    def discard(self, keeper: FrameKeeper) -> None:
+        if isinstance(keeper, SpillKeeper):
+            keeper._forget()
+            remove_tree(keeper.spill)
+
+    def hand_over(self, keeper: FrameKeeper, plans: Iterable[SegmentPlan]) -> int:
+        if not isinstance(keeper, SpillKeeper):
+            return 0
+        keeper._forget()
+        job = keeper.spill.parent
+        kept = sorted(keeper.kept.values(), key=lambda v: v[0].t_ms)
+        ranges = [v[0] for v in kept]
+        handed = 0
+        try:
+            for plan in plans:
+                if plan.kind != "describe" or not plan.targets_ms:
+                    continue
+                folder = self.frames.folder(job.name, plan.index)
+                self.frames.clear(folder)  # an earlier plan's frames (a retried job) are never taken for these
+                picks = cover(plan.targets_ms, ranges)
+                if picks is None:
+                    continue
+                refs = [self._place(keeper.spill, folder, n, kept[i]) for n, i in enumerate(picks)]
+                self._manifest(folder, plan, keeper.budget, refs)
+                handed += 1
+        finally:
+            remove_tree(keeper.spill)
+        log.info("%s: %d segment(s) handed their frames by the analysis pass (%d kept)", job.name, handed, len(kept))
+        return handed
+
+    def _place(self, spill: Path, folder: Path, n: int, entry: tuple[Kept, int, int, int]) -> FrameRef:
+        k, w, h, size = entry
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"frame_{n:04d}_{k.t_ms:010d}ms.jpg"
+        _link(spill / f"{k.t_ms:010d}.jpg", path)
+        _link(spill / f"{k.t_ms:010d}.png", folder / thumb_name(n))
+        return FrameRef(n=n, t_ms=k.t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=size)
+
+    def _manifest(self, folder: Path, plan: SegmentPlan, budget: FrameBudget, refs: list[FrameRef]) -> None:
+        body = {"targets": list(plan.targets_ms), "settings": self._settings(budget),
+                "frames": [[r.n, r.t_ms, Path(r.path).name, r.width, r.height, r.size_bytes] for r in refs]}  # fmt: skip
+        atomic_write(folder / MANIFEST, json.dumps(body).encode())
+
+    def _settings(self, budget: FrameBudget) -> list[int]:
+        return [budget.max_pixels, budget.factor, self.frames.writer.quality, self.frames.thumb_width]
+
+    def take(self, folder: Path, plan: SegmentPlan, budget: FrameBudget) -> tuple[list[FrameRef], list[Any]] | None:
+        try:
+            body = json.loads((folder / MANIFEST).read_bytes())
+            if body["targets"] != list(plan.targets_ms) or body["settings"] != self._settings(budget):
+                return None
+            refs, thumbs = [], []
+            for n, t_ms, name, w, h, size in body["frames"]:
+                path = folder / name
+                if path.stat().st_size != size:
+                    return None
+                thumb = cv2.imread(str(folder / thumb_name(n)), cv2.IMREAD_UNCHANGED)
+                if thumb is None:
+                    return None
+                refs.append(FrameRef(n=n, t_ms=t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=size))
+                thumbs.append(thumb)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return refs, thumbs
+
+
+def _link(src: Path, dst: Path) -> None:
+    """A second name for a spilled file (a copy where the disk cannot link)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
