@@ -138,8 +138,8 @@ class LocalHandover:
         return FrameRef(n=n, t_ms=k.t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=size)
 
     def _manifest(self, folder: Path, plan: SegmentPlan, budget: FrameBudget, refs: list[FrameRef]) -> None:
-        body = {"targets": list(plan.targets_ms), "settings": self._settings(budget),
-                "frames": [[r.n, r.t_ms, Path(r.path).name, r.width, r.height, r.size_bytes] for r in refs]}  # fmt: skip
+        frames = [[r.n, r.t_ms, Path(r.path).name, r.width, r.height, r.size_bytes] for r in refs]
+        body = {"targets": list(plan.targets_ms), "settings": self._settings(budget), "frames": frames}
         atomic_write(folder / MANIFEST, json.dumps(body).encode())
 
     def _settings(self, budget: FrameBudget) -> list[int]:
