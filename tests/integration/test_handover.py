@@ -123,9 +123,7 @@ def test_a_job_decodes_once_and_stores_the_same_frames(
     assert not (tmp_path / "on" / "jobs" / job_a / "handover").exists(), "the spill is gone once handed over"
 
 
-def test_celery_steps_and_a_redelivered_segment_take_the_handed_frames(
-    cut_video: VideoTruth, tmp_path: Path, decodes: list[int]
-) -> None:
+def test_celery_steps_take_the_handed_frames_once(cut_video: VideoTruth, tmp_path: Path, decodes: list[int]) -> None:
     ports = build_ports(settings_in(tmp_path))
     job, _ = ports.store.create_job(str(cut_video.path), "cuts.mp4", JobOptions.parse({"segmenter": "scene"}).stored())
     indexes = pipeline.plan(ports, job.id)  # the plan task
@@ -135,9 +133,10 @@ def test_celery_steps_and_a_redelivered_segment_take_the_handed_frames(
     assert decodes[1:] == [4], "only the re-sampled first shot decodes"
     plan = plan_of_row(ports.store, job.id, 1)
     folder = ports.frames.folder(job.id, plan.index)
-    with ports.open_source(job) as reader:  # the segment delivered again after its frames were taken
+    assert sorted(p.name for p in folder.iterdir()) == sorted(Path(f.path).name for f in ports.store.frames(job.id, 1))
+    with ports.open_source(job) as reader:  # delivered again after its frames were taken: it decodes them
         again = pipeline.sample_segment(ports, reader, plan, folder, JobOptions())
-    assert decodes[1:] == [4]
+    assert decodes[1:] == [4, len(plan.targets_ms)]
     first = ports.store.frames(job.id, 1)
     assert [(f.t_ms, f.size_bytes) for f in again.frames] == [(f.t_ms, f.size_bytes) for f in first]
 
@@ -161,9 +160,11 @@ def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudge
     return handover, plan, frames.folder("job1", 0), budget
 
 
-def test_a_complete_matching_set_is_taken(tmp_path: Path) -> None:
+def test_a_complete_matching_set_is_taken_once(tmp_path: Path) -> None:
     handover, plan, folder, budget = handed(tmp_path)
     got = handover.take(folder, plan, budget)
+    assert handover.take(folder, plan, budget) is None
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_0000_0000000000ms.jpg", "frame_0001_0000001000ms.jpg"]
     assert got is not None
     refs, thumbs = got
     assert [(r.n, r.t_ms) for r in refs] == [(0, 0), (1, 1000)]

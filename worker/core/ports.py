@@ -146,7 +146,8 @@ class FrameHandover(Protocol):
         ...
 
     def take(self, folder: Path, plan: SegmentPlan, budget: FrameBudget) -> tuple[list[FrameRef], list[Any]] | None:
-        """The frames and thumbs handed to ``folder`` if complete and matching ``plan`` and ``budget``."""
+        """The frames and thumbs handed to ``folder`` if complete and matching ``plan`` and ``budget``;
+        taken once (the folder then holds only the frames)."""
         ...
 
 

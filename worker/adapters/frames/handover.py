@@ -7,6 +7,7 @@ frames (a cut is reported a few frames late). Once the plan is known every segme
 frames all serve gets them, named as the segment step names them, then ``handover.json`` (written
 atomically, last) saying which targets and settings they are for. The segment step takes them only when
 that manifest matches its plan and budget and every file is there; otherwise it decodes as before.
+Taking them removes the manifest and thumbs (a segment delivered again decodes, as before).
 """
 
 from __future__ import annotations
@@ -162,6 +163,9 @@ class LocalHandover:
                 thumbs.append(thumb)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        (folder / MANIFEST).unlink()  # taken once: the folder now holds what the segment step writes
+        for ref in refs:
+            (folder / thumb_name(ref.n)).unlink(missing_ok=True)
         return refs, thumbs
 
 
