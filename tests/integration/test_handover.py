@@ -141,6 +141,44 @@ def test_celery_steps_take_the_handed_frames_once(cut_video: VideoTruth, tmp_pat
     assert [(f.t_ms, f.size_bytes) for f in again.frames] == [(f.t_ms, f.size_bytes) for f in first]
 
 
+@pytest.mark.parametrize("segmenter", ["scene", "hybrid"])
+def test_framescribe_run_decodes_once_with_the_same_export(
+    cut_video: VideoTruth, tmp_path: Path, decodes: list[int], monkeypatch: pytest.MonkeyPatch, segmenter: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import _register_command_modules, app
+    from worker.service import plan as planning
+
+    _register_command_modules()
+    keeper_for = planning.keeper_for
+    exports = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("FRAMESCRIBE_DATA_DIR", str(tmp_path / mode))
+        monkeypatch.setenv("FRAMESCRIBE_SAMPLING__READER_BACKEND", "pyav")
+        monkeypatch.setattr(planning, "keeper_for", keeper_for if mode == "on" else lambda *a: None)
+        decodes.clear()
+        res = CliRunner().invoke(app, ["run", str(cut_video.path), "--segmenter", segmenter, "--fps", "1"])
+        assert res.exit_code == 0, res.output
+        job_id = res.output.splitlines()[0].split()[1]
+        export = json.loads((tmp_path / mode / "exports" / f"{job_id}.json").read_text())
+        segments = export["segments"]
+        exports[mode] = [
+            (
+                s["start_ms"],
+                s["end_ms"],
+                s["description"],
+                [(f["t_ms"], Path(f["path"]).read_bytes()) for f in s["frames"]],
+            )
+            for s in segments
+        ]
+        if mode == "off":
+            assert len(decodes) == 1 + len(segments)
+        else:  # the analysis pass, and the first shot (3 s: re-sampled off the 1 fps grid)
+            assert decodes == [decodes[0], 4]
+    assert exports["on"] == exports["off"]
+
+
 # -- the manifest: present, complete, matching -----------------------------------------------------
 def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudget]:
     """One segment handed two frames (times 0 and 1000) by a pass that offered every frame of 0..1000."""
