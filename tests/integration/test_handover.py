@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from worker.service import pipeline
 from worker.service.plan import plan_of_row
 
 CUTS = (3.0, 7.4, 12.0, 16.6, 21.0)
+PYAV = SimpleNamespace(backend="pyav")  # a reader that decodes with PyAV
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +193,8 @@ def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudge
     rng = np.random.default_rng(0)
     prev = None
     for t in range(0, 1100, 100):
-        keeper.offer(t, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 0 if prev is None else prev + 2, ())
+        image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        keeper.offer(t, image, 0 if prev is None else prev + 2, (), "pyav")
         prev = t
     plan = SegmentPlan(0, 0, 2000, Fraction(1), (0, 1000))
     assert handover.hand_over(keeper, [plan]) == 1
@@ -200,8 +203,8 @@ def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudge
 
 def test_a_complete_matching_set_is_taken_once(tmp_path: Path) -> None:
     handover, plan, folder, budget = handed(tmp_path)
-    got = handover.take(folder, plan, budget)
-    assert handover.take(folder, plan, budget) is None
+    got = handover.take(folder, plan, budget, PYAV)
+    assert handover.take(folder, plan, budget, PYAV) is None
     assert sorted(p.name for p in folder.iterdir()) == ["frame_0000_0000000000ms.jpg", "frame_0001_0000001000ms.jpg"]
     assert got is not None
     refs, thumbs = got
@@ -214,23 +217,24 @@ def test_a_complete_matching_set_is_taken_once(tmp_path: Path) -> None:
 def test_without_a_manifest_nothing_is_taken(tmp_path: Path) -> None:
     handover, plan, folder, budget = handed(tmp_path)
     (folder / MANIFEST).unlink()  # the hand-over stopped before its last write
-    assert handover.take(folder, plan, budget) is None
+    assert handover.take(folder, plan, budget, PYAV) is None
 
 
 def test_a_missing_or_changed_frame_is_not_taken(tmp_path: Path) -> None:
     handover, plan, folder, budget = handed(tmp_path)
     name = json.loads((folder / MANIFEST).read_text())["frames"][1][2]
     (folder / name).write_bytes(b"half")
-    assert handover.take(folder, plan, budget) is None
+    assert handover.take(folder, plan, budget, PYAV) is None
     (folder / name).unlink()
-    assert handover.take(folder, plan, budget) is None
+    assert handover.take(folder, plan, budget, PYAV) is None
 
 
 def test_other_targets_or_settings_are_not_taken(tmp_path: Path) -> None:
     handover, plan, folder, budget = handed(tmp_path)
-    assert handover.take(folder, dataclasses.replace(plan, targets_ms=(0, 1001)), budget) is None
-    assert handover.take(folder, plan, FrameBudget(32 * 32, 32)) is None
-    assert handover.take(folder, plan, FrameBudget(64 * 64, 28)) is None
+    assert handover.take(folder, plan, budget, SimpleNamespace(backend="opencv")) is None  # another decoder
+    assert handover.take(folder, dataclasses.replace(plan, targets_ms=(0, 1001)), budget, PYAV) is None
+    assert handover.take(folder, plan, FrameBudget(32 * 32, 32), PYAV) is None
+    assert handover.take(folder, plan, FrameBudget(64 * 64, 28), PYAV) is None
 
 
 def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> None:
@@ -240,8 +244,8 @@ def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> Non
 
     keeper = handover.keeper("job1", 0, Fraction(1), FrameBudget(64 * 64, 32), 100)
     image = np.zeros((48, 64, 3), np.uint8)
-    keeper.offer(0, image, 0, ())
-    keeper.offer(1000, image, None, ())  # a frame may lie between 0 and 1000: not the exact frame of 1000
+    keeper.offer(0, image, 0, (), "pyav")
+    keeper.offer(1000, image, None, (), "pyav")  # a frame may lie between 0 and 1000: not the exact frame of 1000
     plan = SegmentPlan(0, 0, 2000, Fraction(1), (0, 1000))
     assert handover.hand_over(keeper, [plan]) == 0
     assert not (frames.folder("job1", 0) / MANIFEST).exists()

@@ -18,7 +18,7 @@ import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector
 from scenedetect.common import FrameTimecode, Timecode
 
-from worker.adapters.video import VideoReader
+from worker.adapters.video import VideoReader, decoder_of
 from worker.config import SamplingSettings
 from worker.core.ports import FrameKeeper
 from worker.core.segmenters import Findings, MotionParams, Sample, collect
@@ -121,15 +121,18 @@ def follower(reader: Any, start_ms: int, keeper: FrameKeeper) -> Keep:
     start for its first frame, else the previous frame's time + 2 when the reader passed no frame between
     them (``passed``), else None. Only meaningful when the pass decodes every frame (a stride of 1)."""
     prev: list[int] = []  # [time of the previous frame, the reader's passed count then]
+    decoder: list[str] = []
 
     def keep(t_ms: int, image: np.ndarray | None, cuts: tuple[int, ...]) -> None:
+        if not decoder:
+            decoder.append(decoder_of(reader))  # the pass is one frames() call: one backend
         if image is None:
-            keeper.offer(t_ms, None, None, cuts)
+            keeper.offer(t_ms, None, None, cuts, decoder[0])
             return
         now = reader.passed
         lo = start_ms if not prev else (prev[0] + 2 if now == prev[1] else None)
         prev[:] = [t_ms, now]
-        keeper.offer(t_ms, image, lo, cuts)
+        keeper.offer(t_ms, image, lo, cuts, decoder[0])
 
     return keep
 

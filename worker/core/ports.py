@@ -123,9 +123,9 @@ class FrameWriter(Protocol):
 class FrameKeeper(Protocol):
     """Takes the analysis pass's frames the segments will sample (``core/handover.py``)."""
 
-    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int]) -> None:
+    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int], decoder: str) -> None:
         """One analysed frame (None: only late cuts); ``lo_ms``: the first target it is the exact frame of
-        (None: a frame may lie between it and the previous one)."""
+        (None: a frame may lie between it and the previous one); ``decoder``: the backend that decoded it."""
         ...
 
 
@@ -145,9 +145,11 @@ class FrameHandover(Protocol):
         """Drop the spill of a pass whose plan was not stored."""
         ...
 
-    def take(self, folder: Path, plan: SegmentPlan, budget: FrameBudget) -> tuple[list[FrameRef], list[Any]] | None:
-        """The frames and thumbs handed to ``folder`` if complete and matching ``plan`` and ``budget``;
-        taken once (the folder then holds only the frames)."""
+    def take(
+        self, folder: Path, plan: SegmentPlan, budget: FrameBudget, reader: VideoReader
+    ) -> tuple[list[FrameRef], list[Any]] | None:
+        """The frames and thumbs handed to ``folder`` if complete and matching ``plan``, ``budget`` and the
+        backend ``reader`` would decode them with; taken once (the folder then holds only the frames)."""
         ...
 
 

@@ -41,7 +41,7 @@ def sample_segment(
     analysis pass handed over (complete, for this plan and budget) are taken instead of decoded."""
     settings, writer = ports.settings, ports.frames
     fb = spend.frame_budget(opts or JobOptions(), settings)
-    handed = ports.handover.take(folder, plan, fb) if ports.handover is not None else None
+    handed = ports.handover.take(folder, plan, fb, reader) if ports.handover is not None else None
     if handed is None:
         writer.clear(folder)
     frames, thumbs = handed or ([], [])

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from worker.adapters.frames.local import LocalFrames, atomic_write, job_dir, remove_tree
+from worker.adapters.video import decoder_of
 from worker.core.handover import Grids, Kept, cover
 from worker.core.models import FrameRef, SegmentPlan
 from worker.core.money import FrameBudget
@@ -53,8 +54,10 @@ class SpillKeeper:
         self.kept: dict[int, tuple[Kept, int, int, int]] = {}  # t_ms -> (range, width, height, bytes)
         self.recent: deque[tuple[Kept, np.ndarray]] = deque()
         self.recent_bytes = 0
+        self.decoders: set[str] = set()
 
-    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int]) -> None:
+    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int], decoder: str) -> None:
+        self.decoders.add(decoder)
         for c in cuts_ms:
             self.grids.cut(c)
             for k, img in self.recent:  # frames already gone by when the cut was reported
@@ -120,10 +123,10 @@ class LocalHandover:
                 folder = self.frames.folder(job.name, plan.index)
                 self.frames.clear(folder)  # an earlier plan's frames (a retried job) are never taken for these
                 picks = cover(plan.targets_ms, ranges)
-                if picks is None:
+                if picks is None or len(keeper.decoders) != 1:
                     continue
                 refs = [self._place(keeper.spill, folder, n, kept[i]) for n, i in enumerate(picks)]
-                self._manifest(folder, plan, keeper.budget, refs)
+                self._manifest(folder, plan, self._settings(keeper.budget, *keeper.decoders), refs)
                 handed += 1
         finally:
             remove_tree(keeper.spill)
@@ -138,18 +141,23 @@ class LocalHandover:
         _link(spill / f"{k.t_ms:010d}.png", folder / thumb_name(n))
         return FrameRef(n=n, t_ms=k.t_ms, path=str(path.resolve()), width=w, height=h, size_bytes=size)
 
-    def _manifest(self, folder: Path, plan: SegmentPlan, budget: FrameBudget, refs: list[FrameRef]) -> None:
+    def _manifest(self, folder: Path, plan: SegmentPlan, settings: list[Any], refs: list[FrameRef]) -> None:
         frames = [[r.n, r.t_ms, Path(r.path).name, r.width, r.height, r.size_bytes] for r in refs]
-        body = {"targets": list(plan.targets_ms), "settings": self._settings(budget), "frames": frames}
+        body = {"targets": list(plan.targets_ms), "settings": settings, "frames": frames}
         atomic_write(folder / MANIFEST, json.dumps(body).encode())
 
-    def _settings(self, budget: FrameBudget) -> list[int]:
-        return [budget.max_pixels, budget.factor, self.frames.writer.quality, self.frames.thumb_width]
+    def _settings(self, budget: FrameBudget, decoder: str) -> list[Any]:
+        return [budget.max_pixels, budget.factor, self.frames.writer.quality, self.frames.thumb_width, decoder]
 
-    def take(self, folder: Path, plan: SegmentPlan, budget: FrameBudget) -> tuple[list[FrameRef], list[Any]] | None:
+    def take(
+        self, folder: Path, plan: SegmentPlan, budget: FrameBudget, reader: Any
+    ) -> tuple[list[FrameRef], list[Any]] | None:
+        if not (folder / MANIFEST).is_file():
+            return None
         try:
             body = json.loads((folder / MANIFEST).read_bytes())
-            if body["targets"] != list(plan.targets_ms) or body["settings"] != self._settings(budget):
+            settings = self._settings(budget, decoder_of(reader, plan.targets_ms))
+            if body["targets"] != list(plan.targets_ms) or body["settings"] != settings:
                 return None
             refs, thumbs = [], []
             for n, t_ms, name, w, h, size in body["frames"]:
