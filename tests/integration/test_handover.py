@@ -8,6 +8,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,14 +182,39 @@ def test_framescribe_run_decodes_once_with_the_same_export(
     assert exports["on"] == exports["off"]
 
 
+def test_a_dry_run_writes_no_frames(cut_video: VideoTruth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import _register_command_modules, app
+
+    _register_command_modules()
+    monkeypatch.setenv("FRAMESCRIBE_DATA_DIR", str(tmp_path / "d"))
+    res = CliRunner().invoke(app, ["run", str(cut_video.path), "--segmenter", "scene", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "analysed" in res.output  # the analysis pass ran
+    assert not (tmp_path / "d" / "jobs").exists()
+
+
+def test_a_full_disk_costs_the_hand_over_not_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.adapters.frames import handover as module
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "atomic_write", full)
+    frames = LocalFrames(tmp_path, max_pixels=64 * 64)
+    handover = LocalHandover(frames)
+    keeper = handover.keeper("job1", 0, Fraction(1), FrameBudget(64 * 64, 32), 100)
+    keeper.offer(0, np.zeros((48, 64, 3), np.uint8), 0, (), "pyav")  # no error
+    assert handover.hand_over(keeper, [SegmentPlan(0, 0, 1000, Fraction(1), (0,))]) == 0
+
+
 # -- the manifest: present, complete, matching -----------------------------------------------------
 def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudget]:
     """One segment handed two frames (times 0 and 1000) by a pass that offered every frame of 0..1000."""
     frames = LocalFrames(tmp_path, max_pixels=64 * 64)
     handover = LocalHandover(frames)
     budget = FrameBudget(64 * 64, 32)
-    from fractions import Fraction
-
     keeper = handover.keeper("job1", 0, Fraction(1), budget, 100)
     rng = np.random.default_rng(0)
     prev = None
@@ -240,8 +266,6 @@ def test_other_targets_or_settings_are_not_taken(tmp_path: Path) -> None:
 def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> None:
     frames = LocalFrames(tmp_path, max_pixels=64 * 64)
     handover = LocalHandover(frames)
-    from fractions import Fraction
-
     keeper = handover.keeper("job1", 0, Fraction(1), FrameBudget(64 * 64, 32), 100)
     image = np.zeros((48, 64, 3), np.uint8)
     keeper.offer(0, image, 0, (), "pyav")

@@ -31,6 +31,7 @@ from worker.core.handover import Grids, Kept, cover
 from worker.core.models import FrameRef, SegmentPlan
 from worker.core.money import FrameBudget
 from worker.core.ports import FrameKeeper
+from worker.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class SpillKeeper:
         self.recent: deque[tuple[Kept, np.ndarray]] = deque()
         self.recent_bytes = 0
         self.decoders: set[str] = set()
+        self.failed = False
 
     def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int], decoder: str) -> None:
         self.decoders.add(decoder)
@@ -80,14 +82,19 @@ class SpillKeeper:
         self.recent_bytes = 0
 
     def _write(self, k: Kept, image: np.ndarray) -> None:
-        if k.lo_ms > k.t_ms:
+        if k.lo_ms > k.t_ms or self.failed:
             return
-        data, w, h = self.frames.encode(image, self.budget)
-        atomic_write(self.spill / f"{k.t_ms:010d}.jpg", data)
-        ok, png = cv2.imencode(".png", self.frames.thumb(image), PNG)
-        if not ok:
+        try:
+            data, w, h = self.frames.encode(image, self.budget)
+            ok, png = cv2.imencode(".png", self.frames.thumb(image), PNG)
+            if not ok:
+                return
+            atomic_write(self.spill / f"{k.t_ms:010d}.jpg", data)
+            atomic_write(self.spill / f"{k.t_ms:010d}.png", png.tobytes())
+        except (OSError, StoreError) as exc:  # a full disk costs the hand-over, never the plan
+            log.warning("%s: keeping frames stopped (%s); its segments decode them", self.spill.parent.name, exc)
+            self.failed = True
             return
-        atomic_write(self.spill / f"{k.t_ms:010d}.png", png.tobytes())
         self.kept[k.t_ms] = (k, w, h, len(data))
 
 
