@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -201,8 +202,7 @@ def _after_analysis(ports: Any, source: Any, opts: Any, decode_only: bool) -> di
 def _r4_result(runs: dict[str, dict[str, list[float]]], probed: int, seconds: float) -> Result:
     off, on = runs["off"], runs["on"]
 
-    def med(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
+    med = statistics.median
 
     first, again, decode = med(off["first"]), med(off["again"]), med(off["decode"])
     share = decode / (first + decode) if first + decode > 0 else float("nan")
