@@ -72,11 +72,12 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
-def settings_in(path: Path, **sampling: Any) -> Settings:
+def settings_in(path: Path, **extra: Any) -> Settings:
     return load_settings(
         data_dir=path,
         describer={"kind": "local", "concurrency": 2},
-        sampling={"fps": 1, "reader_backend": "pyav", **sampling},
+        sampling={"fps": 1, "reader_backend": "pyav"},
+        **extra,
     )
 
 
@@ -180,6 +181,26 @@ def test_framescribe_run_decodes_once_with_the_same_export(
         else:  # the analysis pass, and the first shot (3 s: re-sampled off the 1 fps grid)
             assert decodes == [decodes[0], 4]
     assert exports["on"] == exports["off"]
+
+
+def test_a_segment_on_another_machine_decodes_as_before(
+    cut_video: VideoTruth, tmp_path: Path, decodes: list[int]
+) -> None:
+    """Celery without a shared disk: the plan task's machine keeps the frames, a segment task elsewhere
+    finds no manifest in its own data folder and decodes, storing what the first machine would have."""
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    here = build_ports(settings_in(tmp_path / "a", database_url=db))
+    there = build_ports(settings_in(tmp_path / "b", database_url=db))
+    job, _ = here.store.create_job(str(cut_video.path), "cuts.mp4", JobOptions.parse({"segmenter": "scene"}).stored())
+    indexes = pipeline.plan(here, job.id)
+    assert pipeline.run_segment(there, job.id, indexes[1]) == "done"
+    plan = plan_of_row(here.store, job.id, indexes[1])
+    assert decodes[1:] == [len(plan.targets_ms)], "the other machine decoded the segment's frames"
+    assert pipeline.run_segment(here, job.id, indexes[2]) == "done"
+    assert len(decodes) == 2, "the planning machine took its handed frames"
+    handed = (tmp_path / "a" / "jobs" / job.id / f"seg_{indexes[1]:05d}" / MANIFEST).is_file()
+    assert handed  # left for a redelivery on this machine; the stored frames are the other machine's
+    assert all(str(tmp_path / "b") in f.path for f in there.store.frames(job.id, indexes[1]))
 
 
 def test_a_dry_run_writes_no_frames(cut_video: VideoTruth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
