@@ -72,11 +72,11 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
-def settings_in(path: Path, **extra: Any) -> Settings:
+def settings_in(path: Path, detector: str = "content", **extra: Any) -> Settings:
     return load_settings(
         data_dir=path,
         describer={"kind": "local", "concurrency": 2},
-        sampling={"fps": 1, "reader_backend": "pyav"},
+        sampling={"fps": 1, "reader_backend": "pyav", "scene_detector": detector},
         **extra,
     )
 
@@ -127,8 +127,11 @@ def test_a_job_decodes_once_and_stores_the_same_frames(
     assert not (tmp_path / "on" / "jobs" / job_a / "handover").exists(), "the spill is gone once handed over"
 
 
-def test_celery_steps_take_the_handed_frames_once(cut_video: VideoTruth, tmp_path: Path, decodes: list[int]) -> None:
-    ports = build_ports(settings_in(tmp_path))
+@pytest.mark.parametrize("detector", ["content", "adaptive"])  # adaptive reports a cut 2 frames late
+def test_celery_steps_take_the_handed_frames_once(
+    cut_video: VideoTruth, tmp_path: Path, decodes: list[int], detector: str
+) -> None:
+    ports = build_ports(settings_in(tmp_path, detector))
     job, _ = ports.store.create_job(str(cut_video.path), "cuts.mp4", JobOptions.parse({"segmenter": "scene"}).stored())
     indexes = pipeline.plan(ports, job.id)  # the plan task
     assert len(decodes) == 1  # the analysis pass

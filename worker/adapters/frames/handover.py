@@ -36,8 +36,8 @@ from worker.errors import StoreError
 log = logging.getLogger(__name__)
 
 MANIFEST = "handover.json"
-RECENT = 24  # frames held for cuts reported late (the detectors report within a few frames)
-RECENT_BYTES = 96 * 1024**2  # ... but never more than this much image memory
+RECENT = 8  # frames held for cuts reported late (the adaptive detector reports 2 frames late)
+RECENT_BYTES = 64 * 1024**2  # ... but never more than this much image memory
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
