@@ -18,6 +18,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "handover.json"
 RECENT = 8  # frames held for cuts reported late (the adaptive detector reports 2 frames late)
 RECENT_BYTES = 64 * 1024**2  # ... but never more than this much image memory
+PENDING = 2  # frames waiting for the writer thread (their images are held until written)
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
@@ -57,13 +59,16 @@ class SpillKeeper:
         self.recent_bytes = 0
         self.decoders: set[str] = set()
         self.failed = False
+        self.sent: set[int] = set()  # times handed to the writer thread
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="handover")  # encodes while the pass decodes
+        self.pending: deque[Future[None]] = deque()
 
     def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int], decoder: str) -> None:
         self.decoders.add(decoder)
         for c in cuts_ms:
             self.grids.cut(c)
             for k, img in self.recent:  # frames already gone by when the cut was reported
-                if k.t_ms not in self.kept and self.grids.wants(k.lo_ms, k.t_ms, only=c):
+                if self.grids.wants(k.lo_ms, k.t_ms, only=c):
                     self._write(k, img)
         if image is None or lo_ms is None:
             self._forget()  # a frame may lie before this one: older frames can no longer be placed
@@ -82,7 +87,21 @@ class SpillKeeper:
         self.recent_bytes = 0
 
     def _write(self, k: Kept, image: np.ndarray) -> None:
-        if k.lo_ms > k.t_ms or self.failed:
+        if k.lo_ms > k.t_ms or self.failed or k.t_ms in self.sent:
+            return
+        self.sent.add(k.t_ms)
+        self.pending.append(self.pool.submit(self._store, k, image))
+        while len(self.pending) > PENDING:
+            self.pending.popleft().result()
+
+    def settle(self) -> None:
+        """Wait for the frames being written; the writer thread ends."""
+        while self.pending:
+            self.pending.popleft().result()
+        self.pool.shutdown()
+
+    def _store(self, k: Kept, image: np.ndarray) -> None:
+        if self.failed:
             return
         try:
             data, w, h = self.frames.encode(image, self.budget)
@@ -112,12 +131,14 @@ class LocalHandover:
 
     def discard(self, keeper: FrameKeeper) -> None:
         if isinstance(keeper, SpillKeeper):
+            keeper.settle()
             keeper._forget()
             remove_tree(keeper.spill)
 
     def hand_over(self, keeper: FrameKeeper, plans: Iterable[SegmentPlan]) -> int:
         if not isinstance(keeper, SpillKeeper):
             return 0
+        keeper.settle()
         keeper._forget()
         job = keeper.spill.parent
         kept = sorted(keeper.kept.values(), key=lambda v: v[0].t_ms)
