@@ -151,8 +151,9 @@ def no_work_twice(video: Path, work: Path, seconds: float, reps: int = 1) -> Res
         drain(ports)
         probed = counts["probes"]
     runs: dict[str, dict[str, list[float]]] = {mode: {} for mode in ("off", "on")}
-    for _ in range(max(1, reps)):  # interleaved: the hand-over off, then on
-        for mode, got in runs.items():
+    for rep in range(max(1, reps)):  # interleaved, the order swapped every repetition
+        for mode in ("off", "on") if rep % 2 == 0 else ("on", "off"):
+            got = runs[mode]
             ports = inline_ports(settings)
             if mode == "off":
                 ports.handover = None
