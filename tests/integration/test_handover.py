@@ -233,6 +233,25 @@ def test_a_full_disk_costs_the_hand_over_not_the_plan(tmp_path: Path, monkeypatc
     assert handover.hand_over(keeper, [SegmentPlan(0, 0, 1000, Fraction(1), (0,))]) == 0
 
 
+def test_a_full_disk_while_handing_over_costs_that_segment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.adapters.frames import handover as module
+
+    frames = LocalFrames(tmp_path, max_pixels=64 * 64)
+    handover = LocalHandover(frames)
+    keeper = handover.keeper("job1", 0, Fraction(1), FrameBudget(64 * 64, 32), 100)
+    keeper.offer(0, np.zeros((48, 64, 3), np.uint8), 0, (), "pyav")
+    plan = SegmentPlan(0, 0, 1000, Fraction(1), (0,))
+
+    def full(src: Path, dst: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_link", full)
+    assert handover.hand_over(keeper, [plan]) == 0
+    assert not frames.folder("job1", 0).exists() and not (tmp_path / "jobs" / "job1" / "handover").exists()
+
+
 # -- the manifest: present, complete, matching -----------------------------------------------------
 def handed(tmp_path: Path) -> tuple[LocalHandover, SegmentPlan, Path, FrameBudget]:
     """One segment handed two frames (times 0 and 1000) by a pass that offered every frame of 0..1000."""

@@ -153,8 +153,13 @@ class LocalHandover:
                 picks = cover(plan.targets_ms, ranges)
                 if picks is None or len(keeper.decoders) != 1:
                     continue
-                refs = [self._place(keeper.spill, folder, n, kept[i]) for n, i in enumerate(picks)]
-                self._manifest(folder, plan, self._settings(keeper.budget, *keeper.decoders), refs)
+                try:
+                    refs = [self._place(keeper.spill, folder, n, kept[i]) for n, i in enumerate(picks)]
+                    self._manifest(folder, plan, self._settings(keeper.budget, *keeper.decoders), refs)
+                except OSError as exc:  # a full disk: this segment decodes its frames
+                    log.warning("%s: segment %d not handed its frames: %s", job.name, plan.index, exc)
+                    self.frames.clear(folder)
+                    continue
                 handed += 1
         finally:
             remove_tree(keeper.spill)
