@@ -6,7 +6,8 @@
   recorded too, but on a shared machine CPU time is the steadier figure.
 - R4: in one process, a scene job's video is probed (the PyAV head/tail demux) how many times from the
   check before the job exists to the last segment; a plan task delivered again against the first plan; and
-  what decoding the segments' frames again after the analysis pass costs (the pass does not hand them over).
+  the decoding left after the analysis pass when it hands the segments their frames, against the same job
+  with the hand-over off (interleaved, ``--reps`` times).
 - R6: goal 2 (``framescribe sample`` vs ``ffmpeg -vf fps=1`` on GOP 250, start-up included) quiet and with
   ``yes > /dev/null`` busy on one core, interleaved in the same rounds: both ratios, with CPU seconds and
   thread counts of both sides (under a hog, CPU is shared per runnable thread).
@@ -132,8 +133,9 @@ def _counting_probes() -> Iterator[dict[str, int]]:
         probes.forget()
 
 
-def no_work_twice(video: Path, work: Path, seconds: float) -> Result:
-    """R4: probes per embedded scene job, and a redelivered plan task against the first plan."""
+def no_work_twice(video: Path, work: Path, seconds: float, reps: int = 1) -> Result:
+    """R4: probes per embedded scene job, a redelivered plan task against the first plan, and the decoding
+    left after the analysis pass with its frames handed over against the same job with the hand-over off."""
     from worker.bootstrap import drain, inline_ports
     from worker.config import load_settings
     from worker.options import JobOptions
@@ -152,23 +154,71 @@ def no_work_twice(video: Path, work: Path, seconds: float) -> Result:
         jobs.run(ports, job.id)
         drain(ports)
         probed = counts["probes"]
-    with _counting_probes():
-        ports = inline_ports(settings)
-        job, _ = jobs.create(ports, source, opts)
+    runs: dict[str, dict[str, list[float]]] = {mode: {} for mode in ("off", "on")}
+    for rep in range(max(1, reps)):  # interleaved, the order swapped every repetition
+        for mode in ("off", "on") if rep % 2 == 0 else ("on", "off"):
+            got = runs[mode]
+            ports = inline_ports(settings)
+            if mode == "off":
+                ports.handover = None
+            for key, value in _after_analysis(ports, source, opts, decode_only=mode == "off").items():
+                got.setdefault(key, []).append(value)
+            drain(ports)
+    return _r4_result(runs, probed, seconds)
+
+
+def _after_analysis(ports: Any, source: Any, opts: Any, decode_only: bool) -> dict[str, float]:
+    """One scene job planned (probe + analysis pass, which hands its frames over unless ``ports.handover``
+    is None), planned again (a redelivery), then its segments sampled: seconds, and frames decoded after the
+    pass. ``decode_only``: also the seconds to only decode the segments' frames again (no JPEG)."""
+    from worker.service import jobs
+    from worker.service import plan as planning
+    from worker.service.segment import sample_segment
+
+    job, _ = jobs.create(ports, source, opts)
+    t = time.perf_counter()
+    indexes = planning.plan(ports, job.id)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    planning.plan(ports, job.id)  # the same task delivered again
+    again = time.perf_counter() - t
+    store = ports.store
+    plans = [planning.plan_of_row(store, job.id, i) for i in indexes if store.segment_state(job.id, i) == "pending"]
+    out = {"first": first, "again": again}
+    with _counting_decodes() as decoded:
         t = time.perf_counter()
-        planning.plan(ports, job.id)
-        first = time.perf_counter() - t
+        with ports.open_source(job) as reader:
+            for plan in plans:  # static spans (not pending) have no frames
+                sample_segment(ports, reader, plan, ports.frames.folder(job.id, plan.index), opts)
+        out["sample"] = time.perf_counter() - t
+        out["decoded"] = decoded["frames"]
+        out["frames"] = sum(p.frame_count for p in plans)
+    if decode_only:
         t = time.perf_counter()
-        indexes = planning.plan(ports, job.id)  # the same task delivered again
-        again = time.perf_counter() - t
-        resample, decode = _second_decode(ports, job.id, indexes, opts)
-        jobs.cancel(ports, job.id)
-        drain(ports)
-    m = [Measure("scene job: first plan (probe + analysis pass)", [first]),
-         Measure("scene job: plan task delivered again", [again]),
-         Measure("scene job: sampling its segments after the analysis pass (2nd decode)", [resample]),
-         Measure("scene job: decoding its segments' frames again (no JPEG)", [decode])]  # fmt: skip
+        with ports.open_source(job) as reader:
+            for plan in plans:
+                for _ in reader.frames(plan.targets_ms):
+                    pass
+        out["decode"] = time.perf_counter() - t
+    jobs.cancel(ports, job.id)
+    return out
+
+
+def _r4_result(runs: dict[str, dict[str, list[float]]], probed: int, seconds: float) -> Result:
+    off, on = runs["off"], runs["on"]
+
+    med = statistics.median
+
+    first, again, decode = med(off["first"]), med(off["again"]), med(off["decode"])
     share = decode / (first + decode) if first + decode > 0 else float("nan")
+    total_off = med([a + b for a, b in zip(off["first"], off["sample"], strict=True)])
+    total_on = med([a + b for a, b in zip(on["first"], on["sample"], strict=True)])
+    m = [Measure("scene job: first plan (probe + analysis pass), hand-over off", off["first"]),
+         Measure("scene job: first plan (probe + analysis pass + kept frames), hand-over on", on["first"]),
+         Measure("scene job: plan task delivered again", off["again"] + on["again"]),
+         Measure("scene job: sampling its segments after the analysis pass, hand-over off", off["sample"]),
+         Measure("scene job: sampling its segments after the analysis pass, hand-over on", on["sample"]),
+         Measure("scene job: decoding its segments' frames again (no JPEG), hand-over off", off["decode"])]  # fmt: skip
     goal = Goal(
         "R4",
         f"no work done twice: redelivered plan vs first plan (scene, {seconds:g} s)",
@@ -176,33 +226,40 @@ def no_work_twice(video: Path, work: Path, seconds: float) -> Result:
         again / first,
         f"first plan {fmt_s(first)}",
         f"again {fmt_s(again)}",
-        f"video probed {probed}x in one embedded scene job (check before the job, plan, analysis, sampling); "
-        f"the segments' frames are decoded again after the analysis pass: {fmt_s(decode)} "
-        f"({share:.0%} of the job's decoding; analysis pass {fmt_s(first)}; sampling with JPEGs {fmt_s(resample)})",
+        f"video probed {probed}x in one embedded scene job (check before the job, plan, analysis, sampling). "
+        f"After the analysis pass, hand-over off: {med(off['decoded']):.0f} of {med(off['frames']):.0f} frames "
+        f"decoded again, sampling {fmt_s(med(off['sample']))} (decoding alone {fmt_s(decode)}, {share:.0%} of the "
+        f"job's decoding); hand-over on: {med(on['decoded']):.0f} decoded again, sampling "
+        f"{fmt_s(med(on['sample']))} (ratio {med(on['sample']) / med(off['sample']):.2f}); plan + sampling "
+        f"{fmt_s(total_on)} on vs {fmt_s(total_off)} off (ratio {total_on / total_off:.2f})",
     )
     return goal, m
 
 
-def _second_decode(ports: Any, job_id: str, indexes: list[int], opts: Any) -> tuple[float, float]:
-    """Seconds to sample (decode + JPEG) a planned job's described segments, and to only decode their frames:
-    the decode the analysis pass does not hand over (issue 19 goal 4, third part; not done)."""
-    from worker.service.plan import plan_of_row
-    from worker.service.segment import sample_segment
+@contextmanager
+def _counting_decodes() -> Iterator[dict[str, int]]:
+    """Counts the frames both readers yield in this process (every one was decoded for a target)."""
+    from worker.adapters.video.opencv import OpenCVReader
+    from worker.adapters.video.pyav import PyAVReader
 
-    store = ports.store
-    job = store.get_job(job_id)
-    plans = [plan_of_row(store, job_id, i) for i in indexes if store.segment_state(job_id, i) == "pending"]
-    started = time.perf_counter()
-    with ports.open_source(job) as reader:
-        for plan in plans:  # static spans (not pending) have no frames
-            sample_segment(ports, reader, plan, ports.frames.folder(job_id, plan.index), opts)
-    sampled = time.perf_counter() - started
-    started = time.perf_counter()
-    with ports.open_source(job) as reader:
-        for plan in plans:
-            for _ in reader.frames(plan.targets_ms):
-                pass
-    return sampled, time.perf_counter() - started
+    counts = {"frames": 0}
+    originals = {cls: cls.frames for cls in (PyAVReader, OpenCVReader)}
+
+    def counted(original: Any) -> Any:
+        def frames(self: Any, *a: Any, **k: Any) -> Iterator[Any]:
+            for item in original(self, *a, **k):
+                counts["frames"] += 1
+                yield item
+
+        return frames
+
+    for cls, original in originals.items():
+        cls.frames = counted(original)  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        for cls, original in originals.items():
+            cls.frames = original  # type: ignore[method-assign]
 
 
 @contextmanager

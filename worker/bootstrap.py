@@ -48,14 +48,17 @@ def build_ports(
 
         on_event = both(on_event, RedisChanges(settings.broker_url))
     from worker.adapters.describers.cache import DescriptionCache
+    from worker.adapters.frames.handover import LocalHandover
     from worker.adapters.frames.local import LocalFrames
     from worker.adapters.stores.blobs import SqlFrameBlobs
 
+    frames = LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality)
     return Ports(
         settings=settings,
         store=store,
         describer_for=describers(settings, on_event, shared_limits=shared_limits),
-        frames=LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality),
+        frames=frames,
+        handover=LocalHandover(frames),
         analyser=analyser_for(settings),
         cache=DescriptionCache(store.engine),
         reader_for=reader_factory(settings, check_sources=check_sources),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any, overload
@@ -18,8 +18,9 @@ import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector
 from scenedetect.common import FrameTimecode, Timecode
 
-from worker.adapters.video import VideoReader
+from worker.adapters.video import VideoReader, decoder_of
 from worker.config import SamplingSettings
+from worker.core.ports import FrameKeeper
 from worker.core.segmenters import Findings, MotionParams, Sample, collect
 from worker.errors import DecodeError
 
@@ -93,15 +94,47 @@ class FrameAnalyser:
         return tuple(round(c.seconds * 1000) for c in self.detector.post_process(self._last) or [])
 
 
-def analyse_frames(frames: Iterable[tuple[int, np.ndarray]], analyser: FrameAnalyser) -> Iterator[Sample]:
-    """One ``Sample`` per frame, then (if any) a final one carrying the detector's late cuts."""
+def analyse_frames(
+    frames: Iterable[tuple[int, np.ndarray]], analyser: FrameAnalyser, keep: Keep | None = None
+) -> Iterator[Sample]:
+    """One ``Sample`` per frame, then (if any) a final one carrying the detector's late cuts. ``keep`` sees
+    every frame with the cuts its analysis reported (the hand-over to the segments)."""
     last = None
     for t_ms, image in frames:
         last = t_ms
-        yield analyser.analyse(t_ms, image)
+        sample = analyser.analyse(t_ms, image)
+        if keep is not None:
+            keep(t_ms, image, sample.cuts_ms)
+        yield sample
     late = analyser.finish()
     if late and last is not None:
+        if keep is not None:
+            keep(last, None, late)
         yield Sample(last, 0.0, late)
+
+
+Keep = Callable[[int, "np.ndarray | None", tuple[int, ...]], None]
+
+
+def follower(reader: Any, start_ms: int, keeper: FrameKeeper) -> Keep:
+    """Offers each analysed frame to ``keeper`` with the first target it is the exact frame of: the pass's
+    start for its first frame, else the previous frame's time + 2 when the reader passed no frame between
+    them (``passed``), else None. Only meaningful when the pass decodes every frame (a stride of 1)."""
+    prev: list[int] = []  # [time of the previous frame, the reader's passed count then]
+    decoder: list[str] = []
+
+    def keep(t_ms: int, image: np.ndarray | None, cuts: tuple[int, ...]) -> None:
+        if not decoder:
+            decoder.append(decoder_of(reader))  # the pass is one frames() call: one backend
+        if image is None:
+            keeper.offer(t_ms, None, None, cuts, decoder[0])
+            return
+        now = reader.passed
+        lo = start_ms if not prev else (prev[0] + 2 if now == prev[1] else None)
+        prev[:] = [t_ms, now]
+        keeper.offer(t_ms, image, lo, cuts, decoder[0])
+
+    return keep
 
 
 class Grid(Sequence[int]):
@@ -141,14 +174,22 @@ def analysis_rate(source_fps: float, sampling: SamplingSettings) -> Fraction:
 
 
 def analyse_video(
-    reader: VideoReader, start_ms: int, end_ms: int, sampling: SamplingSettings, motion: MotionParams
+    reader: VideoReader,
+    start_ms: int,
+    end_ms: int,
+    sampling: SamplingSettings,
+    motion: MotionParams,
+    keeper: FrameKeeper | None = None,
 ) -> Findings:
     """Decode ``[start, end)`` once at the analysis rate and fold it into cuts and activity events.
+    ``keeper`` is offered the frames when every frame is analysed and the reader counts what it passes.
 
     A stream that breaks early is logged and analysed up to where it broke (``until_ms``)."""
     info = reader.probe()
     analyser = FrameAnalyser(sampling, info.fps)
     rate = analysis_rate(info.fps, sampling)
+    every = rate == Fraction(info.fps).limit_denominator(1001) and hasattr(reader, "passed")
+    keep = follower(reader, start_ms, keeper) if keeper is not None and every else None
     broke: list[DecodeError] = []
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -158,7 +199,7 @@ def analyse_video(
             broke.append(exc)
             log.warning("%s: analysis stopped early: %s", reader.path, exc.message)
 
-    findings = collect(analyse_frames(frames(), analyser), motion, start_ms, end_ms)
+    findings = collect(analyse_frames(frames(), analyser, keep), motion, start_ms, end_ms)
     return findings if broke else replace(findings, until_ms=end_ms)
 
 
@@ -168,8 +209,10 @@ class CvAnalyser:
     def __init__(self, sampling: SamplingSettings) -> None:
         self.sampling = sampling
 
-    def analyse(self, reader: Any, start_ms: int, end_ms: int, motion: MotionParams) -> Findings:
-        return analyse_video(reader, start_ms, end_ms, self.sampling, motion)
+    def analyse(
+        self, reader: Any, start_ms: int, end_ms: int, motion: MotionParams, keeper: FrameKeeper | None = None
+    ) -> Findings:
+        return analyse_video(reader, start_ms, end_ms, self.sampling, motion, keeper)
 
     def phash(self, thumb: np.ndarray) -> int:
         return phash(thumb)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -119,10 +120,45 @@ class FrameWriter(Protocol):
         ...
 
 
+class FrameKeeper(Protocol):
+    """Takes the analysis pass's frames the segments will sample (``core/handover.py``)."""
+
+    def offer(self, t_ms: int, image: Any, lo_ms: int | None, cuts_ms: Sequence[int], decoder: str) -> None:
+        """One analysed frame (None: only late cuts); ``lo_ms``: the first target it is the exact frame of
+        (None: a frame may lie between it and the previous one); ``decoder``: the backend that decoded it."""
+        ...
+
+
+class FrameHandover(Protocol):
+    """Frames the analysis pass writes once for the segments, so they are not decoded again."""
+
+    def keeper(self, job_id: str, start_ms: int, fps: Fraction, budget: FrameBudget, hold_ms: float) -> FrameKeeper:
+        """A keeper for one pass (its spill folder emptied first)."""
+        ...
+
+    def hand_over(self, keeper: FrameKeeper, plans: Iterable[SegmentPlan]) -> int:
+        """Put the kept frames of every plan whose targets they all serve into its folder (a manifest
+        written last); drops the spill. Returns how many segments were handed their frames."""
+        ...
+
+    def discard(self, keeper: FrameKeeper) -> None:
+        """Drop the spill of a pass whose plan was not stored."""
+        ...
+
+    def take(
+        self, folder: Path, plan: SegmentPlan, budget: FrameBudget, reader: VideoReader
+    ) -> tuple[list[FrameRef], list[Any]] | None:
+        """The frames and thumbs handed to ``folder`` if complete and matching ``plan``, ``budget`` and the
+        backend ``reader`` would decode them with; taken once (the folder then holds only the frames)."""
+        ...
+
+
 class Analyser(Protocol):
     """Frame analysis: the scene/motion pass over a span, and perceptual hashes of thumbs."""
 
-    def analyse(self, reader: VideoReader, start_ms: int, end_ms: int, motion: MotionParams) -> Findings: ...
+    def analyse(
+        self, reader: VideoReader, start_ms: int, end_ms: int, motion: MotionParams, keeper: FrameKeeper | None = None
+    ) -> Findings: ...
 
     def phash(self, thumb: Any) -> int: ...
 

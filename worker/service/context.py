@@ -14,6 +14,7 @@ from worker.core.ports import (
     DescriptionCache,
     Enqueuer,
     FrameBlobs,
+    FrameHandover,
     FrameWriter,
     ResultStore,
     VideoReader,
@@ -46,6 +47,7 @@ class Ports:
     enqueuer: Enqueuer | None = None
     indexer: Callable[[str, int, bool], None] | None = None  # (job, segment, in the background): search vectors
     blobs: FrameBlobs | None = None  # review-size frame copies in the store (served by any machine)
+    handover: FrameHandover | None = None  # frames the analysis pass writes for the segments (None: they decode)
 
     def queue(self) -> Enqueuer:
         if self.enqueuer is None:

@@ -18,8 +18,8 @@ from worker import spend
 from worker.config import SamplingSettings, Settings
 from worker.core import budget
 from worker.core.models import Description, Job, SegmentPlan, VideoInfo
-from worker.core.ports import Analyser, ResultStore, VideoReader
-from worker.core.sampling import sample_times
+from worker.core.ports import Analyser, FrameKeeper, ResultStore, VideoReader
+from worker.core.sampling import as_fraction, sample_times
 from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans
 from worker.core.segments import clip_range
 from worker.core.states import LIVE_JOB, JobState
@@ -142,18 +142,26 @@ def plan(ports: Ports, job_id: str) -> list[int]:
     job = store.get_job(job_id)
     if already_planned(job):
         return stored_plan(ports, job)
+    keeper = None
     try:
         opts = options_of(job)
         ports.describer_for(opts)  # a describer that cannot be built (no API key) fails the job now
         with ports.open_source(job) as reader:
             info = reader.probe()
-            findings = analyse(ports, reader, info, opts)
+            keeper = keeper_for(ports, job_id, info, opts)
+            findings = analyse(ports, reader, info, opts, keeper)
         est = estimate(info, opts, ports.settings, findings)
         check_budget(est, opts, ports.settings)
         plans = list(plans_for(info, opts, ports.settings, findings))
+        if keeper is not None and ports.handover is not None:
+            ports.handover.hand_over(keeper, plans)  # before the rows exist: no segment runs yet
+            keeper = None
     except FramescribeError as exc:
         store.set_job_state(job_id, JobState.FAILED, exc.message, only_from=LIVE_JOB)
         raise
+    finally:
+        if keeper is not None and ports.handover is not None:
+            ports.handover.discard(keeper)
     store.plan_job(job_id, info, plans)
     static = store_static(store, job_id, plans)  # quiet spans: stored now, no model call
     store.set_job_state(job_id, JobState.RUNNING, only_from=LIVE_JOB)
@@ -195,20 +203,49 @@ def hybrid_params(s: SamplingSettings) -> HybridParams:
     return HybridParams(s.min_seconds, s.max_seconds)
 
 
-def analyse(ports: Ports, reader: VideoReader, info: VideoInfo, opts: JobOptions) -> Findings | None:
-    """The analysis pass a scene/motion/hybrid job needs (None for fixed)."""
-    return analysis_pass(ports.analyser, ports.settings, reader, info, opts)
+def analyse(
+    ports: Ports, reader: VideoReader, info: VideoInfo, opts: JobOptions, keeper: FrameKeeper | None = None
+) -> Findings | None:
+    """The analysis pass a scene/motion/hybrid job needs (None for fixed); ``keeper`` keeps the frames
+    its segments will sample."""
+    return analysis_pass(ports.analyser, ports.settings, reader, info, opts, keeper)
+
+
+def keeper_for(ports: Ports, job_id: str, info: VideoInfo, opts: JobOptions) -> FrameKeeper | None:
+    """A keeper of the analysis pass's frames for a scene or hybrid job whose segments sample exact frames
+    (no keyframe tolerance); None otherwise (the segments decode their frames)."""
+    s = ports.settings
+    kind = segmenter_of(opts, s)
+    if ports.handover is None or kind not in ("scene", "hybrid") or s.sampling.keyframe_tolerance > 0:
+        return None
+    p = plan_params(opts, s, source_fps=info.fps)
+    start, _ = clip_range(info.duration_ms, p.start_s, p.end_s)
+    frame_ms = 1000 / info.fps if info.fps > 0 else 1000 / 30
+    hold = p.min_frames * frame_ms  # a shorter shot joins the one before it (``merge_short``)
+    if kind == "hybrid":
+        hold = max(hold, s.sampling.min_seconds * 1000)
+    budget_ = spend.frame_budget(opts, s)
+    return ports.handover.keeper(job_id, start, as_fraction(p.fps), budget_, hold + frame_ms)
 
 
 def analysis_pass(
-    analyser: Analyser, settings: Settings, reader: VideoReader, info: VideoInfo, opts: JobOptions
+    analyser: Analyser,
+    settings: Settings,
+    reader: VideoReader,
+    info: VideoInfo,
+    opts: JobOptions,
+    keeper: FrameKeeper | None = None,
 ) -> Findings | None:
-    """``analyse`` with only what it needs (the dry run builds no store)."""
+    """``analyse`` with only what it needs (the dry run builds no store and keeps no frames)."""
     if segmenter_of(opts, settings) == "fixed":
         return None
     p = plan_params(opts, settings, source_fps=info.fps)
     start, end = clip_range(info.duration_ms, p.start_s, p.end_s)
-    findings = analyser.analyse(reader, start, end, motion_params(settings.sampling))
+    motion = motion_params(settings.sampling)
+    if keeper is None:
+        findings = analyser.analyse(reader, start, end, motion)
+    else:
+        findings = analyser.analyse(reader, start, end, motion, keeper)
     log.info(
         "%s: analysed %d frames: %d cut(s), %d motion event(s)",
         reader.path.name,

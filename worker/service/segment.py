@@ -37,16 +37,19 @@ def sample_segment(
     ports: Ports, reader: VideoReader, plan: SegmentPlan, folder: Path, opts: JobOptions | None = None
 ) -> Sampled:
     """Decode the plan's frames and write them (the folder is emptied first: a redelivery rewrites
-    it) at the size the job's estimate assumes. Keeps only small analysis copies in memory."""
+    it) at the size the job's estimate assumes. Keeps only small analysis copies in memory. Frames the
+    analysis pass handed over (complete, for this plan and budget) are taken instead of decoded."""
     settings, writer = ports.settings, ports.frames
     fb = spend.frame_budget(opts or JobOptions(), settings)
-    writer.clear(folder)
-    frames: list[FrameRef] = []
-    thumbs: list[Any] = []
+    handed = ports.handover.take(folder, plan, fb, reader) if ports.handover is not None else None
+    if handed is None:
+        writer.clear(folder)
+    frames, thumbs = handed or ([], [])
     try:
-        for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
-            frames.append(writer.write(folder, n, t_ms, image, fb))
-            thumbs.append(writer.thumb(image))
+        if handed is None:
+            for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
+                frames.append(writer.write(folder, n, t_ms, image, fb))
+                thumbs.append(writer.thumb(image))
         if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
             raise DecodeError(
                 f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "

@@ -66,6 +66,16 @@ def open_reader(
     return reader
 
 
+def decoder_of(reader: Any, targets_ms: Sequence[int] | None = None) -> str:
+    """The backend that decodes ``targets_ms`` with ``reader`` (``auto`` picks one per call), or without
+    targets the one its last ``frames`` call used. Frames handed from one call to another must come from
+    the same decoder: the backends' colour conversions need not agree to the byte."""
+    if getattr(reader, "backend", None) == "auto":
+        plan = reader.plan(targets_ms) if targets_ms is not None else reader.last_plan
+        return str(plan.backend) if plan is not None else "auto"
+    return str(getattr(reader, "backend", "unknown"))
+
+
 class AutoReader:
     """Probes with PyAV (keyframes from the index or demuxing), reads with whichever backend the plan picks.
     Falls back to OpenCV alone for files PyAV cannot open. Not thread-safe."""
@@ -122,6 +132,11 @@ class AutoReader:
             yield from self._cv().frames(targets_ms, strategy=plan.strategy)
         else:
             yield from self._pyav.frames(targets_ms, strategy=plan.strategy, tolerance=plan.tolerance_ms)
+
+    @property
+    def passed(self) -> int:
+        """Frames gone by without being yielded, over both backends (``PyAVReader.passed``)."""
+        return sum(r.passed for r in (self._pyav, self._opencv) if r is not None)
 
     def close(self) -> None:
         if self._pyav is not None:

@@ -88,6 +88,7 @@ class OpenCVReader:
         self._info: VideoInfo | None = None
         self._pos_ms: float = -1.0  # pts of the last grabbed frame
         self._eof = False
+        self.passed = 0  # frames gone by without being yielded (passed over or sought past): counted
 
     # -- opening and probing -------------------------------------------------------------------
     def _open(self) -> Any:
@@ -194,6 +195,7 @@ class OpenCVReader:
         last_kept = last_t = -1.0
         while i < len(targets_ms):
             if seek_each and i > 0 and targets_ms[i] - self._pos_ms > SEEK_AHEAD_MS:
+                self.passed += 1
                 self._position_before(targets_ms[i])
             t = self._grab()
             if t is None:
@@ -208,6 +210,7 @@ class OpenCVReader:
                     break
                 log.warning("%s: decoding broke after %.2fs; skipping to %.2fs", self.path,
                             max(last_t, 0) / 1000, targets_ms[i] / 1000)  # fmt: skip
+                self.passed += 1
                 self._seek(targets_ms[i])
                 continue
             consecutive = 0
@@ -216,6 +219,7 @@ class OpenCVReader:
                 limit = self.limits.decode_timeout_s
                 raise DecodeError(f"decoding stalled at {t / 1000:.2f}s: over the {limit:g}s limit", at_ms=round(t))
             if t + 1 < targets_ms[i] or t <= last_kept:
+                self.passed += 1
                 continue
             ok, image = self.cap.retrieve()
             if not ok or image is None:

@@ -66,6 +66,7 @@ class PyAVReader:
         self._index_keys: list[float] = []  # keyframe times from the container index (decode times)
         self._key_pts: list[float] = []  # the same, as presentation times (estimated)
         self.last_plan: ReadPlan | None = None
+        self.passed = 0  # frames gone by without being yielded (passed over, never decoded, sought past)
         self._reset()
 
     # -- state ---------------------------------------------------------------------------------

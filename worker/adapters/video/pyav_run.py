@@ -71,6 +71,7 @@ class Run:
         if r._droppable(pkt):
             ms = r._pkt_ms(pkt)
             if not self._needed(ms):
+                r.passed += 1
                 if ms is not None:
                     r._consumed_ms = max(r._consumed_ms, ms)
                 return
@@ -95,6 +96,7 @@ class Run:
         r = self.r
         if r._gop or (r._gop_key is not None and not r._gop_key_fed):
             r._consumed_ms = max(r._consumed_ms, r._gop_max_ms)  # an interval nobody needed: never decoded
+            r.passed += 1
         r._gop, r._gop_bytes = [], 0
         r._gop_key, r._gop_key_ms, r._gop_key_fed = pkt, ms, False
         r._gop_max_ms = -math.inf if ms is None else ms
@@ -163,10 +165,13 @@ class Run:
             r._ready.popleft()
             r._consumed_ms = max(r._consumed_ms, q)
             if not decided or early:
+                r.passed += 1
                 continue
             if q > self.last_yield:
                 self.last_yield = q
                 yield round(q), r._to_bgr(frame)
+            else:
+                r.passed += 1
             self._advance()
             while self.head < self.decided:
                 k = self._key_of(self.head)
@@ -202,6 +207,7 @@ class Run:
         pos = r._demux_ms if r._demux_ms > -math.inf else 0.0
         behind = first and (start - 1 <= r._consumed_ms or (r._drained and not r._ready))
         if behind or start - pos > self.plan.seek_gap_ms:
+            r.passed += 0 if first else 1
             self.sought = self.head
             r._seek(start)
 
@@ -240,6 +246,7 @@ class Run:
         if self.recoveries >= MAX_RECOVERIES or self.targets[self.head] >= end_ms:
             return False
         self.recoveries += 1
+        r.passed += 1
         gone = max(r._demux_ms, r._consumed_ms, 0.0)
         while self.head < self.n and self.targets[self.head] < gone + 2 * r._frame_ms - self.tol:
             self.head += 1  # the damaged stretch: these targets cannot be served
