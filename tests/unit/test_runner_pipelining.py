@@ -163,6 +163,35 @@ def test_the_call_cap_holds_with_segments_sampled_ahead(settings: Settings, monk
     assert states == ["done"] * 4 + ["failed"] + ["cancelled"] * (N - 5)
 
 
+def test_segments_waiting_for_a_slot_hold_no_reservation(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reservations are taken with the call slot: while C calls run and C more segments wait sampled, at
+    most C reservations are live, so a retry in flight is never refused for segments not yet sent."""
+    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
+    journal = Journal()
+    live: list[int] = []
+
+    class Paid(HeldDescriber):
+        def __init__(self) -> None:
+            super().__init__(journal, lambda j: j.peak >= C and len(j.sampled) >= 2 * C)
+            self.name, self.video_tokens = "dashscope", 100
+
+        def describe(self, request: DescribeRequest) -> Description:
+            with store.lock:
+                live.append(len(store.reservations))
+            return super().describe(request)
+
+    describer = Paid()
+    ports, store, _ = fake_ports(settings, describer)
+    ports.reader_for = lambda path: CountingReader(path, journal)
+    opts = JobOptions(fps=2, segment_seconds=2, describer="dashscope", max_calls=100)
+    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), opts)
+    summary = jobs.run(ports, job.id)
+    assert summary.state == "done" and sorted(describer.calls) == list(range(N))
+    assert journal.sampled_before_first_finished == 2 * C  # C segments did wait, sampled, for a slot
+    assert max(live) <= C, live
+    assert not store.reservations  # every reservation released once its usage was stored
+
+
 def test_a_cancel_drops_the_segments_waiting_for_a_slot(settings: Settings) -> None:
     """C calls run and C sampled segments wait for a slot when the job is cancelled: the waiting ones are never
     sent (no model call after the cancel beyond those already running)."""

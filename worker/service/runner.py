@@ -1,17 +1,21 @@
 """The in-process runner (``framescribe run``, the inline queue): one sequential decode pass feeds a
 bounded pool of describer calls, so sampling the next segments overlaps the calls in flight.
 
-``describer.concurrency`` call slots run calls; up to as many sampled segments more wait for a slot (each
-holding its reservation under the job's caps), so a slot that frees starts the next segment at once and the
-decoder keeps sampling meanwhile. Calls are settled in the order they finish; a stop or a cancel drops the
-segments still waiting for a slot."""
+``describer.concurrency`` call slots run calls; up to as many sampled segments more wait for a slot, so a
+slot that frees starts the next segment at once and the decoder keeps sampling meanwhile. A segment's
+reservation under the job's caps is taken when its call gets a slot (as a Celery task takes it just before
+its one segment), so segments waiting for a slot hold none and never crowd out a retry in flight. Calls are
+settled in the order they finish; a stop or a cancel drops the segments still waiting for a slot."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from worker import failpoints
@@ -44,12 +48,13 @@ def run_inline(
     def stopped() -> bool:  # asked by a call when it gets its slot: a cancel also drops the calls not yet sent
         return halt.is_set() or store.get_job(job_id).state == JobState.CANCELLED
 
-    slots = threading.BoundedSemaphore(limit)  # a call holds one from its cache lookup until its usage is stored
+    slots = _Slots(limit, halt)  # a call holds one from its cache lookup until its usage is stored
+    turns = itertools.count()  # the order the segments' calls get their slots: the order they were sampled
     describer: Describer = _Failpoints(ports.describer_for(opts), job_id)
     wait_previous = ports.settings.describer.continuity
     stop: str | None = None
     room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
-    inflight: list[tuple[int, Future[Description], Ticket | None]] = []  # (index, call, its reservation)
+    inflight: list[tuple[int, Future[Description], _Reservation]] = []  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
 
@@ -73,8 +78,9 @@ def run_inline(
         for entry in inflight:
             entry[1].cancel()
 
-    def settle_one(index: int, fut: Future[Description], ticket: Ticket | None) -> None:
+    def settle_one(index: int, fut: Future[Description], reservation: _Reservation) -> None:
         nonlocal stop
+        ticket = reservation.ticket
         try:
             desc = fut.result()  # stored, and indexed for meaning-based search by its call's thread
             ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
@@ -105,33 +111,21 @@ def run_inline(
                 drop_queued()
                 break
             plan_ = plan_of_row(store, job_id, index)
-            try:  # the segment's first request, counting the calls in flight (service/caps.py)
-                ticket = reserve_call(ports, job, plan_.frame_count, index)
-            except BudgetExceeded as exc:  # the next call would pass a cap: keep what is done, describe no more
-                settle(block=True)  # the calls in flight end first (one of them may meet the cap when sent)
-                if stop is None:  # else this segment is cancelled with the rest, below
-                    stop = exc.message  # the first segment that meets the cap fails with it (as under Celery)
-                    if store.claim_segment(job_id, index):
-                        fail(ports, job_id, index, exc, plan_.start_ms)
-                break
             if not store.claim_segment(job_id, index):
-                if ticket is not None:
-                    ticket.release()
                 before = None
                 continue
             try:
                 sampled = sample_segment(ports, reader, plan_, ports.frames.folder(job_id, index), opts)
             except (InputError, StoreError) as exc:
                 fail(ports, job_id, index, exc, plan_.start_ms)
-                if ticket is not None:
-                    ticket.release()
                 before = None
                 continue
             reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
-            call = _Call(describer, before, wait_previous, halt, ticket, slots, stopped)
+            reservation = _Reservation(partial(reserve_call, ports, job, plan_.frame_count, index))
+            call = _Call(describer, before, wait_previous, halt, reservation, slots, next(turns), stopped)
             fut = pool.submit(_describe_after, ports, job, sampled, call)
             flying[index] = (sampled.hashes, fut)
-            inflight.append((index, fut, ticket))
+            inflight.append((index, fut, reservation))
             before = fut
             settle(block=False)
         settle(block=True)
@@ -164,6 +158,63 @@ class _Halted(Exception):
     """A queued call dropped because an earlier one was refused for its credentials."""
 
 
+class _Slots:
+    """``limit`` call slots handed out in turn order (the order the segments were sampled), so the segments'
+    reservations under the caps are taken in that order too; a stop (``halt``) wakes every waiter."""
+
+    def __init__(self, limit: int, halt: threading.Event) -> None:
+        self.cond = threading.Condition()
+        self.limit, self.halt = limit, halt
+        self.active = self.next = 0
+        self.skipped: set[int] = set()  # turns given up before their slot (bounded: at most `room` wait)
+
+    @contextmanager
+    def held(self, turn: int) -> Iterator[None]:
+        """The slot for ``turn`` once every earlier turn has passed (``skip``): the holder passes its turn
+        on when its reservation is taken (at the latest when it gives the slot back); _Halted when the run
+        stops first."""
+        with self.cond:
+            while not (self.next == turn and self.active < self.limit):
+                if self.halt.is_set():
+                    self._skip(turn)
+                    raise _Halted
+                self.cond.wait(0.5)  # woken by a release; a halt is seen within half a second
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.active -= 1
+                self._skip(turn)
+
+    def skip(self, turn: int) -> None:
+        """``turn`` is done with the order: the next one may take a slot."""
+        with self.cond:
+            self._skip(turn)
+
+    def _skip(self, turn: int) -> None:
+        if turn >= self.next:
+            self.skipped.add(turn)
+        while self.next in self.skipped:
+            self.skipped.discard(self.next)
+            self.next += 1
+        self.cond.notify_all()
+
+
+class _Reservation:
+    """A segment's first request under the job's caps (``service/caps.py``), reserved when its call gets a
+    slot; ``ticket`` stays None until then (and for a job without caps)."""
+
+    def __init__(self, take: Callable[[], Ticket | None]) -> None:
+        self._take = take
+        self.ticket: Ticket | None = None
+
+    def take(self) -> Ticket | None:
+        """BudgetExceeded when the request would pass a cap."""
+        self.ticket = self._take()
+        return self.ticket
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """How one segment's call runs in the pool."""
@@ -171,9 +222,10 @@ class _Call:
     describer: Describer
     before: Future[Description] | None  # the previous segment's call, for $previous
     wait: bool  # continuity: wait for it (calls run one after another)
-    halt: threading.Event  # set by a call refused for its credentials
-    ticket: Ticket | None  # the segment's reservation under the job's caps
-    slots: threading.BoundedSemaphore  # `concurrency` calls at once
+    halt: threading.Event  # set by a call refused for its credentials or by a cap
+    reservation: _Reservation  # the segment's reservation under the job's caps, taken with the slot
+    slots: _Slots  # `concurrency` calls at once, in the order the segments were sampled
+    turn: int  # this segment's place in that order
     stopped: Callable[[], bool]  # the run stopped or the job was cancelled: do not send
 
 
@@ -182,8 +234,12 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
     is on (calls run one after another), else only when it has already finished. A call slot is held from
     the cache lookup until the usage is stored, so the caps' check before the next request sees it; the review
     copies are stored before (while the segment waits for a slot) and the search vectors after."""
-    if not call.halt.is_set():  # first, with no slot held: a slot is held only for the lookup, call and row
-        keep_review_copies(ports, job.id, sampled.plan.index, sampled.frames)
+    try:
+        if not call.halt.is_set():  # first, with no slot held: a slot is held only for the lookup, call and row
+            keep_review_copies(ports, job.id, sampled.plan.index, sampled.frames)
+    except BaseException:
+        call.slots.skip(call.turn)  # the segments after it still get their turn
+        raise
     previous = None
     before = call.before
     if before is not None and (call.wait or before.done()):
@@ -191,15 +247,19 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
             previous = before.result().text
         except (FramescribeError, _Halted, CancelledError):
             previous = None
-    with call.slots:
+    with call.slots.held(call.turn):
         if call.stopped():  # the run stopped (or the job was cancelled) while this call waited for a slot
             raise _Halted
-        try:
-            desc = describe_and_store(ports, job, call.describer, sampled, previous, call.ticket, copies_kept=True)
-        except DescriberAuthError:
-            call.halt.set()
+        try:  # the first request, counting the calls in flight; the first segment to meet a cap fails with it
+            try:
+                ticket = call.reservation.take()
+            finally:
+                call.slots.skip(call.turn)  # reserved in turn: the next segment may take a free slot
+            desc = describe_and_store(ports, job, call.describer, sampled, previous, ticket, copies_kept=True)
+        except (DescriberAuthError, BudgetExceeded):
+            call.halt.set()  # the calls waiting for a slot are not sent (cancelled with the rest)
             raise
-    if call.ticket is not None:
-        call.ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
+    if ticket is not None:
+        ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
     ports.index(job.id, sampled.plan.index)  # search vectors: here, not on the decoding thread, and with no slot
     return desc
