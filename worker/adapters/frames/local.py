@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worker.adapters.frames.shrink import shrink
 from worker.core.budget import frame_size
 from worker.core.models import FrameRef
 from worker.core.money import FrameBudget
@@ -57,8 +58,8 @@ class JpegWriter:
         h, w = image.shape[:2]
         tw, th = frame_size(w, h, self.max_pixels, self.factor)
         if (tw, th) != (w, h):
-            interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_CUBIC
-            image = cv2.resize(image, (tw, th), interpolation=interp)
+            up = tw * th > w * h
+            image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_CUBIC) if up else shrink(image, (tw, th))
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             raise StoreError("JPEG encoding failed")
@@ -123,4 +124,4 @@ class LocalFrames:
         if w <= self.thumb_width:
             return image.copy()
         size = (self.thumb_width, max(1, round(h * self.thumb_width / w)))
-        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return shrink(image, size)

@@ -1,0 +1,66 @@
+"""Every picture we write is made smaller one way (``frames/shrink.py``): bilinear down to half size, below
+it bilinear to twice the size then an exact 2:1 area step; either way the same picture as OpenCV's area
+averaging (which costs several times more at a non-integer ratio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+import pytest
+
+from worker.adapters.frames import shrink as shrinking
+from worker.adapters.frames.local import JpegWriter, LocalFrames
+from worker.adapters.stores.blobs import review_jpeg
+
+
+def _picture(w: int, h: int) -> np.ndarray:
+    noise = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), w / 200)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _like_area(got: np.ndarray, full: np.ndarray) -> float:
+    area = cv2.resize(full, (got.shape[1], got.shape[0]), interpolation=cv2.INTER_AREA)
+    return float(np.mean(cv2.absdiff(got, area)))
+
+
+@pytest.mark.parametrize(
+    ("src", "size", "steps"),
+    [
+        ((1280, 720), (832, 448), [cv2.INTER_LINEAR]),  # a frame for the model (default pixel budget)
+        ((832, 448), (640, 345), [cv2.INTER_LINEAR]),  # a review copy
+        ((1280, 720), (480, 270), [cv2.INTER_LINEAR, cv2.INTER_AREA]),  # a thumb: below half size
+        ((2600, 1462), (640, 360), [cv2.INTER_LINEAR, cv2.INTER_AREA]),
+    ],
+)
+def test_shrink_steps_size_and_picture(src: tuple[int, int], size: tuple[int, int], steps: list[int]) -> None:
+    full = _picture(*src)
+    resize = mock.Mock(wraps=cv2.resize)
+    with mock.patch.object(shrinking.cv2, "resize", resize):
+        got = shrinking.shrink(full, size)
+    assert [c.kwargs["interpolation"] for c in resize.call_args_list] == steps
+    assert (got.shape[1], got.shape[0]) == size
+    assert _like_area(got, full) < 3.0  # the same picture as an area resize
+
+
+def test_frames_thumbs_and_review_copies_are_made_smaller_by_shrink(tmp_path: Path) -> None:
+    full = _picture(1280, 720)
+    ok, buf = cv2.imencode(".jpg", full, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    calls = mock.Mock(wraps=shrinking.shrink)
+    with (
+        mock.patch("worker.adapters.frames.local.shrink", calls),
+        mock.patch("worker.adapters.stores.blobs.shrink", calls),
+    ):
+        data, w, h = JpegWriter(832 * 448).encode(full)
+        thumb = LocalFrames(tmp_path, 832 * 448).thumb(full)
+        copy = review_jpeg(bytes(buf), 640)
+    assert [c.args[1] for c in calls.call_args_list] == [(w, h), (480, 270), (640, 360)]
+    assert _like_area(_decode(data), full) < 3.0 and _like_area(thumb, full) < 3.0
+    assert copy is not None and max(_decode(copy).shape[:2]) == 640
