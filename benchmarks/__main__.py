@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from benchmarks import media, orchestration, pipelining, round2, sampling, scale
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     media_dir = args.media or media.MEDIA_DIR
     out_path = args.out or RESULTS
     only = {g.strip().upper() for g in args.only.split(",") if g.strip()}
-    wanted = lambda key: not only or key in only  # noqa: E731
+
+    def wanted(key: str) -> bool:
+        return not only or key in only
+
     started = time.perf_counter()
     info = machine()
     print(f"machine: {info.get('cpus')} CPUs ({info.get('cpu', '?')}), load {info['load_average_at_start']}, "
@@ -81,20 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         g1 = g2 = None
         by_name: dict[str, Measure] = {}
         if wanted("G1") or wanted("G7"):
-            run1 = lambda: sampling.goal1(files["long_gop"], label["long_gop"], work / "g1", reps)  # noqa: E731
+            run1 = partial(sampling.goal1, files["long_gop"], label["long_gop"], work / "g1", reps)
             g1 = record(_guard("G1", "sample+JPEG 1 fps", run1))
         if wanted("G2") or wanted("G7"):
-            run2 = lambda: sampling.goal2(files["short_gop"], label["short_gop"], work / "g2", reps)  # noqa: E731
+            run2 = partial(sampling.goal2, files["short_gop"], label["short_gop"], work / "g2", reps)
             g2 = record(_guard("G2", "keyframe fast path", run2))
         if wanted("G3"):
             sparse = {"GOP 250": files["long_gop"], "GOP 30": files["short_gop"]}
             reps3, seconds3 = (reps, 20.0) if args.smoke else (reps + 2, 40.0)  # short runs: more repetitions
-            run3 = lambda: sampling.goal3(sparse, reps3, seconds3)  # noqa: E731
+            run3 = partial(sampling.goal3, sparse, reps3, seconds3)
             record(_guard("G3", "sparse sampling", run3))
         if wanted("G4"):
-            record(_guard("G4", "peak RSS", lambda: sampling.goal4(files["mem_short"], files["mem_long"],
-                                                                   (label["mem_short"], label["mem_long"]),
-                                                                   work / "g4")))  # fmt: skip
+            mem = (label["mem_short"], label["mem_long"])
+            run4m = partial(sampling.goal4, files["mem_short"], files["mem_long"], mem, work / "g4")
+            record(_guard("G4", "peak RSS", run4m))
         if wanted("G5"):
             scenarios = (
                 [pipelining.Scenario(0.3, 2), pipelining.Scenario(0.02, 2)]
@@ -103,22 +107,22 @@ def main(argv: list[str] | None = None) -> int:
             )
             # the whole 120 s file: 24 segments of 5 s, 6 rounds of C=4 calls (pipelining.py: why not 60 s)
             seg_s, fps, end = (2.0, 2.0, None) if args.smoke else (5.0, 1.0, None)
-            run5 = lambda: pipelining.goal5(files["long_gop"], work / "g5", scenarios, seg_s, fps, reps, end)  # noqa: E731
+            run5 = partial(pipelining.goal5, files["long_gop"], work / "g5", scenarios, seg_s, fps, reps, end)
             record(_guard("G5", "pipelining", run5))
         g6 = None
         if wanted("G6") or wanted("G7"):
             clips = [files["clip"]] * (2 if args.smoke else 16)
             g6 = record(
-                _guard("G6", "orchestration", lambda: orchestration.goal6(clips, work / "g6", BROKER_DB, reps=reps))
+                _guard("G6", "orchestration", partial(orchestration.goal6, clips, work / "g6", BROKER_DB, reps=reps))
             )
         if wanted("R3"):
-            record(_guard("R3", "quick commands", lambda: round2.startup(work, reps)))
+            record(_guard("R3", "quick commands", partial(round2.startup, work, reps)))
         if wanted("R4"):
             r4_seconds = 6.0 if args.smoke else 60.0
-            run4 = lambda: round2.no_work_twice(files["long_gop"], work, r4_seconds, reps)  # noqa: E731
+            run4 = partial(round2.no_work_twice, files["long_gop"], work, r4_seconds, reps)
             record(_guard("R4", "no work twice", run4))
         if wanted("R6"):
-            run6 = lambda: round2.under_load(files["long_gop"], label["long_gop"], work / "r6", reps)  # noqa: E731
+            run6 = partial(round2.under_load, files["long_gop"], label["long_gop"], work / "r6", reps)
             record(_guard("R6", "under load", run6))
         by_name = {m.name: m for m in measures}
         if wanted("G7"):

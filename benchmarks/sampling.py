@@ -9,6 +9,7 @@ import shutil
 import statistics
 from collections.abc import Callable
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 from benchmarks.common import PYTHON, Goal, Measure, fmt_s, interleaved, run_child, timed
@@ -154,10 +155,10 @@ def goal3(files: dict[str, Path], reps: int, seconds: float = 60.0, fps: Fractio
             end = min(r.probe().duration_ms, round(seconds * 1000))
         targets = list(sample_times(0, end, fps))
         runs = {
-            f"{label}: opencv sequential": timed_run(lambda p=path: OpenCVReader(p), targets, Strategy.SEQUENTIAL),
-            f"{label}: pyav sequential": timed_run(lambda p=path: PyAVReader(p), targets, Strategy.SEQUENTIAL),
-            f"{label}: pyav seek": timed_run(lambda p=path: PyAVReader(p), targets, Strategy.SEEK),
-            f"{label}: auto (cost model)": timed_run(lambda p=path: open_reader(p), targets, None),
+            f"{label}: opencv sequential": timed_run(partial(OpenCVReader, path), targets, Strategy.SEQUENTIAL),
+            f"{label}: pyav sequential": timed_run(partial(PyAVReader, path), targets, Strategy.SEQUENTIAL),
+            f"{label}: pyav seek": timed_run(partial(PyAVReader, path), targets, Strategy.SEEK),
+            f"{label}: auto (cost model)": timed_run(partial(open_reader, path), targets, None),
         }
         m = interleaved(reps, runs)
         with open_reader(path) as r:
