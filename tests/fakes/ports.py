@@ -344,6 +344,23 @@ class FakeDescriber:
 
 
 @dataclass
+class RecordingDescriber:
+    """A describer that answers at once and records every request, its frames and thumbs (thread-safe)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.requests: list[DescribeRequest] = []
+        self._lock = threading.Lock()
+
+    def describe(self, request: DescribeRequest) -> Description:
+        with self._lock:
+            self.requests.append(request)
+        text = f"Segment {request.plan.index}: {len(request.frames)} frames at {request.fps:g} fps."
+        usage = Usage(input_tokens=50, output_tokens=20, video_tokens=10 * len(request.frames))
+        return Description(text, {}, describer=self.name, model="count-1", usage=usage)
+
+
 class FakeEnqueuer:
     """The ``Enqueuer`` port: records what would be queued."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fakes.ports import RecordingDescriber
 from tests.media import VideoTruth, make_video
 from worker.adapters.frames.handover import MANIFEST, LocalHandover
 from worker.adapters.frames.local import LocalFrames
@@ -23,9 +23,8 @@ from worker.adapters.video.opencv import OpenCVReader
 from worker.adapters.video.pyav import PyAVReader
 from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
-from worker.core.models import Description, SegmentPlan, Usage
+from worker.core.models import SegmentPlan
 from worker.core.money import FrameBudget
-from worker.core.ports import DescribeRequest
 from worker.options import JobOptions
 from worker.service import pipeline
 from worker.service.plan import plan_of_row
@@ -39,22 +38,6 @@ def cut_video(tmp_path_factory: pytest.TempPathFactory) -> VideoTruth:
     """25 s, 15 fps, 320x240 H.264 with hard cuts at CUTS (s); a disc moves in every frame."""
     path = tmp_path_factory.mktemp("handover") / "cuts.mp4"
     return make_video(path, seconds=25, fps=15, cuts_at=CUTS, codec="libx264")
-
-
-class Recording:
-    """A describer that answers at once and keeps what it was sent (the thumbs too)."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.requests: list[DescribeRequest] = []
-        self._lock = threading.Lock()
-
-    def describe(self, request: DescribeRequest) -> Description:
-        with self._lock:
-            self.requests.append(request)
-        text = f"Segment {request.plan.index}: {len(request.frames)} frames."
-        return Description(text, {}, describer=self.name, model="rec-1", usage=Usage(input_tokens=1))
 
 
 @pytest.fixture
@@ -81,8 +64,8 @@ def settings_in(path: Path, detector: str = "content", **extra: Any) -> Settings
     )
 
 
-def run_job(settings: Settings, video: Path, handover: bool, **opts: Any) -> tuple[Any, str, Recording]:
-    rec = Recording()
+def run_job(settings: Settings, video: Path, handover: bool, **opts: Any) -> tuple[Any, str, RecordingDescriber]:
+    rec = RecordingDescriber()
     ports = dataclasses.replace(build_ports(settings), describer_for=lambda _o: rec)
     if not handover:
         ports = dataclasses.replace(ports, handover=None)

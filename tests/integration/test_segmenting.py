@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,14 @@ import numpy as np
 import pytest
 
 from tests.fakes.dashscope_server import FakeDashScope
+from tests.fakes.ports import RecordingDescriber
 from tests.media import VideoTruth, make_video
 from worker.adapters.analysis import Grid, analyse_video, phash
 from worker.adapters.video.opencv import OpenCVReader
 from worker.bootstrap import build_ports
 from worker.config import Settings, load_settings
 from worker.core.gating import distance
-from worker.core.models import Description, SegmentRow, Usage
-from worker.core.ports import DescribeRequest
+from worker.core.models import SegmentRow
 from worker.core.sampling import sample_times
 from worker.core.segmenters import MotionParams
 from worker.options import JobOptions
@@ -54,23 +53,6 @@ def camera_video(tmp_path_factory: pytest.TempPathFactory) -> VideoTruth:
 def still_video(tmp_path_factory: pytest.TempPathFactory) -> VideoTruth:
     """60 s, 10 fps, one still shot: every frame identical."""
     return make_video(tmp_path_factory.mktemp("seg") / "still.mp4", seconds=60, fps=10, static=True)
-
-
-class Counting:
-    """A describer that answers at once and records every request (thread-safe)."""
-
-    name = "counting"
-
-    def __init__(self) -> None:
-        self.requests: list[DescribeRequest] = []
-        self._lock = threading.Lock()
-
-    def describe(self, request: DescribeRequest) -> Description:
-        with self._lock:
-            self.requests.append(request)
-        text = f"Segment {request.plan.index}: {len(request.frames)} frames at {request.fps:g} fps."
-        usage = Usage(input_tokens=50, output_tokens=20, video_tokens=10 * len(request.frames))
-        return Description(text, {}, describer=self.name, model="count-1", usage=usage)
 
 
 def make(tmp_path: Path, **sampling: Any) -> Settings:
@@ -154,7 +136,7 @@ def test_phash_separates_shots_and_tolerates_noise() -> None:
 # -- jobs ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("segmenter", ["scene", "hybrid"])
 def test_scene_and_hybrid_jobs_never_mix_shots(cut_video: VideoTruth, tmp_path: Path, segmenter: str) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     ports, job_id, summary = run(make(tmp_path), cut_video.path, counting, segmenter=segmenter)
     got = rows(ports, job_id)
     assert summary.state == "done" and len(got) == len(CUTS) + 1
@@ -169,7 +151,7 @@ def test_scene_and_hybrid_jobs_never_mix_shots(cut_video: VideoTruth, tmp_path: 
 
 
 def test_motion_job_describes_only_the_events(camera_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     events: list[tuple[str, dict[str, Any]]] = []
     settings = make(tmp_path)
     ports = dataclasses.replace(
@@ -212,7 +194,7 @@ def test_motion_cuts_estimated_video_tokens_by_80_percent(camera_video: VideoTru
 
 
 def test_dedup_sends_a_thinned_uniform_frame_list(still_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     settings = make(tmp_path, fps=2, dedup_hash_distance=4, max_seconds=20)
     ports, job_id, summary = run(settings, still_video.path, counting, segmenter="hybrid")
     assert summary.state == "done" and len(counting.requests) == 3
@@ -227,7 +209,7 @@ def test_dedup_sends_a_thinned_uniform_frame_list(still_video: VideoTruth, tmp_p
 
 
 def test_near_identical_segments_reuse_one_description(still_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     settings = make(tmp_path, reuse_hash_distance=4, segment_seconds=10)
     ports, job_id, summary = run(settings, still_video.path, counting)  # fixed: six 10 s segments
     got = rows(ports, job_id)
@@ -240,7 +222,7 @@ def test_near_identical_segments_reuse_one_description(still_video: VideoTruth, 
 
 
 def test_different_segments_are_not_reused(cut_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     settings = make(tmp_path, reuse_hash_distance=4)
     ports, job_id, _ = run(settings, cut_video.path, counting, segmenter="hybrid")
     assert len(counting.requests) == len(CUTS) + 1
@@ -248,7 +230,7 @@ def test_different_segments_are_not_reused(cut_video: VideoTruth, tmp_path: Path
 
 
 def test_a_rerun_of_the_same_job_makes_no_calls(cut_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     settings = make(tmp_path)
     ports, first, s1 = run(settings, cut_video.path, counting, segmenter="hybrid")
     calls = len(counting.requests)
@@ -272,7 +254,7 @@ def test_the_local_describer_is_not_cached(cut_video: VideoTruth, tmp_path: Path
 
 
 def test_celery_steps_store_static_rows_once(camera_video: VideoTruth, tmp_path: Path) -> None:
-    counting = Counting()
+    counting = RecordingDescriber()
     ports = dataclasses.replace(build_ports(make(tmp_path)), describer_for=lambda _o: counting)
     job, _ = ports.store.create_job(str(camera_video.path), "camera.mp4", {"segmenter": "motion"})
     indexes = pipeline.plan(ports, job.id)

@@ -142,50 +142,51 @@ def test_a_freed_slot_starts_a_ready_segment_while_the_oldest_call_still_runs(se
     assert [r.state for r in store.segment_rows(job.id)] == ["done"] * N
 
 
-def test_the_call_cap_holds_with_segments_sampled_ahead(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments read ahead hold their reservation: no more calls than ``max_calls``, the rest cancelled."""
+def run_paid(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, release: Any, max_calls: int, on_call: Any = None
+) -> tuple[Journal, HeldDescriber, Any, str, Any]:
+    """A job with a paid describer (``on_call(store)`` as each call starts) under ``max_calls``."""
     monkeypatch.setattr(planning, "check_budget", lambda *a: None)  # the guard while running holds on its own
     journal = Journal()
 
     class Paid(HeldDescriber):
         def __init__(self) -> None:
-            super().__init__(journal, lambda j: True)
+            super().__init__(journal, release)
             self.name, self.video_tokens = "dashscope", 100
+
+        def describe(self, request: DescribeRequest) -> Description:
+            if on_call is not None:
+                on_call(store)
+            return super().describe(request)
 
     describer = Paid()
     ports, store, _ = fake_ports(settings, describer)
     ports.reader_for = lambda path: CountingReader(path, journal)
-    opts = JobOptions(fps=2, segment_seconds=2, describer="dashscope", max_calls=4)
+    opts = JobOptions(fps=2, segment_seconds=2, describer="dashscope", max_calls=max_calls)
     job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), opts)
-    summary = jobs.run(ports, job.id)
+    return journal, describer, store, job.id, jobs.run(ports, job.id)
+
+
+def test_the_call_cap_holds_with_segments_sampled_ahead(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No more calls than ``max_calls`` with segments sampled ahead: the segments get their slots (and
+    reservations) in sampling order, the first to meet the cap fails with it, the rest are cancelled."""
+    journal, describer, store, job_id, summary = run_paid(settings, monkeypatch, lambda j: True, max_calls=4)
     assert summary.state == "partial" and len(describer.calls) == 4 and journal.peak <= C
-    states = [r.state for r in store.segment_rows(job.id)]
+    states = [r.state for r in store.segment_rows(job_id)]
     assert states == ["done"] * 4 + ["failed"] + ["cancelled"] * (N - 5)
 
 
 def test_segments_waiting_for_a_slot_hold_no_reservation(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reservations are taken with the call slot: while C calls run and C more segments wait sampled, at
     most C reservations are live, so a retry in flight is never refused for segments not yet sent."""
-    monkeypatch.setattr(planning, "check_budget", lambda *a: None)
-    journal = Journal()
     live: list[int] = []
 
-    class Paid(HeldDescriber):
-        def __init__(self) -> None:
-            super().__init__(journal, lambda j: j.peak >= C and len(j.sampled) >= 2 * C)
-            self.name, self.video_tokens = "dashscope", 100
+    def count(store: Any) -> None:
+        with store.lock:
+            live.append(len(store.reservations))
 
-        def describe(self, request: DescribeRequest) -> Description:
-            with store.lock:
-                live.append(len(store.reservations))
-            return super().describe(request)
-
-    describer = Paid()
-    ports, store, _ = fake_ports(settings, describer)
-    ports.reader_for = lambda path: CountingReader(path, journal)
-    opts = JobOptions(fps=2, segment_seconds=2, describer="dashscope", max_calls=100)
-    job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), opts)
-    summary = jobs.run(ports, job.id)
+    release = lambda j: j.peak >= C and len(j.sampled) >= 2 * C  # noqa: E731
+    journal, describer, store, _, summary = run_paid(settings, monkeypatch, release, max_calls=100, on_call=count)
     assert summary.state == "done" and sorted(describer.calls) == list(range(N))
     assert journal.sampled_before_first_finished == 2 * C  # C segments did wait, sampled, for a slot
     assert max(live) <= C, live
