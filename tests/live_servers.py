@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -191,10 +192,10 @@ class Subscriber:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{camera}-{free_port()}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{camera}-{free_port()}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]  # paho annotates int, takes a float
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         client.subscribe(f"framescribe/{self.camera}/#", qos=1)
