@@ -343,7 +343,6 @@ class FakeDescriber:
         return Description(f"segment {p.index}: {p.start_ms}-{p.end_ms} ms", {}, self.name, "fake", usage)
 
 
-@dataclass
 class RecordingDescriber:
     """A describer that answers at once and records every request, its frames and thumbs (thread-safe)."""
 
@@ -361,6 +360,7 @@ class RecordingDescriber:
         return Description(text, {}, describer=self.name, model="count-1", usage=usage)
 
 
+@dataclass
 class FakeEnqueuer:
     """The ``Enqueuer`` port: records what would be queued."""
 
