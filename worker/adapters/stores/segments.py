@@ -9,11 +9,11 @@ from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.adapters.stores.engine import StoreBase
-from worker.adapters.stores.quick_read import summary_part, usage_totals
 from worker.adapters.stores.rows import to_segment
 from worker.adapters.stores.schema import FrameDbRow, JobRow, SegmentDbRow
 from worker.core.models import Description, FrameRef, SegmentRow, Usage
 from worker.core.states import ACTIVE_SEGMENT as ACTIVE
+from worker.core.usage import summary_part, usage_totals
 from worker.errors import NotFound
 
 
