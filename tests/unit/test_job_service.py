@@ -112,6 +112,33 @@ def test_cancel_summarises_at_once_and_refuses_twice(settings: Settings) -> None
     assert info.value.code == "already_ended"
 
 
+def test_cancel_returns_summarised_when_a_worker_wins_the_summary_claim(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment task stopped by the cancel may claim the summary a moment before the cancel does (seen
+    under Celery): the cancel still returns only once that worker's summary is stored."""
+    ports, store, queue = fake_ports(settings)
+    job, _ = jobs.create(ports, source(), OPTS, webhook_url="https://example.com/hook")
+    planning.plan(ports, job.id)
+    run_segment(ports, job.id, 0)
+    real_finish = jobs.finish
+    worker_done = threading.Event()
+
+    def the_worker_wins(p: object, job_id: str, reason: str | None = None) -> None:
+        def worker_finishes() -> None:
+            worker_done.wait(0.3)  # the worker's summary lands after the cancel lost the claim
+            real_finish(ports, job_id)
+
+        threading.Thread(target=worker_finishes, daemon=True).start()
+        return None
+
+    monkeypatch.setattr(jobs, "finish", the_worker_wins)
+    assert jobs.cancel(ports, job.id) == N - 1
+    ended = store.get_job(job.id)
+    assert ended.state == "cancelled" and ended.summary is not None and ended.summary["segments_done"] == 1
+    assert queue.webhooks == [job.id]
+
+
 def test_a_job_cancelled_before_any_segment_was_described_says_cancelled_in_its_summary(settings: Settings) -> None:
     ports, store, _ = fake_ports(settings)
     job, _ = jobs.create(ports, source(), OPTS)

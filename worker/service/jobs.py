@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 
 from worker.core.models import Job, JobSummary, VideoInfo
 from worker.core.states import LIVE_JOB, RETRYABLE_JOB, TERMINAL_JOB, JobState
@@ -99,8 +100,18 @@ def cancel(ports: Ports, job_id: str) -> int:
     if job.state in TERMINAL_JOB:
         raise JobConflict("already_ended", f"job {job_id} already ended ({job.state}); nothing to cancel")
     stopped = ports.store.cancel_job(job_id)
-    finish(ports, job_id, "cancelled")
+    if finish(ports, job_id, "cancelled") is None:
+        _await_summary(ports, job_id)
     return stopped
+
+
+def _await_summary(ports: Ports, job_id: str, timeout_s: float = 10.0) -> None:
+    """A worker whose segment the cancel stopped can win the summary claim a moment before the cancel
+    does: wait (bounded) for its summary, so that a cancel returns a summarised job either way. A
+    finisher that dies meanwhile is taken over by recovery when its claim's lease expires."""
+    deadline = time.monotonic() + timeout_s
+    while ports.store.get_job(job_id).summary is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def retry(ports: Ports, job_id: str) -> int:
