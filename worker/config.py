@@ -145,6 +145,12 @@ class DashScopeSettings(Section):
         5, ge=1, le=1000, description="Consecutive transient failures after which calls stop (circuit breaker)."
     )
     breaker_cooldown_s: float = Field(120.0, gt=0, description="How long the open circuit refuses calls.")
+    frames_as: Literal["auto", "data_uri", "upload"] = Field(
+        "auto",
+        description="How the native API gets the frames: data URIs inside the request (no upload requests), "
+        "uploads to DashScope's temporary storage (re-used by retries), or auto: data URIs while a segment's "
+        "frames total at most 7 MiB and 250 frames, else uploads.",
+    )
     upload_reuse_s: float = Field(
         47 * 3600, ge=0, le=48 * 3600, description="Re-use an uploaded frame's oss:// URL this long (DashScope: 48 h)."
     )

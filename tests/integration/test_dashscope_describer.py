@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.fakes.dashscope_server import Behavior, FakeDashScope, RecordedRequest, video_tokens
-from worker.adapters.describers import retry
+from worker.adapters.describers import inline, retry
 from worker.adapters.describers.dashscope import DashScopeDescriber, build
 from worker.adapters.describers.retry import RetryPolicy, with_retries
 from worker.adapters.describers.transport import AUTH_HINT, Reply, classify, parse_retry_after
@@ -135,11 +135,12 @@ def video_calls(fake: FakeDashScope, kind: str = "generation") -> list[RecordedR
 
 
 # ------------------------------------------------------------------------------------------ the happy path
+@pytest.mark.parametrize("frames_as", ["auto", "upload"])
 def test_every_segment_sends_its_frames_true_fps_and_prompt(
-    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, caplog: pytest.LogCaptureFixture, frames_as: str
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="worker")
-    settings = make_settings(tmp_path, fake, fps=2)
+    settings = make_settings(tmp_path, fake, fps=2, frames_as=frames_as)
     ports, job_id, summary = run(settings, clip_12s)
     assert summary.state == "done" and summary.segments_done == 3
     calls = video_calls(fake)
@@ -147,13 +148,17 @@ def test_every_segment_sends_its_frames_true_fps_and_prompt(
     segs = rows(ports, job_id)
     for row in segs:
         local = [Path(f.path).read_bytes() for f in ports.store.frames(job_id, row.index)]
-        (rec,) = [c for c in calls if c.frames[0] == local]  # the uploaded bytes are exactly our JPEGs
+        (rec,) = [c for c in calls if c.frames[0] == local]  # the bytes sent are exactly our JPEGs
         assert rec.fps == float(Fraction(row.fps or "0")) == 2.0
         assert f"from {clock(row.start_ms)} to {clock(row.end_ms)}" in (rec.prompt or "")
         assert "clip12.mp4" in (rec.prompt or "") and rec.system == ports.prompts["describe"].system
         assert rec.api_key == KEY and rec.model == MODEL
-        assert rec.headers.get("x-dashscope-ossresourceresolve") == "enable"
-        assert all(u.startswith("oss://") for u in rec.videos[0].urls)
+        if frames_as == "upload":  # uploaded to DashScope's temporary storage, sent as oss:// URLs
+            assert rec.headers.get("x-dashscope-ossresourceresolve") == "enable"
+            assert all(u.startswith("oss://") for u in rec.videos[0].urls)
+        else:  # small segments: inside the request, no getPolicy or upload request
+            assert "x-dashscope-ossresourceresolve" not in rec.headers
+            assert all(u.startswith("data:image/jpeg;base64,") for u in rec.videos[0].urls)
         assert rec.parameters["seed"] == 1234 and rec.parameters["max_tokens"] == 800
         # usage as billed by the fake's documented formula, and who answered
         w, h = ports.store.frames(job_id, row.index)[0].width, ports.store.frames(job_id, row.index)[0].height
@@ -176,6 +181,8 @@ def test_every_segment_sends_its_frames_true_fps_and_prompt(
     assert su["calls"] == 1 and su["model"] == "qwen-plus" and su["input_tokens"] > 0
     assert usage["input_tokens"] == sum(r.input_tokens for r in segs) + su["input_tokens"] and summary.calls == 4
     assert usage["input_tokens"] == fake.billed_totals()["input_tokens"]
+    uploads = (len(fake.requests_of("getPolicy")), len(fake.requests_of("ossUpload")))
+    assert uploads == ((3, sum(r.frame_count for r in segs)) if frames_as == "upload" else (0, 0))
     assert usage["output_tokens"] == fake.billed_totals()["output_tokens"]
     assert summary.source == "dashscope" and summary.text == "SUMMARY over 3 notes."
     # the key is never logged or stored
@@ -234,10 +241,38 @@ def request_for(tmp_path: Path, settings: Settings, clip: Path) -> DescribeReque
     return DescribeRequest("job", clip.name, plan, sampled.frames, float(plan.fps), "Describe.", "sys", "describe")
 
 
-def test_throttling_5xx_and_resets_are_retried_honouring_retry_after(
-    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, waits: list[float]
+def test_auto_uploads_the_frames_of_a_segment_too_large_to_send_inline(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``frames_as: auto`` sends a segment's frames inside the request up to 7 MiB (here: lowered to one
+    frame's size), above that it uploads them; ``data_uri`` refuses more frames than DashScope takes."""
     settings = make_settings(tmp_path, fake)
+    req = request_for(tmp_path, settings, clip_12s)
+    sizes = [Path(f.path).stat().st_size for f in req.frames]
+    monkeypatch.setattr(inline, "MAX_INLINE_BYTES", sum(sizes) - 1)
+    describer(settings).describe(req)
+    (rec,) = video_calls(fake)
+    assert all(u.startswith("oss://") for u in rec.videos[0].urls)
+    assert len(fake.requests_of("ossUpload")) == len(sizes)
+    fake.reset()
+    monkeypatch.setattr(inline, "MAX_INLINE_BYTES", sum(sizes))
+    describer(settings).describe(req)
+    (rec,) = video_calls(fake)
+    assert all(u.startswith("data:") for u in rec.videos[0].urls) and not fake.requests_of("ossUpload")
+    fake.reset()
+    monkeypatch.setattr(inline, "MAX_FRAMES", len(sizes) - 1)
+    with pytest.raises(DescriberRejected, match=f"at most {len(sizes) - 1} as data URIs"):
+        describer(make_settings(tmp_path, fake, frames_as="data_uri")).describe(req)
+    assert not fake.requests  # refused before anything was sent
+    describer(settings).describe(req)  # auto: too many to send inline, so uploaded
+    assert len(fake.requests_of("ossUpload")) == len(sizes)
+
+
+@pytest.mark.parametrize("frames_as", ["auto", "upload"])
+def test_throttling_5xx_and_resets_are_retried_honouring_retry_after(
+    tmp_path: Path, fake: FakeDashScope, clip_12s: Path, waits: list[float], frames_as: str
+) -> None:
+    settings = make_settings(tmp_path, fake, frames_as=frames_as)
     req = request_for(tmp_path, settings, clip_12s)
     fake.enqueue(
         Behavior.error("Throttling.RateQuota", retry_after=7),
@@ -254,8 +289,10 @@ def test_throttling_5xx_and_resets_are_retried_honouring_retry_after(
     fake.reset()
     fake.enqueue(Behavior(reset=True), Behavior(reset=True))
     usage = describer(settings).describe(req).usage
-    # (+1: the fake's reset forgot the uploads, so the re-used oss:// URLs were refused once — a 400)
-    assert usage.attempts == 3 and usage.http_attempts == len(fake.requests_of("generation")) == 4
+    # uploads: +1, the fake's reset forgot them, so the re-used oss:// URLs were refused once (a 400, not
+    # billed) and the frames uploaded again; data URIs carry the frames in every request
+    sent = 4 if frames_as == "upload" else 3
+    assert usage.attempts == 3 and usage.http_attempts == len(fake.requests_of("generation")) == sent
     # garbage (200, not JSON), plain and streamed
     for stream in (False, True):
         fake.reset()
@@ -398,15 +435,15 @@ def test_planner_uses_the_model_frame_limit(tmp_path: Path, fake: FakeDashScope,
 
 def test_per_job_model_and_parameters_reach_the_request(tmp_path: Path, fake: FakeDashScope, clip_12s: Path) -> None:
     ports, job_id, summary = run(
-        make_settings(tmp_path, fake), clip_12s, model="qwen-vl-plus-latest", temperature=0.7, top_p=0.5,
-        vl_high_resolution_images=True, end_s=4,
+        make_settings(tmp_path, fake, frames_as="upload"), clip_12s, model="qwen-vl-plus-latest", temperature=0.7,
+        top_p=0.5, vl_high_resolution_images=True, end_s=4,
     )  # fmt: skip
     assert summary.state == "done"
     (rec,) = video_calls(fake)
     assert rec.model == "qwen-vl-plus-latest"
     assert rec.parameters["temperature"] == 0.7 and rec.parameters["top_p"] == 0.5
     assert rec.parameters["vl_high_resolution_images"] is True
-    assert fake.requests_of("getPolicy")[0].model == "qwen-vl-plus-latest"
+    assert fake.requests_of("getPolicy")[0].model == "qwen-vl-plus-latest"  # uploads are bound to the model
     assert rows(ports, job_id)[0].model == "qwen-vl-plus-latest"
 
 

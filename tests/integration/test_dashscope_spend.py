@@ -231,7 +231,8 @@ def test_a_reset_before_processing_is_stored_as_possibly_billed(
 def test_one_deadline_covers_policy_uploads_and_generation(
     tmp_path: Path, fake: FakeDashScope, clip_12s: Path, where: str
 ) -> None:
-    settings = make_settings(tmp_path, fake, timeout_s=1.0, max_attempts=2)
+    frames_as = "auto" if where == "generation" else "upload"
+    settings = make_settings(tmp_path, fake, timeout_s=1.0, max_attempts=2, frames_as=frames_as)
     req = request_for(tmp_path, settings, clip_12s)
     hang = Behavior(hang=True)
     if where == "getPolicy":
@@ -284,7 +285,9 @@ def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_upload
     tmp_path: Path, fake: FakeDashScope, clip_12s: Path, kind: str, before_any: bool
 ) -> None:
     n = 3
-    settings = make_settings(tmp_path, fake, breaker_failures=n, max_attempts=5, breaker_cooldown_s=0.3)
+    settings = make_settings(
+        tmp_path, fake, breaker_failures=n, max_attempts=5, breaker_cooldown_s=0.3, frames_as="upload"
+    )
     settings = settings.model_copy(update={"describer": settings.describer.model_copy(update={"concurrency": 1})})
     _outage(fake, kind, before_any)
     ports, job_id, summary = run(settings, clip_12s)

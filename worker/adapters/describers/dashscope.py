@@ -297,7 +297,7 @@ def build(settings: Settings) -> DashScopeDescriber:
 
         transport = OpenAITransport(key, compatible_url(settings))
     else:
-        transport = NativeTransport(key, ds.base_url, ds.upload_reuse_s)
+        transport = NativeTransport(key, ds.base_url, ds.upload_reuse_s, ds.frames_as)
     params = CallParams(
         model=ds.model,
         temperature=ds.temperature,

@@ -1,9 +1,10 @@
 """The native DashScope wire through the real, unmodified ``dashscope`` SDK.
 
-Frames are uploaded by ``uploads.py`` (deadline-bound, counted, re-used across retries) and the SDK is
-given their ``oss://`` URLs; each call runs on a ``wire.CountingSession`` (no hidden re-send, every
-request counted, the attempt's deadline applied). Text-only calls on a text model (the job summary's
-``dashscope.summary_model``) use ``dashscope.Generation`` (``text-generation``); VL models use
+Frames go inside the request as data URIs (``inline.py``) or, for a segment too large for that (or with
+``dashscope.frames_as: upload``), are uploaded by ``uploads.py`` (deadline-bound, counted, re-used across
+retries) and the SDK is given their ``oss://`` URLs. Each call runs on a ``wire.CountingSession`` (no
+hidden re-send, every request counted, the attempt's deadline applied). Text-only calls on a text model
+(the job summary's ``dashscope.summary_model``) use ``dashscope.Generation`` (``text-generation``); VL models use
 ``MultiModalConversation``. The API key is passed per call and never logged, stored or echoed.
 """
 
@@ -18,7 +19,7 @@ import dashscope
 import requests
 from dashscope.common.error import AuthenticationError, DashScopeException, TimeoutException, UploadFileException
 
-from worker.adapters.describers import wire
+from worker.adapters.describers import inline, wire
 from worker.adapters.describers.transport import (
     AUTH_HINT,
     CallParams,
@@ -46,9 +47,12 @@ class NativeTransport:
 
     name = "native"
 
-    def __init__(self, api_key: str, base_url: str | None = None, reuse_s: float = REUSE_DEFAULT_S) -> None:
+    def __init__(
+        self, api_key: str, base_url: str | None = None, reuse_s: float = REUSE_DEFAULT_S, frames_as: str = "auto"
+    ) -> None:
         self._api_key = api_key
         self.reuse_s = reuse_s
+        self.frames_as = frames_as
         if base_url:  # the SDK reads this module attribute at call time
             dashscope.base_http_api_url = base_url.rstrip("/")
 
@@ -60,8 +64,17 @@ class NativeTransport:
     ) -> Reply:
         att = wire.current()
         base = str(dashscope.base_http_api_url or "https://dashscope.aliyuncs.com/api/v1")
+        inlined = self.frames_as == "data_uri" or (self.frames_as == "auto" and inline.fits(frames))
+        if inlined and len(frames) > inline.MAX_FRAMES:
+            raise DescriberRejected(
+                f"{len(frames)} frames in one request; DashScope takes at most {inline.MAX_FRAMES} as data URIs: "
+                "use dashscope.frames_as: upload (or auto), or shorter segments"
+            )
         for fresh in (False, True):
-            urls, reused = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s, fresh=fresh)
+            if inlined:
+                urls, reused = [inline.data_uri(p) for p in frames], 0
+            else:
+                urls, reused = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s, fresh=fresh)
             item: dict[str, Any] = {"video": urls, "fps": fps}
             if params.max_pixels:
                 item["max_pixels"] = params.max_pixels

@@ -6,32 +6,17 @@ DashScope-only parameters go in ``extra_body``. Errors end as in the native tran
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, cast
 
 import openai
 
 from worker.adapters.describers import wire
+from worker.adapters.describers.inline import data_uri
 from worker.adapters.describers.native import reply_of
 from worker.adapters.describers.transport import CallParams, OnText, Reply, classify, parse_retry_after
-from worker.errors import DescriberRejected, DescriberTransient
-
-MAX_DATA_URI = 10 * 1024 * 1024  # DashScope's limit per data-URI item
-
-
-def data_uri(path: str) -> str:
-    """A frame file as ``data:image/jpeg;base64,...``; a frame too big for DashScope is refused here."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DescriberRejected(f"cannot read frame {path}: {exc.strerror or exc}") from None
-    uri = "data:image/jpeg;base64," + base64.b64encode(raw).decode("ascii")
-    if len(uri) > MAX_DATA_URI:
-        raise DescriberRejected(f"frame {path} is {len(raw)} bytes, too big for a data URI: lower max_pixels")
-    return uri
+from worker.errors import DescriberTransient
 
 
 class OpenAITransport:
