@@ -3,15 +3,16 @@
 The real pipeline (``pipeline.run_inline``) and the real DashScope describer (the ``dashscope`` SDK) talk to
 ``tests/fakes/dashscope_server.py`` (in its own process), which answers every model call after ``L`` seconds;
 a counting wrapper around the describer records the calls in flight and how long each call took (``L`` plus
-the SDK's frame uploads). Beside the issue's bound, the note gives the reachable one: the first C calls start
-only as their segments are sampled (fill) and the last call only after the last segment (drain). Sampling time is the
+sending the frames: inside the request, or uploads for large segments). Beside the issue's bound, the note
+gives the reachable one: the first C calls start only as their segments are sampled (fill) and the last
+call only after the last segment (drain). Sampling time is the
 same segments sampled alone (reader + JPEG writer) just before. The goal's clock starts with the describer
 already built (as in a running worker) and stops when the last segment is stored; the job's summary call
 (one more ``L``) is reported beside it. CPU seconds of our process (every thread) and of the fake (on the
 same cores: an artefact of the benchmark, a real DashScope runs elsewhere) are in the note.
 
 What the bound allows, by construction (quiet 2-core figures: 1 fps, 5 s segments, sampling 0.16 s a segment,
-a call of L + 0.03 s of uploads):
+a call of L + 0.01 s for the request):
 - describer-bound (L=2.5 s, C=4): the C-th call can start only once C segments are sampled (fill = sampling
   x C/n), and each slot then runs n/C calls back to back. A 60 s job (12 segments, 3 rounds): 0.63 + 3 x 2.53 =
   8.22 s against 1.1 x 7.5 = 8.25 s, 0.03 s left for anything else — unreachable. The whole 120 s file (24
@@ -165,7 +166,7 @@ def goal5(
             f"{cpu(counter.cpu_in_job)} in our process (alone {cpu(cpu_alone)}), {cpu(cpu_fake)} in the fake"
         )
         calls = Measure(f"L={s.latency_s:g}s C={s.concurrency}: one describer call", counter.durations)
-        calls.note = f"L + the SDK's frame uploads; at most {counter.peak} in flight"
+        calls.note = f"L + sending the frames; at most {counter.peak} in flight"
         measures += [alone, job, calls]
         notes.append(
             f"{kind} L={s.latency_s:g}s C={s.concurrency}: {fmt_s(job.median)} vs max({fmt_s(alone.median)}, "

@@ -13,7 +13,7 @@ import pytest
 
 from worker.adapters.frames import shrink as shrinking
 from worker.adapters.frames.local import JpegWriter, LocalFrames
-from worker.adapters.stores.blobs import review_jpeg
+from worker.adapters.stores.blobs import decode_jpeg, review_jpeg
 
 
 def _picture(w: int, h: int) -> np.ndarray:
@@ -64,3 +64,19 @@ def test_frames_thumbs_and_review_copies_are_made_smaller_by_shrink(tmp_path: Pa
     assert [c.args[1] for c in calls.call_args_list] == [(w, h), (480, 270), (640, 360)]
     assert _like_area(_decode(data), full) < 3.0 and _like_area(thumb, full) < 3.0
     assert copy is not None and max(_decode(copy).shape[:2]) == 640
+
+
+def test_review_copies_decode_frames_to_opencvs_pixels_and_fall_back_to_opencv() -> None:
+    """The review copies' decoder (libjpeg-turbo through simplejpeg, half the CPU) gives exactly the pixels
+    ``cv2.imdecode`` gives, so the copies are the same bytes; what it cannot read (a PNG here) goes to OpenCV."""
+    full = _picture(832, 448)
+    ok, jpeg = cv2.imencode(".jpg", full, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok2, png = cv2.imencode(".png", full)
+    assert ok and ok2
+    fast = decode_jpeg(jpeg.tobytes())
+    assert fast is not None and np.array_equal(fast, cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
+    from_png = decode_jpeg(png.tobytes())
+    assert from_png is not None and np.array_equal(from_png, full)
+    copy = review_jpeg(png.tobytes(), 640)
+    assert copy is not None and _decode(copy).shape[:2] == (345, 640)
+    assert decode_jpeg(b"not a picture") is None and review_jpeg(b"", 640) is None

@@ -17,7 +17,7 @@ from typing import Any
 from worker import spend
 from worker.config import SamplingSettings, Settings
 from worker.core import budget
-from worker.core.models import Description, Job, SegmentPlan, VideoInfo
+from worker.core.models import Description, Job, SegmentPlan, SegmentRow, VideoInfo
 from worker.core.ports import Analyser, FrameKeeper, ResultStore, VideoReader
 from worker.core.sampling import as_fraction, sample_times
 from worker.core.segmenters import Findings, HybridParams, MotionParams, build_plans
@@ -186,9 +186,13 @@ def stored_plan(ports: Ports, job: Job) -> list[int]:
 
 
 def plan_of_row(store: ResultStore, job_id: str, index: int) -> SegmentPlan:
-    row = store.segment(job_id, index)
+    return plan_from(store.segment(job_id, index))
+
+
+def plan_from(row: SegmentRow) -> SegmentPlan:
+    """The plan a stored segment row describes (its span, fps and sampling targets)."""
     fps = Fraction(row.fps or "1")
-    return SegmentPlan(index, row.start_ms, row.end_ms, fps, tuple(sample_times(row.start_ms, row.end_ms, fps)))
+    return SegmentPlan(row.index, row.start_ms, row.end_ms, fps, tuple(sample_times(row.start_ms, row.end_ms, fps)))
 
 
 def segmenter_of(opts: JobOptions, settings: Settings) -> str:

@@ -28,7 +28,7 @@ from worker.service import reuse
 from worker.service.caps import Ticket
 from worker.service.context import Ports
 from worker.service.finish import finish
-from worker.service.plan import options_of, plan, plan_of_row, reserve_call
+from worker.service.plan import options_of, plan, plan_from, reserve_call
 from worker.service.segment import Sampled, describe_and_store, fail, keep_review_copies, sample_segment
 
 
@@ -104,14 +104,17 @@ def run_inline(
         ports.open_source(job) as reader,
         ThreadPoolExecutor(room, thread_name_prefix="describe") as pool,
     ):
-        for index in indexes:
+        wanted = set(indexes)
+        for row in store.segment_rows(job_id):  # streamed in index order: one query per 500 segments
             if stop:
                 break
-            if store.get_job(job_id).state == "cancelled":
-                drop_queued()
-                break
-            plan_ = plan_of_row(store, job_id, index)
-            if not store.claim_segment(job_id, index):
+            if row.index not in wanted:
+                continue
+            index, plan_ = row.index, plan_from(row)
+            if not store.claim_segment(job_id, index):  # done, static, or cancelled with the job
+                if store.get_job(job_id).state == "cancelled":
+                    drop_queued()
+                    break
                 before = None
                 continue
             try:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import cv2
 import numpy as np
+import simplejpeg
 from sqlalchemy import (
     Column,
     DateTime,
@@ -61,7 +62,7 @@ frames_table = Table(
 
 def review_jpeg(data: bytes, max_side: int, max_bytes: int = MAX_BYTES) -> bytes | None:
     """A JPEG of ``data`` (a JPEG) no larger than ``max_side`` px and ``max_bytes``; None if undecodable."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = decode_jpeg(data)
     if image is None:
         return None
     side = max_side
@@ -76,6 +77,20 @@ def review_jpeg(data: bytes, max_side: int, max_bytes: int = MAX_BYTES) -> bytes
                 return bytes(buf)
         side //= 2
     return None
+
+
+def decode_jpeg(data: bytes) -> np.ndarray | None:
+    """BGR pixels of a JPEG: libjpeg-turbo through simplejpeg (the same pixels as ``cv2.imdecode``, about
+    half its CPU: 0.8 against 1.4-1.8 ms for a 832x448 frame here); what it cannot read goes to OpenCV."""
+    try:
+        return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR"))
+    except ValueError:
+        pass
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # an empty buffer
+        return None
+    return None if image is None else np.asarray(image)
 
 
 class SqlFrameBlobs:
