@@ -105,6 +105,7 @@ def test_cancel_summarises_at_once_and_refuses_twice(settings: Settings) -> None
     assert jobs.cancel(ports, job.id) == N - 2
     ended = store.get_job(job.id)
     assert ended.state == "cancelled" and ended.summary is not None and ended.summary["segments_done"] == 2
+    assert ended.summary["state"] == "cancelled"  # as the job says (it was "partial": 2 of 6 described)
     assert queue.webhooks == [job.id]
     assert run_segment(ports, job.id, 2) == "cancelled"  # a late task does nothing
     with pytest.raises(JobConflict) as info:

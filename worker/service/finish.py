@@ -60,8 +60,8 @@ def _build(ports: Ports, job_id: str, stopped_reason: str | None) -> tuple[JobSu
         summary = replace(summary, video_tokens_saved=saved)
         summary = spend.with_cost(summary, opts, ports.settings)
     error = job.error
-    if summary.state == JobState.FAILED and job.state == JobState.CANCELLED:
-        return replace(summary, state=JobState.CANCELLED), error  # nothing described: it was stopped, not failed
+    if job.state == JobState.CANCELLED:  # stopped by the user: the summary says so, as the job does
+        return replace(summary, state=JobState.CANCELLED), error
     outage = next((m for m in (error, stopped_reason) if DescriberUnavailable.named_in(m)), None)
     if outage and summary.state == "failed":  # stopped by an outage, not by the input: retry resumes it
         summary, error = replace(summary, state=JobState.PARTIAL), error or outage
