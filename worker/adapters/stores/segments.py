@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Update, delete, func, select, update
+from sqlalchemy import Update, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.adapters.stores.engine import StoreBase
@@ -21,6 +21,11 @@ def segment_update(job_id: str, index: int, states: Collection[str] | None = Non
     """The UPDATE of one segment's row, only while it is in one of ``states`` (None: any state)."""
     q = update(SegmentDbRow).where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
     return q if states is None else q.where(SegmentDbRow.state.in_(states))
+
+
+def frame_values(job_id: str, index: int, f: FrameRef) -> dict[str, Any]:
+    return {"job_id": job_id, "segment_index": index, "n": f.n, "t_ms": f.t_ms, "path": f.path, "width": f.width,
+            "height": f.height, "size_bytes": f.size_bytes}  # fmt: skip
 
 
 def added(spent: Usage) -> dict[str, Any]:
@@ -90,19 +95,8 @@ class SegmentsMixin(StoreBase):
             if not res.rowcount:  # type: ignore[attr-defined]
                 return False
             s.execute(delete(FrameDbRow).where(FrameDbRow.job_id == job_id, FrameDbRow.segment_index == index))
-            s.add_all(
-                FrameDbRow(
-                    job_id=job_id,
-                    segment_index=index,
-                    n=f.n,
-                    t_ms=f.t_ms,
-                    path=f.path,
-                    width=f.width,
-                    height=f.height,
-                    size_bytes=f.size_bytes,
-                )
-                for f in frames
-            )
+            if frames:  # one executemany, no ORM objects
+                s.execute(insert(FrameDbRow), [frame_values(job_id, index, f) for f in frames])
         return True
 
     def fail_segment(self, job_id: str, index: int, error: str, spent: Usage | None = None) -> bool:
