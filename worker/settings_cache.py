@@ -4,7 +4,8 @@ quick commands (``status``, ``show``, ``jobs list``) need not import pydantic-se
 The cache holds what ``Settings`` answered for one exact set of inputs: the key hashes everything the model
 reads (every ``FRAMESCRIBE_*`` variable, the config file's path and bytes, the ``--config`` / ``--data-dir``
 / ``--database-url`` flags, the current folder) and what decides how it reads them (the settings modules'
-and migration files' size and mtime). Any change is a miss, and a miss builds ``Settings`` as every other
+and migration files' size and mtime, and those of the installed pydantic, pydantic-settings and PyYAML,
+found without importing them). Any change is a miss, and a miss builds ``Settings`` as every other
 command does (a bad config fails there, as before). Only SQLite stores are remembered: the entry holds no
 secret, and the key is a hash. Files live in ``$XDG_CACHE_HOME/framescribe`` (else ``~/.cache/framescribe``).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ WORKER = Path(__file__).resolve().parent
 CODE = [WORKER / name for name in ("config.py", "config_sections.py", "config_sources.py", "settings_cache.py")]
 VERSIONS = WORKER / "migrations" / "versions"
 REPO_CONFIG = WORKER.parent / "configs" / "default.yaml"  # as worker.config_sources.REPO_CONFIG (a test checks)
+LIBRARIES = ("pydantic", "pydantic_settings", "yaml")  # what reads the settings: an upgrade is a miss
+KEEP = 64  # entries kept (one per set of inputs); the oldest go when a new one is written
 
 
 class Resolved:
@@ -45,6 +49,18 @@ def _stat(path: Path) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size, st.st_ino]
 
 
+def _library(name: str) -> list[Any] | None:
+    """Where an installed package lies and its files' stat (an upgrade rewrites them), without importing it."""
+    try:
+        spec = PathFinder.find_spec(name)  # sys.path, as an import would look (importlib.util costs 2 ms)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    origin = Path(spec.origin)
+    return [str(origin), _stat(origin), _stat(origin.parent)]
+
+
 def key(config: Path | None, data_dir: Path | None, database_url: str | None) -> str | None:
     """A hash of every input of the settings model; None when the config file cannot be read (a miss)."""
     env = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("FRAMESCRIBE_"))
@@ -57,7 +73,7 @@ def key(config: Path | None, data_dir: Path | None, database_url: str | None) ->
         return None
     versions = sorted((p.name, _stat(p)) for p in VERSIONS.glob("*.py"))
     parts: list[Any] = [cwd, env, named, text, None if data_dir is None else str(data_dir), database_url]
-    parts += [[_stat(p) for p in CODE], versions]
+    parts += [[_stat(p) for p in CODE], versions, [_library(name) for name in LIBRARIES]]
     return hashlib.sha256(json.dumps(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -86,6 +102,18 @@ def remember(digest: str, found: Resolved) -> None:
         os.replace(tmp, folder / f"{digest}.json")
     except OSError:
         tmp.unlink(missing_ok=True)
+        return
+    prune(folder)
+
+
+def prune(folder: Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` most recently written entries (each set of inputs writes one)."""
+    try:
+        entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in entries[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError:  # an entry removed meanwhile (another process pruning): the next write prunes again
+        pass
 
 
 def resolve(config: Path | None, data_dir: Path | None, database_url: str | None) -> Resolved | None:

@@ -91,6 +91,32 @@ def test_a_change_of_any_input_is_a_miss(tmp_path: Path, monkeypatch: pytest.Mon
         settings_cache.resolve(None, None, None)
 
 
+def test_an_upgraded_settings_library_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic, pydantic-settings and PyYAML decide what the model answers: a reinstall of any (here a
+    stand-in package on sys.path, rewritten) changes the key; they are found without being imported."""
+    fake = tmp_path / "site" / "yaml"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("version = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    before = settings_cache.key(None, None, None)
+    assert settings_cache._library("yaml") == settings_cache._library("yaml")
+    assert settings_cache._library("yaml")[0] == str(fake / "__init__.py")  # type: ignore[index]
+    (fake / "__init__.py").write_text("version = 22\n")
+    assert settings_cache.key(None, None, None) != before
+    assert settings_cache._library("no_such_package_here") is None
+
+
+def test_old_entries_are_pruned(tmp_path: Path) -> None:
+    folder = settings_cache.cache_dir()
+    found = settings_cache.Resolved("/x.db", "sqlite:////x.db", ["h"], None)
+    for n in range(settings_cache.KEEP + 5):
+        settings_cache.remember(f"{n:064x}", found)
+        os.utime(folder / f"{n:064x}.json", ns=(n * 10**9, n * 10**9))  # written in this order
+    kept = sorted(p.name for p in folder.glob("*.json"))
+    assert kept == sorted(f"{n:064x}.json" for n in range(5, settings_cache.KEEP + 5))
+    assert settings_cache.lookup(f"{settings_cache.KEEP + 4:064x}") is not None
+
+
 def test_a_moved_symlink_is_a_miss_and_postgres_is_not_remembered(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
