@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import media, orchestration, pipelining, round2, sampling, scale
-from benchmarks.common import REPO, Goal, Measure, machine
+from benchmarks.common import REPO, Goal, Measure, compile_package, machine
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 BROKER_DB = 9  # this benchmark's Redis DBs: 9 (broker, limiter keys)
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"media ready in {media_s:.1f} s ({media_dir})", flush=True)
     label = {name: spec.describe() for name, spec in specs.items()}
 
+    compile_package()  # children import worker/ from byte-code, as an installed package does
     work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
     goals: list[Goal] = []
     measures: list[Measure] = []

@@ -83,6 +83,23 @@ class Goal:
 TIME = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment a timed command runs in: the caller's, but with byte-code caches as an installed
+    package has them (pip compiles at install). A caller's ``PYTHONDONTWRITEBYTECODE`` (set on this
+    machine) would make every child compile each ``worker`` module it imports again (see ``compile_package``)."""
+    env = {**os.environ, **extra}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_package() -> None:
+    """Write the byte-code of ``worker`` and ``scheduler`` once, before any timing (as ``pip install`` does)."""
+    import compileall
+
+    for package in ("worker", "scheduler"):
+        compileall.compile_dir(REPO / package, quiet=1)
+
+
 def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command; returns (wall seconds, that command's peak RSS in MiB, stdout). Raises on failure.
 
@@ -91,7 +108,7 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[fl
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as rss:
         full = [TIME, "-f", "%M", "-o", rss.name, *cmd] if TIME else list(cmd)
         started = time.perf_counter()
-        proc = subprocess.run(full, stdout=out, stderr=err, env=env, cwd=REPO, check=False)
+        proc = subprocess.run(full, stdout=out, stderr=err, env=env or child_env(), cwd=REPO, check=False)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import sampling
-from benchmarks.common import PYTHON, REPO, Goal, Measure, fmt_s
+from benchmarks.common import PYTHON, REPO, Goal, Measure, child_env, fmt_s
 
 Result = tuple[Goal, list[Measure]]
 
@@ -66,10 +66,7 @@ def startup(work: Path, reps: int) -> Result:
     data = work / "r3-data"
     data.mkdir(parents=True, exist_ok=True)
     job_id = _stored_job(data)
-    env = {**os.environ, "FRAMESCRIBE_DATA_DIR": str(data), "FRAMESCRIBE_CONFIG": str(REPO / "configs/default.yaml")}
-    # byte-code as an installed package has it (pip compiles at install): the warm-up run writes it even
-    # where the caller's environment says PYTHONDONTWRITEBYTECODE (else every run compiles worker/ again)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = child_env(FRAMESCRIBE_DATA_DIR=str(data), FRAMESCRIBE_CONFIG=str(REPO / "configs/default.yaml"))
     fs = _framescribe()
     cmds = {
         'python -c "import typer"': [PYTHON, "-c", "import typer"],
@@ -284,7 +281,7 @@ def traced_run(cmd: list[str]) -> tuple[float, float, int]:
     """(CPU seconds, wall seconds, most threads seen) of one child run; its output is discarded."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=child_env())
     most = 0
     while proc.poll() is None:
         most = max(most, _threads(proc.pid))

@@ -48,6 +48,18 @@ def test_the_hourly_budget_holds_across_concurrent_cameras() -> None:
     assert refused is not None and "per hour" in refused
 
 
+@pytest.mark.skipif(not answering(6379), reason="Redis is not running")
+def test_workers_whose_clocks_disagree_count_into_the_same_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The windows follow Redis's clock: a worker an hour ahead does not open a fresh hour for itself."""
+    prefix = f"test:live:{uuid.uuid4().hex}"
+    here, ahead = CallBudget(REDIS, per_hour=1, per_day=0, prefix=prefix), CallBudget(REDIS, 1, 0, prefix)
+    assert here.reserve() is None
+    monkeypatch.setattr(time, "time", lambda: 1_900_000_000.0)  # this process's clock, years ahead
+    refused = ahead.reserve()
+    assert refused is not None and "per hour" in refused  # the same Redis hour: over the cap of 1
+    assert ahead.used() == here.used() == (1, 1)
+
+
 class Receiver(BaseHTTPRequestHandler):
     got: ClassVar[list[tuple[dict[str, str], bytes]]] = []
     status = 500

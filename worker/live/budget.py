@@ -1,12 +1,11 @@
 """Model calls per hour and per UTC day shared by every camera on every machine (Redis counters).
 
 A call is reserved before it is made (INCR on both windows in one script; refused and undone when a cap
-would be passed), so concurrent cameras can never exceed a cap together.
+would be passed), so concurrent cameras can never exceed a cap together. The windows follow Redis's clock
+(``TIME``), not the worker's: workers whose clocks disagree still count into the same hour and day.
 """
 
 from __future__ import annotations
-
-import time
 
 import redis
 
@@ -28,6 +27,12 @@ class CallBudget:
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=5) if (per_hour or per_day) else None
 
+    def _now(self) -> float:
+        """Redis's clock: the one every worker shares."""
+        assert self.client is not None
+        seconds, micros = self.client.time()
+        return float(seconds) + micros / 1e6
+
     def _keys(self, at: float) -> list[str]:
         hour = int(at // 3600)
         return [f"{self.prefix}:h:{hour}", f"{self.prefix}:d:{hour // 24}"]
@@ -37,9 +42,8 @@ class CallBudget:
         if self.client is None:
             return None
         try:
-            ok = self.client.eval(
-                _RESERVE, 2, *self._keys(time.time() if at is None else at), self.per_hour, self.per_day
-            )
+            ok = self.client.eval(_RESERVE, 2, *self._keys(self._now() if at is None else at), self.per_hour,
+                                  self.per_day)  # fmt: skip
         except redis.RedisError as exc:
             return f"call budget unavailable (Redis: {exc.__class__.__name__}); no call made"
         if ok:
@@ -51,5 +55,5 @@ class CallBudget:
     def used(self, at: float | None = None) -> tuple[int, int]:
         if self.client is None:
             return 0, 0
-        values = self.client.mget(self._keys(time.time() if at is None else at))
+        values = self.client.mget(self._keys(self._now() if at is None else at))
         return int(values[0] or 0), int(values[1] or 0)
