@@ -100,7 +100,7 @@ def compile_package() -> None:
         compileall.compile_dir(REPO / package, quiet=1)
 
 
-def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def run_child(cmd: Sequence[str]) -> tuple[float, float, str]:
     """Run a command; returns (wall seconds, that command's peak RSS in MiB, stdout). Raises on failure.
 
     Peak RSS comes from GNU time (``%M``): a child forked straight from this process would count the pages
@@ -108,7 +108,7 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[fl
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as rss:
         full = [TIME, "-f", "%M", "-o", rss.name, *cmd] if TIME else list(cmd)
         started = time.perf_counter()
-        proc = subprocess.run(full, stdout=out, stderr=err, env=env or child_env(), cwd=REPO, check=False)
+        proc = subprocess.run(full, stdout=out, stderr=err, env=child_env(), cwd=REPO, check=False)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)

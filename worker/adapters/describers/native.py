@@ -42,6 +42,14 @@ def is_text_model(model: str) -> bool:
     return not any(m in name for m in VL_MARKERS)
 
 
+def _messages(system: str, prompt: str, urls: list[str], fps: float, params: CallParams) -> list[dict[str, Any]]:
+    """The system and user messages of a frame-list call (``{"video": [...], "fps": F}`` then the prompt)."""
+    item: dict[str, Any] = {"video": urls, "fps": fps}
+    if params.max_pixels:
+        item["max_pixels"] = params.max_pixels
+    return [{"role": "system", "content": [{"text": system}]}, {"role": "user", "content": [item, {"text": prompt}]}]
+
+
 class NativeTransport:
     """``dashscope.MultiModalConversation.call`` (or ``Generation.call`` for text models)."""
 
@@ -62,25 +70,20 @@ class NativeTransport:
     def video(
         self, system: str, prompt: str, frames: Sequence[str], fps: float, params: CallParams, on_text: OnText | None
     ) -> Reply:
+        if self.frames_as == "data_uri" or (self.frames_as == "auto" and inline.fits(frames)):
+            if len(frames) > inline.MAX_FRAMES:
+                raise DescriberRejected(
+                    f"{len(frames)} frames in one request; DashScope takes at most {inline.MAX_FRAMES} as data "
+                    "URIs: use dashscope.frames_as: upload (or auto), or shorter segments"
+                )
+            return self._call(_messages(system, prompt, [inline.data_uri(p) for p in frames], fps, params), params,
+                              on_text)  # fmt: skip
         att = wire.current()
         base = str(dashscope.base_http_api_url or "https://dashscope.aliyuncs.com/api/v1")
-        inlined = self.frames_as == "data_uri" or (self.frames_as == "auto" and inline.fits(frames))
-        if inlined and len(frames) > inline.MAX_FRAMES:
-            raise DescriberRejected(
-                f"{len(frames)} frames in one request; DashScope takes at most {inline.MAX_FRAMES} as data URIs: "
-                "use dashscope.frames_as: upload (or auto), or shorter segments"
-            )
         for fresh in (False, True):
-            if inlined:
-                urls, reused = [inline.data_uri(p) for p in frames], 0
-            else:
-                urls, reused = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s, fresh=fresh)
-            item: dict[str, Any] = {"video": urls, "fps": fps}
-            if params.max_pixels:
-                item["max_pixels"] = params.max_pixels
-            user = {"role": "user", "content": [item, {"text": prompt}]}
+            urls, reused = upload_frames(frames, params.model, self._api_key, base, att, self.reuse_s, fresh=fresh)
             try:
-                return self._call([{"role": "system", "content": [{"text": system}]}, user], params, on_text)
+                return self._call(_messages(system, prompt, urls, fps, params), params, on_text)
             except DescriberRejected as exc:
                 if fresh or not reused or "URL" not in exc.message:
                     raise
