@@ -113,6 +113,7 @@ def test_choices_flags_and_readme(tmp_path: Path) -> None:
         (("jobs", "list"), {"FRAMESCRIBE_SAMPLING__FPS": "abc"}, "setting 'sampling.fps'"),
         (("jobs", "list"), {"FRAMESCRIBE_CONFIG": "/nonexistent.yaml"}, "FRAMESCRIBE_CONFIG names"),
         (("jobs", "list"), {"FRAMESCRIBE_WORKER__VISIBILITY_TIMEOUT_S": "-1"}, "worker.visibility_timeout_s"),
+        (("jobs", "list"), {"FRAMESCRIBE_DASHSCOPE__FRAMES_AS": "base64"}, "dashscope.frames_as"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], env_extra: dict[str, str],
