@@ -52,7 +52,10 @@ def build_ports(
     from worker.adapters.frames.local import LocalFrames
     from worker.adapters.stores.blobs import SqlFrameBlobs
 
-    frames = LocalFrames(settings.data_dir, settings.sampling.max_pixels, settings.sampling.jpeg_quality)
+    sampling = settings.sampling
+    frames = LocalFrames(
+        settings.data_dir, sampling.max_pixels, sampling.jpeg_quality, review_side=settings.worker.review_max_side
+    )
     return Ports(
         settings=settings,
         store=store,

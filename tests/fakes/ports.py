@@ -314,6 +314,9 @@ class FakeFrames:
     def thumb(self, image: Any) -> Any:
         return image
 
+    def review(self, image: Any, ref: FrameRef) -> bytes | None:
+        return None
+
 
 class FakeAnalyser:
     """No cuts and no motion; every thumb hashes differently (nothing is a near-duplicate)."""

@@ -344,6 +344,41 @@ def test_review_copies_are_bounded_and_garbage_is_skipped() -> None:
     assert review_jpeg(b"not a jpeg", 640) is None
 
 
+def test_review_copies_come_from_the_sampler_and_from_files_only_when_it_made_none(
+    tmp_path: Path, clip_12s: Path
+) -> None:
+    """A job's copies are made while sampling (the frame files are never decoded again); ``put`` takes a copy
+    it is given without reading the file, and reads the file for a frame it was given none for."""
+    from unittest import mock
+
+    from worker.adapters.stores import blobs as blobs_module
+    from worker.bootstrap import inline_ports
+    from worker.config import load_settings
+    from worker.core.models import FrameRef
+    from worker.service import jobs
+
+    ports = inline_ports(load_settings(data_dir=tmp_path, describer={"kind": "local"}))
+    job, _ = ports.store.create_job(str(clip_12s), "clip.mp4", {"segment_seconds": 6, "fps": 1})
+    with mock.patch.object(blobs_module, "review_jpeg", side_effect=AssertionError("a frame file was decoded")):
+        assert jobs.run(ports, job.id).segments_done == 2
+    assert ports.blobs is not None
+    for index in (0, 1):
+        for f in ports.store.frames(job.id, index):
+            copy = ports.blobs.get(job.id, index, f.n)
+            assert copy is not None and _jpeg_ok(copy)
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 200, np.uint8))
+    assert ok
+    (tmp_path / "on_disk.jpg").write_bytes(bytes(jpeg))
+    refs = [
+        FrameRef(0, 0, str(tmp_path / "gone.jpg"), 64, 48, 1),
+        FrameRef(1, 500, str(tmp_path / "on_disk.jpg"), 64, 48, 1),
+    ]
+    ports.blobs.put(job.id, 0, refs, {refs[0].path: b"made by the sampler"})
+    assert ports.blobs.get(job.id, 0, 0) == b"made by the sampler"  # the file is gone: not read
+    from_file = ports.blobs.get(job.id, 0, 1)
+    assert from_file is not None and _jpeg_ok(from_file)
+
+
 def test_sweep_removes_only_deleted_jobs_and_refuses_a_foreign_store(tmp_path: Path) -> None:
     from worker.config import load_settings
     from worker.retention import SANITY_MIN, GcReport, sweep_deleted

@@ -285,7 +285,7 @@ def test_a_segment_waiting_for_a_slot_stores_its_review_copies_before_it_gets_on
     copies: list[tuple[int, int]] = []  # (segment, calls finished when its copies were stored)
 
     class Blobs:
-        def put(self, job_id: str, index: int, frames: Sequence[Any]) -> None:
+        def put(self, job_id: str, index: int, frames: Sequence[Any], made: Any = None) -> None:
             with journal.cond:
                 copies.append((index, len(journal.finished)))
                 journal.cond.notify_all()

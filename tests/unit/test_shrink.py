@@ -56,7 +56,7 @@ def test_frames_thumbs_and_review_copies_are_made_smaller_by_shrink(tmp_path: Pa
     calls = mock.Mock(wraps=shrinking.shrink)
     with (
         mock.patch("worker.adapters.frames.local.shrink", calls),
-        mock.patch("worker.adapters.stores.blobs.shrink", calls),
+        mock.patch("worker.adapters.frames.review.shrink", calls),
     ):
         data, w, h = JpegWriter(832 * 448).encode(full)
         thumb = LocalFrames(tmp_path, 832 * 448).thumb(full)
@@ -64,6 +64,26 @@ def test_frames_thumbs_and_review_copies_are_made_smaller_by_shrink(tmp_path: Pa
     assert [c.args[1] for c in calls.call_args_list] == [(w, h), (480, 270), (640, 360)]
     assert _like_area(_decode(data), full) < 3.0 and _like_area(thumb, full) < 3.0
     assert copy is not None and max(_decode(copy).shape[:2]) == 640
+
+
+def test_the_sampler_makes_review_copies_from_the_decoded_picture(tmp_path: Path) -> None:
+    """``LocalFrames.review``: the store's copy from the picture in memory (no decoding of the frame file),
+    the same picture as the copy made from the file, never larger than the frame the model was sent."""
+    full = _picture(1280, 720)
+    frames = LocalFrames(tmp_path, 832 * 448, review_side=640)
+    ref = frames.write(tmp_path, 0, 0, full)
+    assert max(ref.width, ref.height) > 640
+    made = frames.review(full, ref)
+    from_file = review_jpeg(Path(ref.path).read_bytes(), 640)
+    assert made is not None and from_file is not None
+    assert _decode(made).shape[:2] == (360, 640)  # the source's aspect ratio, at the review side
+    assert _like_area(_decode(made), full) < 3.0
+    assert float(np.mean(cv2.absdiff(cv2.resize(_decode(from_file), (640, 360)), _decode(made)))) < 4.0
+    small = LocalFrames(tmp_path, 64 * 64, review_side=640)  # a tiny pixel budget: the copy is no larger
+    tiny = small.write(tmp_path, 1, 0, full)
+    copy = small.review(full, tiny)
+    assert copy is not None and max(_decode(copy).shape[:2]) == max(tiny.width, tiny.height)
+    assert LocalFrames(tmp_path, 832 * 448).review(full, ref) is None  # review copies off: none made
 
 
 def test_review_copies_decode_frames_to_opencvs_pixels_and_fall_back_to_opencv() -> None:

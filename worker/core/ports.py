@@ -5,7 +5,7 @@ Fakes for tests live in ``tests/fakes/ports.py`` (in memory: no SQLite, no OpenC
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -119,6 +119,11 @@ class FrameWriter(Protocol):
         """A small in-memory copy of ``image`` for local analysis (hashes, the local describer)."""
         ...
 
+    def review(self, image: Any, ref: FrameRef) -> bytes | None:
+        """The review copy (JPEG) of the frame ``ref`` written from ``image``, for ``FrameBlobs``; None when
+        none is kept (the store then makes it from the frame's file)."""
+        ...
+
 
 class FrameKeeper(Protocol):
     """Takes the analysis pass's frames the segments will sample (``core/handover.py``)."""
@@ -179,7 +184,9 @@ class FrameBlobs(Protocol):
     """Review-size copies of a segment's frames in the result store, so every machine can serve them
     (frame originals stay on the disk of the worker that sampled them)."""
 
-    def put(self, job_id: str, index: int, frames: Sequence[FrameRef]) -> None: ...
+    def put(self, job_id: str, index: int, frames: Sequence[FrameRef], made: Mapping[str, bytes] | None = None) -> None:
+        """Store each frame's review copy: the one ``made`` by the sampler (by frame path), else from its file."""
+        ...
 
     def get(self, job_id: str, index: int, n: int) -> bytes | None: ...
 

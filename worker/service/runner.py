@@ -239,7 +239,7 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
     copies are stored before (while the segment waits for a slot) and the search vectors after."""
     try:
         if not call.halt.is_set():  # first, with no slot held: a slot is held only for the lookup, call and row
-            keep_review_copies(ports, job.id, sampled.plan.index, sampled.frames)
+            keep_review_copies(ports, job.id, sampled)
     except BaseException:
         call.slots.skip(call.turn)  # the segments after it still get their turn
         raise

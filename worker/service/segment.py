@@ -31,6 +31,7 @@ class Sampled:
     frames: list[FrameRef]
     thumbs: list[Any]
     hashes: list[int] = field(default_factory=list)  # pHash of every sampled frame (before dedup)
+    reviews: dict[str, bytes] = field(default_factory=dict)  # review copies made while sampling, by frame path
 
 
 def sample_segment(
@@ -45,11 +46,15 @@ def sample_segment(
     if handed is None:
         writer.clear(folder)
     frames, thumbs = handed or ([], [])
+    reviews: dict[str, bytes] = {}  # the store's copies, from the decoded picture (handed-over frames: from files)
     try:
         if handed is None:
             for n, (t_ms, image) in enumerate(reader.frames(plan.targets_ms)):
-                frames.append(writer.write(folder, n, t_ms, image, fb))
+                ref = writer.write(folder, n, t_ms, image, fb)
+                frames.append(ref)
                 thumbs.append(writer.thumb(image))
+                if ports.blobs is not None and (review := writer.review(image, ref)) is not None:
+                    reviews[ref.path] = review
         if len(frames) < min(settings.sampling.min_frames, plan.frame_count):
             raise DecodeError(
                 f"only {len(frames)} frame(s) could be decoded between {plan.start_ms / 1000:.2f}s and "
@@ -61,7 +66,7 @@ def sample_segment(
         raise
     hashes = [ports.analyser.phash(t) for t in thumbs]
     plan, frames, thumbs = reuse.dedup(plan, frames, thumbs, hashes, settings)
-    return Sampled(plan, frames, thumbs, hashes)
+    return Sampled(plan, frames, thumbs, hashes, reviews)
 
 
 def describe_and_store(
@@ -105,7 +110,7 @@ def describe_and_store(
     if hit is not None:  # an identical call was cached, or a near-identical segment was described
         desc, source = hit
         if not copies_kept:
-            keep_review_copies(ports, job.id, p.index, sampled.frames)
+            keep_review_copies(ports, job.id, sampled)
         with _storing(ticket):
             ports.store.save_segment(job.id, p.index, desc, sampled.frames, reused_from=source)
         if source is None:
@@ -117,18 +122,18 @@ def describe_and_store(
         latency = round((time.monotonic() - started) * 1000)
         desc = replace(desc, usage=replace(desc.usage, latency_ms=latency, attempts=max(1, desc.usage.attempts)))
     if not copies_kept:
-        keep_review_copies(ports, job.id, p.index, sampled.frames)
+        keep_review_copies(ports, job.id, sampled)
     with _storing(ticket):
         ports.store.save_segment(job.id, p.index, desc, sampled.frames)
     reuse.remember(ports.cache, job.id, p.index, key, desc, sampled.hashes, ports.settings)
     return desc
 
 
-def keep_review_copies(ports: Ports, job_id: str, index: int, frames: list[FrameRef]) -> None:
+def keep_review_copies(ports: Ports, job_id: str, sampled: Sampled) -> None:
     """Review-size copies of the frames into the store before the row is done, so the review page,
     search thumbnails and exports work from any machine (a store error fails the segment)."""
     if ports.blobs is not None:
-        ports.blobs.put(job_id, index, frames)
+        ports.blobs.put(job_id, sampled.plan.index, sampled.frames, sampled.reviews)
 
 
 def _storing(ticket: Ticket | None) -> AbstractContextManager[None]:

@@ -1,15 +1,15 @@
 """Review-size frame copies in the result store's database (migration 0009), so the API on any machine
 can serve a frame that was sampled on another one (no shared disk).
 
-Each frame of a stored segment gets one JPEG of at most ``max_side`` pixels on its long side and at most
-``MAX_BYTES`` (quality is lowered, then the size halved, until it fits). The originals stay on the
-worker's disk: they are what the describer sends. Rows go with their job (``ON DELETE CASCADE``).
+Each frame of a stored segment gets one JPEG (``worker/adapters/frames/review.py``): made by the sampler from
+the decoded picture when it can (``LocalFrames.review``), else from the frame's file here. The originals stay
+on the worker's disk: they are what the describer sends. Rows go with their job (``ON DELETE CASCADE``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import cv2
@@ -31,14 +31,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.adapters.frames.shrink import shrink
+from worker.adapters.frames.review import MAX_BYTES, fit_jpeg
 from worker.core.models import FrameRef
 from worker.errors import StoreError
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
-MAX_BYTES = 192 * 1024  # one review copy, whatever the frame
-QUALITIES = (80, 65, 50)
 
 blob_table = Table(
     "frame_blobs",
@@ -61,22 +59,9 @@ frames_table = Table(
 
 
 def review_jpeg(data: bytes, max_side: int, max_bytes: int = MAX_BYTES) -> bytes | None:
-    """A JPEG of ``data`` (a JPEG) no larger than ``max_side`` px and ``max_bytes``; None if undecodable."""
+    """A review copy of ``data`` (a frame's JPEG file); None if undecodable."""
     image = decode_jpeg(data)
-    if image is None:
-        return None
-    side = max_side
-    while side >= 16:
-        h, w = image.shape[:2]
-        scale = min(1.0, side / max(h, w))
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = image if scale >= 1.0 else shrink(image, size)
-        for quality in QUALITIES:
-            ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok and len(buf) <= max_bytes:
-                return bytes(buf)
-        side //= 2
-    return None
+    return None if image is None else fit_jpeg(image, max_side, max_bytes)
 
 
 def decode_jpeg(data: bytes) -> np.ndarray | None:
@@ -100,15 +85,18 @@ class SqlFrameBlobs:
         self.engine = engine
         self.max_side = max_side
 
-    def put(self, job_id: str, index: int, frames: Sequence[FrameRef]) -> None:
-        """Store a review copy of each frame file (a redelivered segment replaces its copies)."""
+    def put(self, job_id: str, index: int, frames: Sequence[FrameRef], made: Mapping[str, bytes] | None = None) -> None:
+        """Store a review copy of each frame (a redelivered segment replaces its copies): the one the sampler
+        ``made`` (by frame path), else one from the frame's file."""
         if self.max_side <= 0:
             return
         rows = []
         for f in frames:
+            jpeg = made.get(f.path) if made else None
             try:
-                with open(f.path, "rb") as fh:
-                    jpeg = review_jpeg(fh.read(), self.max_side)
+                if jpeg is None:
+                    with open(f.path, "rb") as fh:
+                        jpeg = review_jpeg(fh.read(), self.max_side)
             except OSError as exc:
                 raise StoreError(f"cannot read frame {f.n} of segment {index} for its review copy: {exc}") from None
             if jpeg is not None:
