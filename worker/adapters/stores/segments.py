@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Update, delete, func, insert, select, update
+from sqlalchemy import Table, Update, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.adapters.stores.engine import StoreBase
@@ -18,9 +18,15 @@ from worker.errors import NotFound
 
 
 def segment_update(job_id: str, index: int, states: Collection[str] | None = None) -> Update:
-    """The UPDATE of one segment's row, only while it is in one of ``states`` (None: any state)."""
-    q = update(SegmentDbRow).where(SegmentDbRow.job_id == job_id, SegmentDbRow.index == index)
-    return q if states is None else q.where(SegmentDbRow.state.in_(states))
+    """The UPDATE of one segment's row, only while it is in one of ``states`` (None: any state). A Core
+    statement on the table (no ORM objects to keep in step): a third of the ORM bulk update's CPU."""
+    c = SEGMENTS.c
+    q = update(SEGMENTS).where(c.job_id == job_id, c.index == index)
+    return q if states is None else q.where(c.state.in_(states))
+
+
+SEGMENTS: Table = SegmentDbRow.__table__  # type: ignore[assignment]  # mapped classes' tables
+FRAMES: Table = FrameDbRow.__table__  # type: ignore[assignment]
 
 
 def frame_values(job_id: str, index: int, f: FrameRef) -> dict[str, Any]:
@@ -94,9 +100,9 @@ class SegmentsMixin(StoreBase):
             )
             if not res.rowcount:  # type: ignore[attr-defined]
                 return False
-            s.execute(delete(FrameDbRow).where(FrameDbRow.job_id == job_id, FrameDbRow.segment_index == index))
+            s.execute(delete(FRAMES).where(FRAMES.c.job_id == job_id, FRAMES.c.segment_index == index))
             if frames:  # one executemany, no ORM objects
-                s.execute(insert(FrameDbRow), [frame_values(job_id, index, f) for f in frames])
+                s.execute(insert(FRAMES), [frame_values(job_id, index, f) for f in frames])
         return True
 
     def fail_segment(self, job_id: str, index: int, error: str, spent: Usage | None = None) -> bool:
