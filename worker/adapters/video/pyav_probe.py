@@ -27,15 +27,20 @@ INDEX_ENTRIES = 1_000_000  # index entries read for keyframe times (beyond: esti
 _FFMPEG_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 
 
+MAX_DECODER_THREADS = 16  # FFmpeg's own cap on automatic threads: beyond it frame threading only waits
+
+
 def decoder_threads() -> int:
-    """FFmpeg decoder threads: one per CPU this process may run on. FFmpeg's own default is one more (3 on 2
-    cores): on a shared machine the extra thread competes with our JPEG writer and with other processes
-    (2 cores under load, A/B against the default: 0.94-0.99x the CPU time, wall medians 0.74-0.95x)."""
+    """FFmpeg decoder threads: two per CPU this process may run on (at most 16). H.264 frame threads wait on
+    their reference frames, so one a core leaves cores idle, and on a busy machine the kernel shares CPU time
+    per runnable thread: on 2 cores with ``yes`` busy on one, ``framescribe sample`` took 0.63-0.67x
+    ffmpeg's time with 4 threads (3: 0.67) against 0.74-0.75x with 2, in every round; quiet and in CPU
+    seconds, no difference (benchmarks R6 and G1)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, cpus)
+    return max(1, min(MAX_DECODER_THREADS, 2 * cpus))
 
 
 def h264_nonref(data: memoryview, nal_length: int) -> bool:
