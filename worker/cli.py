@@ -131,8 +131,6 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
         overrides["data_dir"] = data_dir
     if database_url is not None:
         overrides["database_url"] = database_url
-    import logging
-
     from worker.cli_store import announce
     from worker.config import load_settings
     from worker.logs import configure_logging
@@ -140,8 +138,6 @@ def settings_from(config: Path | None, data_dir: Path | None, database_url: str 
     settings = load_settings(**overrides)
     configure_logging(settings)
     announce(settings, data_dir, database_url)
-    for noisy in ("httpx", "urllib3", "dashscope", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
 
 

@@ -14,8 +14,10 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import ConfigOpt, app, guarded, settings_from
+from worker.cli import ConfigOpt, app, guarded
 from worker.errors import PlanError
+from worker.logs import configure
+from worker.settings_cache import sample_defaults
 
 
 @app.command()
@@ -38,7 +40,8 @@ def sample(
     config: ConfigOpt = None,
 ) -> None:
     """Write the frames sampled at FPS as JPEG files named with their true times, plus frames.csv."""
-    settings = settings_from(config, None, None)
+    defaults = sample_defaults(config)  # remembered: no settings model to build on a second run
+    configure(defaults["log_level"], defaults["log_format"])
     if not (fps > 0 and fps <= 1000):
         raise PlanError(f"--fps must be above 0 (and at most 1000), got {fps:g}", field="fps")
     from worker.adapters.frames.sampler import run_sample, tolerance_fraction  # cv2, PyAV: this command only
@@ -51,10 +54,10 @@ def sample(
         start_s=start,
         end_s=end,
         keyframe_tolerance=fraction,
-        backend=backend or settings.sampling.reader_backend,
-        quality=quality or settings.sampling.jpeg_quality,
+        backend=backend or defaults["reader_backend"],
+        quality=quality or defaults["jpeg_quality"],
         max_pixels=max_pixels,
-        limits=settings.limits,
+        limits=defaults["limits"],
     )
     how = f" ({result.plan.backend}/{result.plan.strategy})" if result.plan else ""
     # one plain line: rich's Console (≈ 20 ms of imports) is not needed for it

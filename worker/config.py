@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.config_sections import AskSettings, LiveSettings, Section
+from worker.config_sections import AskSettings, LimitSettings, LiveSettings, Section
 
 
 class SamplingSettings(Section):
@@ -63,20 +63,6 @@ class SamplingSettings(Section):
         description="Keyframe fast path: a keyframe within this fraction of the sampling interval of a target "
         "stands in for it (true time kept). 0 = exact frames; 0.5 = half the interval.",
     )
-
-
-class LimitSettings(Section):
-    """Guards against hostile media: nothing may hang a worker or fill its disk."""
-
-    max_input_bytes: int = Field(20 * 1024**3, description="Largest source file accepted.")
-    max_duration_s: float = Field(24 * 3600, description="Longest video accepted.")
-    max_source_pixels: int = Field(8192 * 8192, description="Largest frame (w*h) accepted.")
-    max_frames_per_job: int = Field(200_000, ge=1, description="Most sampled frames in one job (overlaps counted).")
-    max_segments_per_job: int = Field(20_000, ge=1, description="Most segments (model calls) in one job.")
-    decode_timeout_s: float = Field(1800, description="Wall-clock cap on decoding one segment.")
-    max_job_disk_bytes: int = Field(20 * 1024**3, description="Cap on frame bytes written per job.")
-    download_timeout_s: float = Field(300)
-    max_download_bytes: int = Field(4 * 1024**3)
 
 
 class DescriberSettings(Section):

@@ -1,5 +1,7 @@
-"""The settings sections' base class and the sections of the later features: ``ask`` and meaning-based
-search (issue 17), live cameras (issue 18). ``worker/config.py`` assembles them into ``Settings``."""
+"""The settings sections' base class, the limits on hostile media (the video readers import them without the
+settings model: ``framescribe sample`` need not load pydantic-settings), and the sections of the later
+features: ``ask`` and meaning-based search (issue 17), live cameras (issue 18). ``worker/config.py``
+assembles them into ``Settings``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class LimitSettings(Section):
+    """Guards against hostile media: nothing may hang a worker or fill its disk."""
+
+    max_input_bytes: int = Field(20 * 1024**3, description="Largest source file accepted.")
+    max_duration_s: float = Field(24 * 3600, description="Longest video accepted.")
+    max_source_pixels: int = Field(8192 * 8192, description="Largest frame (w*h) accepted.")
+    max_frames_per_job: int = Field(200_000, ge=1, description="Most sampled frames in one job (overlaps counted).")
+    max_segments_per_job: int = Field(20_000, ge=1, description="Most segments (model calls) in one job.")
+    decode_timeout_s: float = Field(1800, description="Wall-clock cap on decoding one segment.")
+    max_job_disk_bytes: int = Field(20 * 1024**3, description="Cap on frame bytes written per job.")
+    download_timeout_s: float = Field(300)
+    max_download_bytes: int = Field(4 * 1024**3)
 
 
 class AskSettings(Section):

@@ -75,13 +75,21 @@ class JsonFormatter(logging.Formatter):
 
 
 def formatter(settings: Settings) -> logging.Formatter:
-    return JsonFormatter() if settings.logging.format == "json" else logging.Formatter(TEXT_FORMAT)
+    return formatter_for(settings.logging.format)
+
+
+def formatter_for(fmt: str) -> logging.Formatter:
+    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
 
 
 def apply(logger: logging.Logger, settings: Settings, *, plain_streams_only: bool = False) -> None:
     """Give the handlers of ``logger`` the configured format and the job-context filter (with
     ``plain_streams_only``, only plain stream handlers: not a test runner's capture handler)."""
-    fmt = formatter(settings)
+    apply_format(logger, settings.logging.format, plain_streams_only=plain_streams_only)
+
+
+def apply_format(logger: logging.Logger, fmt_name: str, *, plain_streams_only: bool = False) -> None:
+    fmt = formatter_for(fmt_name)
     for handler in logger.handlers:
         if plain_streams_only and type(handler) is not logging.StreamHandler:
             continue
@@ -92,11 +100,18 @@ def apply(logger: logging.Logger, settings: Settings, *, plain_streams_only: boo
 
 def configure_logging(settings: Settings) -> None:
     """The CLI's logging: stderr, the configured level and format."""
+    configure(settings.log_level, settings.logging.format)
+
+
+def configure(level: str, fmt: str) -> None:
+    """The CLI's logging from the two settings it needs (``sample`` has them from the settings cache)."""
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
-        root.setLevel(getattr(logging, settings.log_level.upper(), logging.INFO))
-    apply(root, settings, plain_streams_only=True)
+        root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    apply_format(root, fmt, plain_streams_only=True)
+    for noisy in ("httpx", "urllib3", "dashscope", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def connect_celery() -> None:

@@ -1,5 +1,6 @@
 """The store a read-only command uses, remembered from the one settings model (``worker/config.py``) so the
-quick commands (``status``, ``show``, ``jobs list``) need not import pydantic-settings to find it again.
+quick commands (``status``, ``show``, ``jobs list``) need not import pydantic-settings to find it again;
+likewise the few settings ``framescribe sample`` uses (``sample_defaults``).
 
 The cache holds what ``Settings`` answered for one exact set of inputs: the key hashes everything the model
 reads (every ``FRAMESCRIBE_*`` variable, the config file's path and bytes, the ``--config`` / ``--data-dir``
@@ -80,7 +81,7 @@ def key(config: Path | None, data_dir: Path | None, database_url: str | None) ->
 def lookup(digest: str) -> Resolved | None:
     """The remembered answer, if it still names the same file (a symlinked data folder may have moved)."""
     try:
-        entry = json.loads((cache_dir() / f"{digest}.json").read_text(encoding="utf-8"))
+        entry = _read(digest)
         found = Resolved(entry["path"], entry["safe_url"], entry["heads"], entry["unresolved"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -90,20 +91,64 @@ def lookup(digest: str) -> Resolved | None:
 
 
 def remember(digest: str, found: Resolved) -> None:
-    """Write the entry atomically (a temporary file renamed); a cache that cannot be written is no error."""
-    folder = cache_dir()
+    """Write the entry (a cache that cannot be written is no error)."""
     entry = {"path": found.path, "safe_url": found.safe_url, "heads": found.heads, "unresolved": found.unresolved}
-    tmp = folder / f".{digest}.{os.getpid()}.tmp"
+    _write(digest, entry)
+
+
+def _read(name: str) -> Any:
+    return json.loads((cache_dir() / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _write(name: str, entry: dict[str, Any]) -> None:
+    """Atomically: a temporary file renamed; a cache that cannot be written is no error."""
+    folder = cache_dir()
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(entry, fh)
-        os.replace(tmp, folder / f"{digest}.json")
+        os.replace(tmp, folder / f"{name}.json")
     except OSError:
         tmp.unlink(missing_ok=True)
         return
     prune(folder)
+
+
+SAMPLE_KEYS = ("reader_backend", "jpeg_quality", "limits", "log_level", "log_format")
+
+
+def sample_defaults(config: Path | None) -> dict[str, Any]:
+    """What ``framescribe sample`` takes from the settings model (reader backend, JPEG quality, the limits on
+    hostile media, the log level and format), remembered for these inputs as the quick commands' store is:
+    a hit imports neither pydantic-settings nor the settings model (0.16-0.29 s of ``sample``'s start-up
+    here); a miss builds the model (a bad setting fails there, as in every command) and remembers it."""
+    from worker.config_sections import LimitSettings  # pydantic only
+
+    digest = key(config, None, None)
+    if digest is not None:
+        try:
+            entry = _read(f"{digest}.sample")
+            if isinstance(entry, dict) and set(entry) == set(SAMPLE_KEYS):
+                return {**entry, "limits": LimitSettings.model_validate(entry["limits"])}
+        except (OSError, ValueError):  # none yet, or not ours (a pydantic ValidationError is a ValueError)
+            pass
+    from worker.config import load_settings
+
+    if config is not None:  # as worker.cli.settings_from
+        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
+    settings = load_settings()
+    entry = {
+        "reader_backend": settings.sampling.reader_backend,
+        "jpeg_quality": settings.sampling.jpeg_quality,
+        "limits": settings.limits.model_dump(mode="json"),
+        "log_level": settings.log_level,
+        "log_format": settings.logging.format,
+    }
+    if digest is not None:
+        _write(f"{digest}.sample", entry)
+    return {**entry, "limits": settings.limits}
 
 
 def prune(folder: Path, keep: int = KEEP) -> None:

@@ -120,3 +120,23 @@ def test_heads_of_branches_and_merges(tmp_path: Path, files: dict[str, tuple[str
     for name, (rev, down) in files.items():
         (versions / f"{name}.py").write_text(f"revision = {rev}\ndown_revision = {down}\nbranch_labels = None\n")
     assert heads(versions) == frozenset(expect)
+
+
+def test_sample_builds_no_settings_model_once_it_knows_the_answer(tmp_path: Path) -> None:
+    """``framescribe sample`` takes its few settings from the settings cache (``sample_defaults``) on the
+    second run: no pydantic-settings, YAML or settings model; the same frames either way."""
+    from tests.media import make_lavfi_video
+
+    clip = tmp_path / "clip.mp4"
+    make_lavfi_video(clip, seconds=2, size=(160, 120), fps=10, gop=10)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = []
+    for n in range(2):
+        out = tmp_path / f"out{n}"
+        modules, res = loaded(["sample", str(clip), "--fps", "2", "--out", str(out)], env)
+        assert res.returncode == 0 and "wrote 4 frames" in res.stdout, res.stderr[-500:]
+        runs.append((modules, sorted((p.name, p.read_bytes()) for p in out.glob("*.jpg"))))
+    (first, frames_first), (second, frames_second) = runs
+    assert {"pydantic_settings", "worker.config"} <= first  # the first run builds the model
+    assert not top(second) & {"pydantic_settings", "worker.config", "yaml"}, sorted(top(second) & {"yaml"})
+    assert frames_first == frames_second and len(frames_first) == 4

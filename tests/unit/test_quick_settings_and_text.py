@@ -131,6 +131,38 @@ def test_a_moved_symlink_is_a_miss_and_postgres_is_not_remembered(tmp_path: Path
     assert not any("secret" in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
 
 
+def test_sample_defaults_are_the_models_and_follow_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``framescribe sample``'s settings from the cache equal the model's, for the YAML and the environment; a
+    change is a miss; an entry that is not ours is rebuilt, not trusted. (``--config`` sets FRAMESCRIBE_CONFIG
+    for the process, as every command does: the next process's key is the same.)"""
+    conf = tmp_path / "c.yaml"
+    monkeypatch.setenv("FRAMESCRIBE_CONFIG", str(conf))
+    conf.write_text("sampling:\n  jpeg_quality: 70\n  reader_backend: pyav\nlimits:\n  max_duration_s: 60\n")
+
+    def model() -> dict[str, object]:
+        s = load_settings()
+        return {"reader_backend": s.sampling.reader_backend, "jpeg_quality": s.sampling.jpeg_quality,
+                "limits": s.limits, "log_level": s.log_level, "log_format": s.logging.format}  # fmt: skip
+
+    first = settings_cache.sample_defaults(None)
+    assert first == model() and first["jpeg_quality"] == 70 and first["limits"].max_duration_s == 60
+    assert list((tmp_path / "cache").rglob("*.sample.json"))
+    with monkeypatch.context() as m:  # a hit builds no model
+        m.setattr("worker.config.load_settings", lambda **_: pytest.fail("the model was built on a hit"))
+        assert settings_cache.sample_defaults(None) == first
+    monkeypatch.setenv("FRAMESCRIBE_SAMPLING__JPEG_QUALITY", "55")
+    assert settings_cache.sample_defaults(None)["jpeg_quality"] == 55  # the environment changed: a miss
+    conf.write_text("limits:\n  max_duration_s: 90\n")
+    assert settings_cache.sample_defaults(None)["limits"].max_duration_s == 90  # the file changed: a miss
+    digest = settings_cache.key(None, None, None)
+    entry = settings_cache.cache_dir() / f"{digest}.sample.json"
+    entry.write_text('{"reader_backend": "auto", "jpeg_quality": 90, "limits": {"max_duration_s": "many"}, '
+                     '"log_level": "INFO", "log_format": "text"}')  # fmt: skip
+    assert settings_cache.sample_defaults(None) == model()  # not a valid entry: the model's answer again
+
+
 def test_constants_follow_their_sources() -> None:
     from worker.cli_jobs import JobState
 

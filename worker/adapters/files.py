@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from worker.config import LimitSettings
+from worker.config_sections import LimitSettings
 from worker.errors import VideoOpenError
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from worker.adapters.frames.local import JpegWriter
 from worker.adapters.video import open_reader
-from worker.config import LimitSettings
+from worker.config_sections import LimitSettings
 from worker.core.models import FrameRef
 from worker.core.readplan import ReadPlan
 from worker.core.sampling import as_fraction, sample_times

@@ -13,7 +13,7 @@ import numpy as np
 from worker.adapters.files import check_file
 from worker.adapters.video.heap import keep_frame_memory
 from worker.adapters.video.opencv import OpenCVReader
-from worker.config import LimitSettings
+from worker.config_sections import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import ReadPlan, StreamFacts, plan_for, tolerance_ms
 from worker.errors import ConfigError, VideoOpenError

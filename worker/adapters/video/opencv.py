@@ -18,7 +18,7 @@ import numpy as np
 
 from worker.adapters.files import check_file
 from worker.adapters.video import probes
-from worker.config import LimitSettings
+from worker.config_sections import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import Strategy
 from worker.errors import DecodeError, VideoOpenError

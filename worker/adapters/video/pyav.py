@@ -27,7 +27,7 @@ from worker.adapters.files import check_file
 from worker.adapters.video import probes, pyav_probe
 from worker.adapters.video.opencv import build_info, check_stream
 from worker.adapters.video.pyav_probe import _FFMPEG_ERRORS, decoder_threads, h264_nonref
-from worker.config import LimitSettings
+from worker.config_sections import LimitSettings
 from worker.core.models import VideoInfo
 from worker.core.readplan import (
     ReadPlan,
