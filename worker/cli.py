@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -124,18 +123,11 @@ def with_job_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def settings_from(config: Path | None, data_dir: Path | None, database_url: str | None) -> Settings:
-    if config is not None:
-        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
     from worker.cli_store import announce
-    from worker.config import load_settings
     from worker.logs import configure_logging
+    from worker.settings_cache import build_settings
 
-    settings = load_settings(**overrides)
+    settings = build_settings(config, data_dir, database_url)
     configure_logging(settings)
     announce(settings, data_dir, database_url)
     return settings

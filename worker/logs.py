@@ -74,10 +74,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
-def formatter(settings: Settings) -> logging.Formatter:
-    return formatter_for(settings.logging.format)
-
-
 def formatter_for(fmt: str) -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
 

@@ -18,7 +18,10 @@ import json
 import os
 from importlib.machinery import PathFinder
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.config import Settings
 
 WORKER = Path(__file__).resolve().parent
 CODE = [WORKER / name for name in ("config.py", "config_sections.py", "config_sources.py", "settings_cache.py")]
@@ -134,11 +137,7 @@ def sample_defaults(config: Path | None) -> dict[str, Any]:
                 return {**entry, "limits": LimitSettings.model_validate(entry["limits"])}
         except (OSError, ValueError):  # none yet, or not ours (a pydantic ValidationError is a ValueError)
             pass
-    from worker.config import load_settings
-
-    if config is not None:  # as worker.cli.settings_from
-        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
-    settings = load_settings()
+    settings = build_settings(config, None, None)
     entry = {
         "reader_backend": settings.sampling.reader_backend,
         "jpeg_quality": settings.sampling.jpeg_quality,
@@ -161,6 +160,19 @@ def prune(folder: Path, keep: int = KEEP) -> None:
         pass
 
 
+def build_settings(config: Path | None, data_dir: Path | None, database_url: str | None) -> Settings:
+    """The settings model for the CLI's flags (every command's, cached or not): ``--config`` names the file
+    for the whole process; a bad setting fails here, one line, as in every command."""
+    from worker.config import load_settings
+
+    if config is not None:
+        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    return load_settings(**overrides)
+
+
 def resolve(config: Path | None, data_dir: Path | None, database_url: str | None) -> Resolved | None:
     """The SQLite store the settings model names for these flags, from the cache or the model itself;
     None for another kind of store (PostgreSQL), which the full path opens with SQLAlchemy."""
@@ -169,14 +181,8 @@ def resolve(config: Path | None, data_dir: Path | None, database_url: str | None
     if found is not None:
         return found
     from worker.cli_store import safe_url, sqlite_file
-    from worker.config import load_settings
 
-    if config is not None:  # as worker.cli.settings_from
-        os.environ["FRAMESCRIBE_CONFIG"] = str(config)
-    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    settings = load_settings(**overrides)  # a bad setting fails here, one line, as in every command
+    settings = build_settings(config, data_dir, database_url)
     url = settings.resolved_database_url
     path = sqlite_file(url)
     if path is None or url != f"sqlite:///{path}" or not path.is_absolute():

@@ -16,6 +16,9 @@ from worker.core.states import ACTIVE_SEGMENT as ACTIVE
 from worker.core.usage import summary_part, usage_totals
 from worker.errors import NotFound
 
+SEGMENTS: Table = SegmentDbRow.__table__  # type: ignore[assignment]  # mapped classes' tables
+FRAMES: Table = FrameDbRow.__table__  # type: ignore[assignment]
+
 
 def segment_update(job_id: str, index: int, states: Collection[str] | None = None) -> Update:
     """The UPDATE of one segment's row, only while it is in one of ``states`` (None: any state). A Core
@@ -23,10 +26,6 @@ def segment_update(job_id: str, index: int, states: Collection[str] | None = Non
     c = SEGMENTS.c
     q = update(SEGMENTS).where(c.job_id == job_id, c.index == index)
     return q if states is None else q.where(c.state.in_(states))
-
-
-SEGMENTS: Table = SegmentDbRow.__table__  # type: ignore[assignment]  # mapped classes' tables
-FRAMES: Table = FrameDbRow.__table__  # type: ignore[assignment]
 
 
 def frame_values(job_id: str, index: int, f: FrameRef) -> dict[str, Any]:
