@@ -300,18 +300,3 @@ def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> Non
     assert handover.hand_over(keeper, [plan]) == 0
     assert not (frames.folder("job1", 0) / MANIFEST).exists()
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known reader bug: with 4 FFmpeg frame threads a segment read after "
-    "another (no hand-over) gets other frames; decoder_threads() is capped at 2 until it is fixed",
-)
-def test_four_decoder_threads_read_the_same_frames(
-    cut_video: VideoTruth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from worker.adapters.video import pyav
-
-    monkeypatch.setattr(pyav, "decoder_threads", lambda: 4)
-    before, job_b, _ = run_job(settings_in(tmp_path / "off"), cut_video.path, False, segmenter="scene")
-    after, job_a, _ = run_job(settings_in(tmp_path / "on"), cut_video.path, True, segmenter="scene")
-    assert stored(after, job_a) == stored(before, job_b)
