@@ -1,5 +1,5 @@
-"""The PyAV reader asks FFmpeg for one decoder thread per CPU it may run on, at most 2 (more expose a reader bug:
-``pyav_probe.decoder_threads``), and reads the same frames at the same times as one decoding thread does."""
+"""The PyAV reader asks FFmpeg for two decoder threads per CPU it may run on, at most 16
+(``pyav_probe.decoder_threads``), and reads the same frames at the same times as one decoding thread does."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_one_decoder_thread_per_usable_cpu_at_most_two(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert pyav.decoder_threads() == min(2, len(os.sched_getaffinity(0)))
+def test_two_decoder_threads_per_usable_cpu_at_most_sixteen(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pyav.decoder_threads() == min(16, 2 * len(os.sched_getaffinity(0)))
     with PyAVReader(clip) as reader:
         reader.probe()
         assert reader._stream.codec_context.thread_count == pyav.decoder_threads()
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert pyav.decoder_threads() == 16
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert pyav.decoder_threads() == 2
 
 

@@ -19,6 +19,7 @@ from tests.fakes.ports import RecordingDescriber
 from tests.media import VideoTruth, make_video
 from worker.adapters.frames.handover import MANIFEST, LocalHandover
 from worker.adapters.frames.local import LocalFrames
+from worker.adapters.video import pyav
 from worker.adapters.video.opencv import OpenCVReader
 from worker.adapters.video.pyav import PyAVReader
 from worker.bootstrap import build_ports
@@ -300,3 +301,18 @@ def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> Non
     assert handover.hand_over(keeper, [plan]) == 0
     assert not (frames.folder("job1", 0) / MANIFEST).exists()
 
+
+
+def test_four_decoder_threads_read_the_same_frames(
+    cut_video: VideoTruth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more frame threads the decoder holds more frames when the reader pauses an interval; the reader
+    must resume that interval rather than drain the decoder mid-way (a drain loses the reference frames its
+    later targets need: the first frame after a cut came out 133 ms late, the next ones damaged)."""
+    monkeypatch.setattr(pyav, "decoder_threads", lambda: 4)
+    before, job_b, _ = run_job(settings_in(tmp_path / "off"), cut_video.path, False, segmenter="scene")
+    after, job_a, _ = run_job(settings_in(tmp_path / "on"), cut_video.path, True, segmenter="scene")
+    assert stored(after, job_a) == stored(before, job_b)
+    monkeypatch.setattr(pyav, "decoder_threads", lambda: 1)
+    single, job_s, _ = run_job(settings_in(tmp_path / "one"), cut_video.path, False, segmenter="scene")
+    assert stored(before, job_b) == stored(single, job_s)  # and the frames one decoding thread reads

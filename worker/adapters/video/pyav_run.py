@@ -227,7 +227,10 @@ class Run:
             if self.missing or (r._drained and not r._ready):
                 break
             if not r._ready and not r._active and self.decided >= self.n and self._source_fed():
-                r._empty_decoder(at_eof=False)  # nothing more will be fed for it: take it out now
+                if r._gop_key_fed:  # mid-interval: a drain would lose the references its later frames need
+                    self._feed_gop()  # resume it: the held frames come out as its next packets go in
+                else:
+                    r._empty_decoder(at_eof=False)  # the interval is over: take what it left out now
                 continue
             if self.lazy and not r._ready and not self._source_fed():
                 self._seek_if_far(first=False)
