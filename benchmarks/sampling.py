@@ -102,9 +102,7 @@ def goal2(video: Path, label: str, work: Path, reps: int) -> Result:
     runs = {
         "ffmpeg -vf fps=1 -q:v 3 (JPEG)": _child(ffmpeg_fps(video, work / "ff2"), work / "ff2"),
         "framescribe sample --fps 1 (default)": _child(sample_cmd(video, work / "kf"), work / "kf", inside),
-        "framescribe sample --fps 1 --keyframes": _child(
-            sample_cmd(video, work / "kt", 1, "--keyframes"), work / "kt"
-        ),
+        "framescribe sample --fps 1 --keyframes": _child(sample_cmd(video, work / "kt", 1, "--keyframes"), work / "kt"),
         "ffmpeg -skip_frame nokey -f null (keyframes only)": lambda: run_child(nokey)[:2],
     }
     m = interleaved(reps, runs)

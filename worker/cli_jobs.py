@@ -79,9 +79,7 @@ def export(
     write_export(store, job_id, fmt, out_file, {} if min_score is None else {"min_score": str(min_score)})
 
 
-def write_export(
-    store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None
-) -> None:
+def write_export(store: Any, job_id: str, fmt: str, target: Path | None, options: dict[str, str] | None = None) -> None:
     from worker.adapters.frames.local import atomic_write
     from worker.bootstrap import export_input
     from worker.core.exports import renderer

@@ -211,11 +211,15 @@ class SecuritySettings(Section):
     event_fallback_poll_s: float = Field(
         5.0, gt=0, le=300, description="/events re-reads a job this often when no change notice arrives."
     )
+
+
 class LoggingSettings(Section):
     """Log lines (worker/logs.py): ``text`` for people, ``json`` (one object a line, with job_id and
     segment) for a log pipeline. FRAMESCRIBE_LOGGING__FORMAT=json."""
 
     format: Literal["text", "json"] = "text"
+
+
 class Settings(BaseSettings):
     """The whole configuration. Top-level names are stable operator contracts."""
 

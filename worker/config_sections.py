@@ -44,6 +44,8 @@ class AskSettings(Section):
     embed_dimension: int = Field(1024, ge=64, le=2048)
     look_again: bool = Field(True, description="Re-ask Qwen-VL with stored frames for visual-detail questions.")
     look_again_segments: int = Field(2, ge=1, le=5, description="Top segments whose frames are looked at again.")
+
+
 class LiveSettings(Section):
     """Live cameras (worker/live): ingest deadlines, reconnects, MQTT, shared call budgets, stream leases."""
 

@@ -302,7 +302,6 @@ def test_a_segment_without_every_target_kept_gets_nothing(tmp_path: Path) -> Non
     assert not (frames.folder("job1", 0) / MANIFEST).exists()
 
 
-
 def test_four_decoder_threads_read_the_same_frames(
     cut_video: VideoTruth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,9 +35,7 @@ class LeasesMixin(StoreBase):
         """Take or extend a running segment's lease; False when the row is no longer running."""
         with self.session() as s, s.begin():
             res = s.execute(
-                segment_update(job_id, index, ("running",)).values(
-                    lease_owner=owner, lease_until=self.db_now(lease_s)
-                )
+                segment_update(job_id, index, ("running",)).values(lease_owner=owner, lease_until=self.db_now(lease_s))
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
