@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
@@ -21,18 +22,22 @@ from worker.config_sources import REPO_CONFIG
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    saved = dict(os.environ)  # `--config` sets FRAMESCRIBE_CONFIG for the whole process: not for later tests
     for name in list(os.environ):
         if name.upper().startswith("FRAMESCRIBE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
-def model_url(config: Path | None, data_dir: Path | None, database_url: str | None) -> str:
-    if config is not None:
+def model_url(config: Path | None, data_dir: Path | None, db: str | None) -> str:
+    if config is not None:  # as `--config` does (clean_env restores the environment after the test)
         os.environ["FRAMESCRIBE_CONFIG"] = str(config)
-    overrides = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v is not None}
+    overrides = {k: v for k, v in (("data_dir", data_dir), ("database_url", db)) if v is not None}
     return load_settings(**overrides).resolved_database_url
 
 
