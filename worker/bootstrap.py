@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -162,11 +162,11 @@ def analyser_for(settings: Settings) -> Analyser:
 
 
 def _indexer(store: SqlResultStore, settings: Settings) -> Any:
-    """Search vectors of a stored segment (``worker.indexing``; never raises)."""
-    from worker.indexing import index_segment
+    """Search vectors of stored segments (``worker.indexing``; never raises)."""
+    from worker.indexing import index_segments
 
-    def index(job_id: str, index: int, background: bool) -> None:
-        index_segment(store, settings, job_id, index, background=background)
+    def index(job_id: str, indexes: Sequence[int], background: bool) -> None:
+        index_segments(store, settings, job_id, indexes, background=background)
 
     return index
 

@@ -7,10 +7,11 @@ Embedding never fails a segment: an error is logged and ``reindex`` fills the ga
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from worker.adapters.stores.sql import SqlResultStore
@@ -86,34 +87,39 @@ def reindex(
     return seen, done
 
 
-def index_segment(
-    store: SqlResultStore, settings: Settings, job_id: str, index: int, *, background: bool = False
+def index_segments(
+    store: SqlResultStore, settings: Settings, job_id: str, indexes: Sequence[int], *, background: bool = False
 ) -> None:
-    """The worker step after a segment is stored: embed it (never raises).
+    """The worker step after segments are stored: embed them, several texts a request (never raises).
 
-    ``background`` (Celery segment tasks): hand it to this process's indexing thread, so loading the model
-    or a slow embedding call never counts against the segment task's time limit. A vector lost with the
-    process is filled in by ``framescribe reindex``."""
+    ``background`` (Celery segment tasks): hand them to this process's indexing thread, so loading the model
+    or a slow embedding call never counts against the segment task's time limit; that thread embeds what has
+    queued up meanwhile together (up to ``QUEUED_BATCH`` segments). A vector lost with the process is filled in
+    by ``framescribe reindex``."""
+    if not indexes:
+        return
     if background:
         _start_thread()
         try:
-            _QUEUE.put_nowait((store, settings, job_id, index))
+            _QUEUE.put_nowait((store, settings, job_id, tuple(indexes)))
         except queue.Full:
-            log.warning("job %s segment %d: indexing queue full; `framescribe reindex` fills it in", job_id, index)
+            log.warning("job %s segments %s: indexing queue full; `framescribe reindex` fills it in", job_id, indexes)
         return
     try:
         embedder = embedder_for(settings)
         if embedder is None:
             return
         vs = VectorStore(store)
-        infos = list(vs.by_keys([(job_id, index)]).values())
-        if infos and infos[0].state in ("done", "static"):
+        found = vs.by_keys([(job_id, index) for index in indexes])
+        infos = [info for _, info in sorted(found.items()) if info.state in ("done", "static")]
+        if infos:
             embed_infos(vs, embedder, infos)
     except Exception as exc:  # embedding is an index: a failure must not fail the segment
-        log.warning("job %s segment %d: not embedded (%s); `framescribe reindex` fills it in", job_id, index, exc)
+        log.warning("job %s segments %s: not embedded (%s); `framescribe reindex` fills it in", job_id, indexes, exc)
 
 
-_QUEUE: queue.Queue[tuple[Any, Any, str, int]] = queue.Queue(maxsize=10_000)
+QUEUED_BATCH = 10  # the DashScope embedder's texts a request
+_QUEUE: queue.Queue[tuple[Any, Any, str, tuple[int, ...]]] = queue.Queue(maxsize=10_000)
 _LOCK = threading.Lock()
 _THREAD: list[threading.Thread] = []
 
@@ -129,11 +135,20 @@ def _start_thread() -> None:
 
 def _drain() -> None:
     while True:
-        store, settings, job_id, index = _QUEUE.get()
+        items = [_QUEUE.get()]  # then whatever else is waiting, up to a batch
+        while len(items) < QUEUED_BATCH:
+            try:
+                items.append(_QUEUE.get_nowait())
+            except queue.Empty:
+                break
         try:
-            index_segment(store, settings, job_id, index)
+            for _, group in itertools.groupby(items, key=lambda item: (id(item[0]), id(item[1]), item[2])):
+                batch = list(group)
+                store, settings, job_id, _ = batch[0]
+                index_segments(store, settings, job_id, [i for item in batch for i in item[3]])
         finally:
-            _QUEUE.task_done()
+            for _ in items:
+                _QUEUE.task_done()
 
 
 def wait_indexed(timeout_s: float = 60.0) -> bool:

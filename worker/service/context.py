@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ class Ports:
     on_event: Event = quiet
     prompts: dict[str, PromptSet] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     enqueuer: Enqueuer | None = None
-    indexer: Callable[[str, int, bool], None] | None = None  # (job, segment, in the background): search vectors
+    indexer: Callable[[str, Sequence[int], bool], None] | None = None  # (job, segments, background): search vectors
     blobs: FrameBlobs | None = None  # review-size frame copies in the store (served by any machine)
     handover: FrameHandover | None = None  # frames the analysis pass writes for the segments (None: they decode)
 
@@ -54,10 +54,10 @@ class Ports:
             raise QueueUnavailable("no job queue is configured in this process")
         return self.enqueuer
 
-    def index(self, job_id: str, index: int, background: bool = False) -> None:
-        """Compute a stored segment's search vectors (meaning-based search), when an indexer is wired."""
+    def index(self, job_id: str, indexes: Sequence[int], background: bool = False) -> None:
+        """Compute stored segments' search vectors (meaning-based search), when an indexer is wired."""
         if self.indexer is not None:
-            self.indexer(job_id, index, background)
+            self.indexer(job_id, indexes, background)
 
     def open_source(self, job: Job) -> VideoReader:
         """A reader of the job's video (a URL source, or an upload on another machine, is fetched first,

@@ -31,6 +31,8 @@ from worker.service.finish import finish
 from worker.service.plan import options_of, plan, plan_from, reserve_call
 from worker.service.segment import Sampled, describe_and_store, fail, keep_review_copies, sample_segment
 
+VECTOR_BATCH = 10  # segments embedded together for search: DashScope's text embedding takes 10 texts a request
+
 
 def run_inline(
     ports: Ports, job_id: str, finish_job: Callable[[Ports, str, str | None], JobSummary | None] = finish
@@ -56,6 +58,7 @@ def run_inline(
     room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
     inflight: list[tuple[int, Future[Description], _Reservation]] = []  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
+    vectors = _Vectors(partial(ports.index, job_id), VECTOR_BATCH)
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
 
     def settle(block: bool) -> None:
@@ -125,13 +128,14 @@ def run_inline(
                 continue
             reuse.wait_for_twin(sampled.hashes, flying, ports.settings)  # then reuse it, no call
             reservation = _Reservation(partial(reserve_call, ports, job, plan_.frame_count, index))
-            call = _Call(describer, before, wait_previous, halt, reservation, slots, next(turns), stopped)
+            call = _Call(describer, before, wait_previous, halt, reservation, slots, next(turns), stopped, vectors)
             fut = pool.submit(_describe_after, ports, job, sampled, call)
             flying[index] = (sampled.hashes, fut)
             inflight.append((index, fut, reservation))
             before = fut
             settle(block=False)
         settle(block=True)
+    vectors.flush()  # the last segments' search vectors, before the job is summarised
     if stop:
         store.cancel_remaining(job_id, stop)
     summary = finish_job(ports, job_id, stop)
@@ -218,6 +222,32 @@ class _Reservation:
         return self.ticket
 
 
+class _Vectors:
+    """Stored segments waiting for their search vectors: the call thread that fills a batch of ``size`` embeds
+    it (one embedding request for the batch instead of one a segment), and the run embeds the rest at its end.
+    A segment is searchable by meaning a few segments after it is stored; a run that dies leaves at most
+    ``size - 1`` without vectors, which ``framescribe reindex`` fills in."""
+
+    def __init__(self, embed: Callable[[list[int]], None], size: int) -> None:
+        self._embed, self._size = embed, size
+        self._lock = threading.Lock()
+        self._waiting: list[int] = []
+
+    def add(self, index: int) -> None:
+        with self._lock:
+            self._waiting.append(index)
+            if len(self._waiting) < self._size:
+                return
+            batch, self._waiting = self._waiting, []
+        self._embed(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        if batch:
+            self._embed(batch)
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """How one segment's call runs in the pool."""
@@ -230,6 +260,7 @@ class _Call:
     slots: _Slots  # `concurrency` calls at once, in the order the segments were sampled
     turn: int  # this segment's place in that order
     stopped: Callable[[], bool]  # the run stopped or the job was cancelled: do not send
+    vectors: _Vectors  # the stored segments' search vectors, computed a batch at a time
 
 
 def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> Description:
@@ -264,5 +295,5 @@ def _describe_after(ports: Ports, job: Job, sampled: Sampled, call: _Call) -> De
             raise
     if ticket is not None:
         ticket.release()  # stored: counted by the store from now on (a failure is released once recorded)
-    ports.index(job.id, sampled.plan.index)  # search vectors: here, not on the decoding thread, and with no slot
+    call.vectors.add(sampled.plan.index)  # search vectors: on a call thread, not the decoding one, with no slot
     return desc

@@ -185,7 +185,7 @@ def run_segment(ports: Ports, job_id: str, index: int, reader: VideoReader | Non
             ticket.release()  # the segment's usage is stored (saved or failed)
         if own:
             rdr.close()
-    ports.index(job_id, index, background=True)  # vectors for meaning-based search
+    ports.index(job_id, [index], background=True)  # vectors for meaning-based search
     ports.on_event("segment_done", {"job_id": job_id, "index": index, "text": desc.text})
     return "done"
 
