@@ -17,6 +17,7 @@ from typing import Any
 from worker.adapters.stores.sql import SqlResultStore
 from worker.adapters.stores.vectors import Filters, SegmentInfo, VectorStore
 from worker.config import Settings
+from worker.core.search import EMBED_BATCH
 from worker.embedding import Embedder, segment_text, text_hash
 from worker.errors import FramescribeError
 
@@ -94,7 +95,7 @@ def index_segments(
 
     ``background`` (Celery segment tasks): hand them to this process's indexing thread, so loading the model
     or a slow embedding call never counts against the segment task's time limit; that thread embeds what has
-    queued up meanwhile together (up to ``QUEUED_BATCH`` segments). A vector lost with the process is filled in
+    queued up meanwhile together (up to ``EMBED_BATCH`` segments). A vector lost with the process is filled in
     by ``framescribe reindex``."""
     if not indexes:
         return
@@ -118,7 +119,6 @@ def index_segments(
         log.warning("job %s segments %s: not embedded (%s); `framescribe reindex` fills it in", job_id, indexes, exc)
 
 
-QUEUED_BATCH = 10  # the DashScope embedder's texts a request
 _QUEUE: queue.Queue[tuple[Any, Any, str, tuple[int, ...]]] = queue.Queue(maxsize=10_000)
 _LOCK = threading.Lock()
 _THREAD: list[threading.Thread] = []
@@ -136,7 +136,7 @@ def _start_thread() -> None:
 def _drain() -> None:
     while True:
         items = [_QUEUE.get()]  # then whatever else is waiting, up to a batch
-        while len(items) < QUEUED_BATCH:
+        while len(items) < EMBED_BATCH:
             try:
                 items.append(_QUEUE.get_nowait())
             except queue.Empty:

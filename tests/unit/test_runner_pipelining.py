@@ -255,9 +255,9 @@ def test_the_next_call_sees_the_usage_a_finished_call_stored(tmp_path: Path, mon
 
 def test_search_vectors_are_computed_off_the_decoding_thread_in_batches_before_the_job_ends(settings: Settings) -> None:
     """Indexing (an embedding request with DashScope) runs on a call thread after its slot is free, not on the
-    thread that decodes, ``VECTOR_BATCH`` segments a request; the last segments are indexed when the calls are
+    thread that decodes, ``EMBED_BATCH`` segments a request; the last segments are indexed when the calls are
     done, before the job's summary. Every segment is indexed once."""
-    from worker.service.runner import VECTOR_BATCH
+    from worker.core.search import EMBED_BATCH
 
     journal = Journal()
     batches: list[tuple[list[int], str]] = []
@@ -273,7 +273,7 @@ def test_search_vectors_are_computed_off_the_decoding_thread_in_batches_before_t
     job, _ = jobs.create(ports, Source("/videos/clip.mp4", "clip.mp4"), OPTS)
     jobs.run(ports, job.id)
     assert sorted(i for batch, _ in batches for i in batch) == list(range(N))
-    assert [len(batch) for batch, _ in batches] == [VECTOR_BATCH, N - VECTOR_BATCH]  # 12 segments: 10 + 2
+    assert [len(batch) for batch, _ in batches] == [EMBED_BATCH, N - EMBED_BATCH]  # 12 segments: 10 + 2
     assert batches[0][1].startswith("describe")  # the call thread that stored the tenth segment
     assert batches[1][1] == threading.current_thread().name  # the rest once the calls are done
 

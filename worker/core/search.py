@@ -11,6 +11,7 @@ from worker.errors import InputError
 START, STOP = "\x02", "\x03"  # hit markers the databases put around matched words
 _TERM = re.compile(r'"([^"]*)"|(\w+)', re.UNICODE)
 MAX_TERMS = 16
+EMBED_BATCH = 10  # texts in one embedding request (DashScope text-embedding-v3/v4 take at most 10)
 
 
 def terms(query: str) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 from worker import failpoints
 from worker.core.models import Description, Job, JobSummary
 from worker.core.ports import Describer, DescribeRequest
+from worker.core.search import EMBED_BATCH
 from worker.core.states import JobState
 from worker.core.summary import build_summary
 from worker.errors import BudgetExceeded, DescriberAuthError, DescriberError, FramescribeError, InputError, StoreError
@@ -30,8 +31,6 @@ from worker.service.context import Ports
 from worker.service.finish import finish
 from worker.service.plan import options_of, plan, plan_from, reserve_call
 from worker.service.segment import Sampled, describe_and_store, fail, keep_review_copies, sample_segment
-
-VECTOR_BATCH = 10  # segments embedded together for search: DashScope's text embedding takes 10 texts a request
 
 
 def run_inline(
@@ -58,7 +57,7 @@ def run_inline(
     room = 2 * limit  # segments submitted and not settled: `limit` calls running, as many ready in the queue
     inflight: list[tuple[int, Future[Description], _Reservation]] = []  # (index, call, its reservation)
     before: Future[Description] | None = None  # the previous segment's call, for $previous
-    vectors = _Vectors(partial(ports.index, job_id), VECTOR_BATCH)
+    vectors = _Vectors(partial(ports.index, job_id), EMBED_BATCH)  # segments embedded in one request
     flying: dict[int, tuple[list[int], Future[Description]]] = {}  # frame hashes of calls in flight
 
     def settle(block: bool) -> None:

@@ -19,10 +19,9 @@ from dashscope.common.error import AuthenticationError, DashScopeException
 from worker.adapters.describers.retry import RetryPolicy, with_retries
 from worker.adapters.describers.transport import AUTH_HINT, Reply, classify
 from worker.config import Settings
+from worker.core.search import EMBED_BATCH
 from worker.embedding import normalise
 from worker.errors import ConfigError, DescriberAuthError, DescriberRejected, DescriberTransient
-
-BATCH = 10  # text-embedding-v3/v4 take at most 10 texts per request
 
 
 def _base(settings: Settings) -> str | None:
@@ -65,8 +64,8 @@ class DashScopeEmbedder:
     def embed(self, texts: Sequence[str], *, query: bool = False) -> tuple[np.ndarray, int]:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         tokens = 0
-        for start in range(0, len(texts), BATCH):
-            chunk = [t if t.strip() else "empty" for t in texts[start : start + BATCH]]
+        for start in range(0, len(texts), EMBED_BATCH):
+            chunk = [t if t.strip() else "empty" for t in texts[start : start + EMBED_BATCH]]
 
             def attempt(_n: int, c: list[str] = chunk) -> tuple[np.ndarray, int]:
                 return self._once(c, query)
