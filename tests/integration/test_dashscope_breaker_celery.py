@@ -20,6 +20,8 @@ import redis
 from tests.conftest import ffmpeg_video
 from tests.fakes.dashscope_server import FakeDashScope
 from tests.integration.fault_fixtures import FAULT_REDIS, assert_job_clean, dashscope_env, fault_cluster, submit
+from worker.adapters.describers.breaker import Breaker
+from worker.adapters.describers.dashscope import breaker_scope
 
 KEY = "sk-breaker-test"
 N = 3
@@ -39,7 +41,8 @@ def test_an_outage_stops_the_job_worker_wide_and_retry_finishes_it(tmp_path: Pat
 
     clip = ffmpeg_video(tmp_path / "clip6.mp4", seconds=6)  # 3 segments of 2 s
     client = redis.Redis.from_url(FAULT_REDIS)
-    client.delete(*[k for k in client.scan_iter("framescribe:dashscope:breaker*")] or ["-"])
+    shared = Breaker(N, 1, breaker_scope(KEY, fake.base_http_api_url)).key  # this fake's breaker in Redis
+    client.delete(f"{shared}:count", f"{shared}:since", f"{shared}:open")
     env = dashscope_env(fake, KEY, breaker_failures=N, breaker_cooldown_s=1, max_attempts=6)
     with fault_cluster(tmp_path / "cluster", env=env) as c:
         fake.outage(3600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from tests.integration.test_dashscope_describer import (  # noqa: F401 - fixture
     waits,
 )
 from worker.adapters.describers.breaker import Breaker
-from worker.adapters.describers.dashscope import build
+from worker.adapters.describers.dashscope import breaker_scope, build
 from worker.adapters.video.opencv import OpenCVReader
 from worker.bootstrap import build_ports, drain, inline_ports
+from worker.config import load_settings
 from worker.errors import DescriberTransient, DescriberUnavailable
 from worker.options import JobOptions
 from worker.service import jobs, pipeline
@@ -318,19 +320,35 @@ def test_an_outage_costs_at_most_n_requests_then_partial_and_retry_reuses_upload
 
 def test_the_breaker_is_shared_by_workers_through_redis() -> None:
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    client.delete("framescribe:dashscope:breaker:count", "framescribe:dashscope:breaker:open")
-    a, b = Breaker(3, 5.0), Breaker(3, 5.0)
-    a.use_redis(client)
-    b.use_redis(client)
+    scope = breaker_scope(f"sk-{uuid.uuid4().hex}", "http://127.0.0.1:1/api/v1")
+    a, b = Breaker(3, 5.0, scope), Breaker(3, 5.0, scope)
+    other = Breaker(3, 5.0, breaker_scope("sk-another-account", "http://127.0.0.1:1/api/v1"))
+    for breaker in (a, b, other):
+        breaker.use_redis(client)
     a.failure("503 one")
     b.failure("503 two")
     a.check("J")  # still closed: 2 of 3
     b.failure("503 three")
     with pytest.raises(DescriberUnavailable, match=r"DashScope unavailable since .*framescribe retry J"):
         a.check("J")  # opened by another worker's failures
+    other.check("J")  # another account's breaker (or another endpoint's) stays closed
     b.success()
     a.success()
     a.check("J")
+
+
+def test_each_account_and_endpoint_has_its_own_breaker(tmp_path: Path) -> None:
+    """An outage is shared by the workers of one account on one endpoint (a region), not by every DashScope
+    user of the Redis: two deployments (or two regions) on one Redis do not stop each other's jobs."""
+
+    def breaker(key: str, base_url: str) -> Breaker:
+        ds = {"api_key": key, "base_url": base_url, "breaker_failures": 3, "breaker_cooldown_s": 5}
+        return build(load_settings(data_dir=tmp_path, describer={"kind": "dashscope"}, dashscope=ds)).breaker
+
+    beijing, singapore = "https://dashscope.aliyuncs.com/api/v1", "https://dashscope-intl.aliyuncs.com/api/v1"
+    assert breaker("sk-a", beijing) is breaker("sk-a", beijing)  # one per process, shared by its jobs
+    keys = {breaker(k, url).key for k in ("sk-a", "sk-b") for url in (beijing, singapore)}
+    assert len(keys) == 4 and not any("sk-" in k for k in keys)  # the key itself never reaches Redis
 
 
 @pytest.mark.parametrize(("cap", "model_summary"), [(3, False), (4, True)])

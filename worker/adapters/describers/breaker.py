@@ -5,7 +5,8 @@ getPolicy/upload); a 429 or a refused request is not an outage and a success clo
 open, ``check`` raises DescriberUnavailable at once, without a request: the pipeline stops the job
 ``partial`` and ``framescribe retry JOB`` resumes it. In one process the state is shared by every job
 and thread; under Celery it is also shared by every worker through Redis (``use_redis``), so an outage
-costs about N requests in all, not N per worker. After ``cooldown_s`` calls are let through again
+costs about N requests in all, not N per worker. The shared state is per account and endpoint (``scope``):
+another account, or another region's endpoint, has its own. After ``cooldown_s`` calls are let through again
 (one per caller in flight); the first failure re-opens the circuit at once, a success closes it.
 """
 
@@ -24,8 +25,9 @@ KEY = "framescribe:dashscope:breaker"
 
 
 class Breaker:
-    def __init__(self, failures: int = 5, cooldown_s: float = 120.0) -> None:
+    def __init__(self, failures: int = 5, cooldown_s: float = 120.0, scope: str = "") -> None:
         self.failures = max(1, failures)
+        self.key = f"{KEY}:{scope}" if scope else KEY  # the keys <key>:count, :since and :open in Redis
         self.cooldown_s = cooldown_s
         self._lock = threading.Lock()
         self._count = 0
@@ -45,7 +47,7 @@ class Breaker:
             last = self._last
         if since is None and self._redis is not None:
             try:
-                raw = self._redis.get(f"{KEY}:open")
+                raw = self._redis.get(f"{self.key}:open")
             except Exception as exc:  # Redis down: the local state still protects
                 log.debug("breaker: Redis unavailable (%s)", exc)
                 raw = None
@@ -72,14 +74,14 @@ class Breaker:
                 self._open_until = time.monotonic() + self.cooldown_s
         if self._redis is not None:
             try:
-                shared = int(self._redis.incr(f"{KEY}:count"))
-                self._redis.expire(f"{KEY}:count", int(self.cooldown_s * 10) + 60)
+                shared = int(self._redis.incr(f"{self.key}:count"))
+                self._redis.expire(f"{self.key}:count", int(self.cooldown_s * 10) + 60)
                 if shared == 1:
-                    self._redis.set(f"{KEY}:since", now, ex=int(self.cooldown_s * 10) + 60)
+                    self._redis.set(f"{self.key}:since", now, ex=int(self.cooldown_s * 10) + 60)
                 if shared >= self.failures:
-                    first = self._redis.get(f"{KEY}:since") or now.encode()
+                    first = self._redis.get(f"{self.key}:since") or now.encode()
                     first = first.decode() if isinstance(first, bytes) else str(first)
-                    self._redis.set(f"{KEY}:open", f"{first}|{why[:300]}", ex=max(1, round(self.cooldown_s)))
+                    self._redis.set(f"{self.key}:open", f"{first}|{why[:300]}", ex=max(1, round(self.cooldown_s)))
             except Exception as exc:
                 log.debug("breaker: Redis unavailable (%s)", exc)
 
@@ -90,6 +92,6 @@ class Breaker:
             self._open_until = 0.0
         if self._redis is not None:
             try:
-                self._redis.delete(f"{KEY}:count", f"{KEY}:since", f"{KEY}:open")
+                self._redis.delete(f"{self.key}:count", f"{self.key}:since", f"{self.key}:open")
             except Exception as exc:
                 log.debug("breaker: Redis unavailable (%s)", exc)

@@ -12,6 +12,7 @@ wire for the OpenAI-compatible mode (``openai_compat.py``) with the same account
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -72,9 +73,15 @@ def _throttled(exc: DescriberTransient) -> bool:
 
 
 @functools.cache
-def shared_breaker(failures: int, cooldown_s: float) -> Breaker:
-    """One breaker per process (every job and thread of it); Celery workers also share it via Redis."""
-    return Breaker(failures, cooldown_s)
+def shared_breaker(failures: int, cooldown_s: float, scope: str = "") -> Breaker:
+    """One breaker per process and ``scope`` (every job and thread of it); Celery workers also share it via
+    Redis."""
+    return Breaker(failures, cooldown_s, scope)
+
+
+def breaker_scope(api_key: str, endpoint: str) -> str:
+    """What an outage is shared by: the account and the endpoint (a region), hashed (no key in Redis)."""
+    return hashlib.sha256(f"{api_key}\n{endpoint}".encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -295,8 +302,10 @@ def build(settings: Settings) -> DashScopeDescriber:
     if ds.transport == "openai":
         from worker.adapters.describers.openai_compat import OpenAITransport
 
-        transport = OpenAITransport(key, compatible_url(settings))
+        endpoint = compatible_url(settings)
+        transport = OpenAITransport(key, endpoint)
     else:
+        endpoint = ds.base_url or dashscope.base_http_api_url or ""
         transport = NativeTransport(key, ds.base_url, ds.upload_reuse_s, ds.frames_as)
     params = CallParams(
         model=ds.model,
@@ -316,5 +325,5 @@ def build(settings: Settings) -> DashScopeDescriber:
         summary,
         RetryPolicy.of(ds),
         settings.describer.concurrency,
-        breaker=shared_breaker(ds.breaker_failures, ds.breaker_cooldown_s),
+        breaker=shared_breaker(ds.breaker_failures, ds.breaker_cooldown_s, breaker_scope(key, endpoint)),
     )
