@@ -27,7 +27,7 @@ import redis
 
 from tests.conftest import ffmpeg_video
 from tests.fakes.dashscope_server import FakeDashScope
-from tests.integration.celery_fixtures import REPO, Cluster, free_port, wait_for
+from tests.integration.celery_fixtures import REPO, Cluster, RedisServer, free_port, wait_for
 from tests.integration.fault_fixtures import (
     FAULT_REDIS,
     TERMINAL,
@@ -79,14 +79,20 @@ class RssSampler:
         self._thread.join(5)
 
 
-def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
-    """Queue ``jobs`` jobs at once over two workers; wait for all; check the queue, memory and Redis."""
-    with FakeDashScope(latency_s=LATENCY_S) as fake, fault_cluster(tmp, env=dashscope_env(fake, KEY)) as c:
-        client = redis.Redis.from_url(FAULT_REDIS)
+def run_job_load(tmp: Path, clip: Path, jobs: int, broker: str) -> dict[str, Any]:
+    """Queue ``jobs`` jobs at once over two workers; wait for all; check the queue, memory and Redis.
+
+    ``broker`` is a Redis of this test's own: the audit counts every key of its database, and kombu's
+    ``unacked`` hash is shared by every queue of a database."""
+    with (
+        FakeDashScope(latency_s=LATENCY_S) as fake,
+        fault_cluster(tmp, broker_url=broker, env=dashscope_env(fake, KEY)) as c,
+    ):
+        client = redis.Redis.from_url(broker)
         # warm up: one job loads OpenCV and the SDK into each pool child before the baseline is taken
         for _ in range(2):
             c.wait(submit(c, clip, describer="dashscope", segment_seconds=2), timeout=60)
-        keys_before = redis_audit(FAULT_REDIS)
+        keys_before = redis_audit(broker)
         calls_before = len(fake.requests_of("generation"))
         with RssSampler(c) as rss:
             rss_start = rss.now()
@@ -124,7 +130,7 @@ def run_job_load(tmp: Path, clip: Path, jobs: int) -> dict[str, Any]:
         latencies = [(j.finished_at - j.created_at).total_seconds() for j in jobs_rows if j.finished_at]
         states = {s: sum(j.state == s for j in jobs_rows) for s in {j.state for j in jobs_rows}}
         calls = fake.requests_of("generation")[calls_before:]
-        keys_after = redis_audit(FAULT_REDIS)
+        keys_after = redis_audit(broker)
         summaries = sum(c.summaries(i) for i in ids)
         rows = sum(len(c.rows(i)) for i in ids)
     return {
@@ -168,15 +174,15 @@ def check_job_load(fig: dict[str, Any]) -> None:
     assert fig["rss_end_mb"] <= fig["rss_mid_mb"] * 1.10 + 16, fig
 
 
-def test_30_jobs_at_once(tmp_path: Path, clip_2s: Path) -> None:
-    fig = run_job_load(tmp_path, clip_2s, 30)
+def test_30_jobs_at_once(tmp_path: Path, clip_2s: Path, redis_server: RedisServer) -> None:
+    fig = run_job_load(tmp_path, clip_2s, 30, redis_server.url)
     write_figures("job_load", fig)
     check_job_load(fig)
 
 
 @pytest.mark.slow
-def test_200_jobs_at_once(tmp_path: Path, clip_2s: Path) -> None:
-    fig = run_job_load(tmp_path, clip_2s, 200)
+def test_200_jobs_at_once(tmp_path: Path, clip_2s: Path, redis_server: RedisServer) -> None:
+    fig = run_job_load(tmp_path, clip_2s, 200, redis_server.url)
     write_figures("job_load", fig)
     check_job_load(fig)
 
