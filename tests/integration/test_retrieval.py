@@ -179,3 +179,18 @@ def test_the_indexing_thread_embeds_what_queued_up_meanwhile_in_one_request(
     assert requests == [said[:1], said[1:4], said[5:], said[4:5]]  # one request per job's run in the queue
     assert VectorStore(store).count("bow/64", Filters(job=job)) == 5
     assert VectorStore(store).count("bow/64", Filters(job=other)) == 1
+
+
+def test_segments_and_thumbnails_are_read_by_key_across_query_chunks(store: SqlResultStore) -> None:
+    """``by_keys`` and ``thumbs`` match at most 200 segments a query: 450 keys over two jobs, with keys that
+    match nothing, come back whole."""
+    first = make_job(store, "a.mp4", [(f"segment {i}", {}) for i in range(250)])
+    second = make_job(store, "b.mp4", [(f"segment {i}", {}) for i in range(200)])
+    keys = [(first, i) for i in range(250)] + [(second, i) for i in range(200)] + [("no-such-job", 0), (first, 999)]
+    vs = VectorStore(store)
+    infos = vs.by_keys(keys)
+    assert set(infos) == set(keys[:450])
+    assert infos[(second, 137)].description == "segment 137" and infos[(second, 137)].job_id == second
+    thumbs = vs.thumbs(keys)
+    assert set(thumbs) == set(keys[:450])
+    assert thumbs[(first, 249)] == (1, f"/frames/{first}/249/1.jpg")  # the first frame of the segment

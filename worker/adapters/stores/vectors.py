@@ -138,6 +138,19 @@ def _info(row: Any) -> SegmentInfo:
                        dict(structured or {}) if isinstance(structured, Mapping) else {})  # fmt: skip
 
 
+def _key_chunks(
+    keys: Sequence[tuple[str, int]], job_col: str, index_col: str, size: int = 200
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, params)`` matching ``size`` of the segments ``(job_id, index)`` at a time (one query each)."""
+    for start in range(0, len(keys), size):
+        params: dict[str, Any] = {}
+        conds = []
+        for i, (job, idx) in enumerate(keys[start : start + size]):
+            conds.append(f"({job_col} = :j{i} AND {index_col} = :i{i})")
+            params[f"j{i}"], params[f"i{i}"] = job, idx
+        yield " OR ".join(conds), params
+
+
 class VectorStore:
     def __init__(self, store: SqlResultStore) -> None:
         self.store = store
@@ -155,14 +168,8 @@ class VectorStore:
         """Segments by ``(job_id, index)``."""
         found: dict[tuple[str, int], SegmentInfo] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), 200):
-                chunk = keys[start : start + 200]
-                params: dict[str, Any] = {}
-                conds = []
-                for i, (job, idx) in enumerate(chunk):
-                    conds.append(f'(s.job_id = :j{i} AND s."index" = :i{i})')
-                    params[f"j{i}"], params[f"i{i}"] = job, idx
-                for r in conn.execute(text(f"SELECT {_INFO} WHERE {' OR '.join(conds)}"), params).all():
+            for where, params in _key_chunks(keys, "s.job_id", 's."index"'):
+                for r in conn.execute(text(f"SELECT {_INFO} WHERE {where}"), params).all():
                     info = _info(r)
                     found[(info.job_id, info.index)] = info
         return found
@@ -171,14 +178,7 @@ class VectorStore:
         """The first frame ``(n, path)`` of each segment ``(job_id, index)`` that has frames (one query)."""
         found: dict[tuple[str, int], tuple[int, str]] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), 200):
-                chunk = keys[start : start + 200]
-                params: dict[str, Any] = {}
-                conds = []
-                for i, (job, idx) in enumerate(chunk):
-                    conds.append(f"(f.job_id = :j{i} AND f.segment_index = :i{i})")
-                    params[f"j{i}"], params[f"i{i}"] = job, idx
-                where = " OR ".join(conds)
+            for where, params in _key_chunks(keys, "f.job_id", "f.segment_index"):
                 sql = f"SELECT f.job_id, f.segment_index, f.n, f.path FROM frames f WHERE {where} ORDER BY f.n"
                 for job, idx, n, path in conn.execute(text(sql), params).all():
                     found.setdefault((job, int(idx)), (int(n), str(path)))
