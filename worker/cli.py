@@ -78,6 +78,15 @@ DataDirOpt = Annotated[
 ]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the result store.")]
 
+# What narrows `search` and `ask` alike (worker.adapters.stores.vectors.Filters reads the times).
+JobFilterOpt = Annotated[str | None, typer.Option("--job", help="Only this job.")]
+SourceFilterOpt = Annotated[str | None, typer.Option("--source", help="Only sources whose name matches (glob).")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Only segments ending after (s, MM:SS or HH:MM:SS).")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Only segments starting before (s, MM:SS or HH:MM:SS).")]
+WhereOpt = Annotated[
+    list[str] | None, typer.Option("--where", help="Structured fact filter, e.g. people>=2 (repeatable).")
+]
+
 
 # Job options shared by `run` and `submit` (added to both by ``with_job_options``; mapped onto JobOptions).
 FpsOpt = Annotated[float | None, typer.Option(help="Frames sampled per second.")]

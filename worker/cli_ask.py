@@ -7,17 +7,31 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, err, out, settings_from
+from worker.cli import (
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    FromOpt,
+    JobFilterOpt,
+    SourceFilterOpt,
+    ToOpt,
+    WhereOpt,
+    _store,
+    app,
+    err,
+    out,
+    settings_from,
+)
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help='A question, e.g. "when did a van park near the entrance?"')],
-    job: Annotated[str | None, typer.Option("--job", help="Only this job.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Only sources whose name matches (glob).")] = None,
-    from_t: Annotated[str | None, typer.Option("--from", help="Range start (s, MM:SS or HH:MM:SS).")] = None,
-    to_t: Annotated[str | None, typer.Option("--to", help="Range end (s, MM:SS or HH:MM:SS).")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help="Structured fact filter, e.g. people>=2.")] = None,
+    job: JobFilterOpt = None,
+    source: SourceFilterOpt = None,
+    from_t: FromOpt = None,
+    to_t: ToOpt = None,
+    where: WhereOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole result as one JSON object.")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,

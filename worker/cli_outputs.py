@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import ConfigOpt, DataDirOpt, DbOpt, _store, app, out
+from worker.cli import (
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    FromOpt,
+    JobFilterOpt,
+    SourceFilterOpt,
+    ToOpt,
+    WhereOpt,
+    _store,
+    app,
+    out,
+)
 from worker.core.timecode import span
 
 
@@ -27,13 +39,11 @@ def _marked(snippet: str, marks: tuple[tuple[int, int], ...]) -> str:
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help='Words or a sentence, e.g. "red car" ("" with --where only).')] = "",
-    job: Annotated[str | None, typer.Option("--job", help="Only this job.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Only sources whose name matches (glob).")] = None,
-    from_s: Annotated[float | None, typer.Option("--from", min=0, help="Only segments ending after (s).")] = None,
-    to_s: Annotated[float | None, typer.Option("--to", min=0, help="Only segments starting before (s).")] = None,
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="Structured fact filter, e.g. people>=2 (repeatable).")
-    ] = None,
+    job: JobFilterOpt = None,
+    source: SourceFilterOpt = None,
+    from_t: FromOpt = None,
+    to_t: ToOpt = None,
+    where: WhereOpt = None,
     semantic: Annotated[
         bool, typer.Option("--semantic", help="Meaning-based search (same as --mode semantic).")
     ] = False,
@@ -61,7 +71,7 @@ def search(
         store,
         query,
         mode=chosen,  # type: ignore[arg-type]
-        filters=Filters.of(job=job, source=source, from_=from_s, to=to_s, flag="--"),
+        filters=Filters.of(job=job, source=source, from_=from_t, to=to_t, flag="--"),
         where=parse_where(where),
         embedder=embedder,
         limit=limit,

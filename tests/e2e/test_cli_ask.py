@@ -46,6 +46,24 @@ def test_search_modes_filters_and_negation(data: Path) -> None:
     assert again.returncode == 0 and "0 embedded" in again.stdout, "vectors were computed when segments were stored"
 
 
+def test_search_and_ask_take_the_same_time_range(data: Path) -> None:
+    """``--from``/``--to`` read seconds, MM:SS or HH:MM:SS in ``search`` as in ``ask``; a bad one is a usage error."""
+    every = _json_lines(cli("search", "", "--where", "people>=0", "--json", data=data).stdout)
+    assert len(every) >= 3, every
+    start, end = every[1]["start_ms"], every[1]["end_ms"]
+    inside = {r["index"] for r in every if r["end_ms"] > start and r["start_ms"] < end}
+    for lo, hi in ((f"{start / 1000:g}", f"0:{end // 1000:02d}"), (f"0:00:{start // 1000:02d}", f"{end / 1000:g}")):
+        ranged = cli("search", "", "--where", "people>=0", "--from", lo, "--to", hi, "--json", data=data)
+        got = _json_lines(ranged.stdout)
+        assert {r["index"] for r in got} == inside and len(inside) < len(every), (lo, hi, got)
+    asked = json.loads(cli("ask", "what happened?", "--from", f"{start / 1000:g}", "--to", f"{end / 1000:g}", "--json",
+                           data=data).stdout)  # fmt: skip
+    assert {c["index"] for c in asked["citations"]} <= inside
+    for command in (("search", "people"), ("ask", "who?")):
+        bad = cli(*command, "--from", "-5", data=data)
+        assert bad.returncode == 2 and "framescribe: error: --from must be seconds, MM:SS or HH:MM:SS" in bad.stderr
+
+
 def test_ask_offline_is_extractive_with_checked_citations(data: Path) -> None:
     res = cli("ask", "when were people visible?", "--json", data=data)
     assert res.returncode == 0, res.stderr
