@@ -155,9 +155,15 @@ def job_options_from(options: dict[str, Any]) -> JobOptions:
 
 def _store(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
     """The store of a read-only command: none is created where none is found."""
+    return _settings_and_store(config, data_dir, database_url)[1]
+
+
+def _settings_and_store(config: Path | None, data_dir: Path | None, database_url: str | None) -> tuple[Settings, Any]:
+    """The settings (resolved and announced once) and the store of a read-only command that needs both."""
     from worker.cli_store import open_store
 
-    return open_store(settings_from(config, data_dir, database_url), read_only=True)
+    settings = settings_from(config, data_dir, database_url)
+    return settings, open_store(settings, read_only=True)
 
 
 def guarded(fn: Callable[[], T]) -> T | None:

@@ -16,11 +16,10 @@ from worker.cli import (
     SourceFilterOpt,
     ToOpt,
     WhereOpt,
-    _store,
+    _settings_and_store,
     app,
     err,
     out,
-    settings_from,
 )
 
 
@@ -45,8 +44,7 @@ def ask(
     from worker.ask import build
     from worker.core.where import parse_where
 
-    settings = settings_from(config, data_dir, database_url)
-    store = _store(config, data_dir, database_url)
+    settings, store = _settings_and_store(config, data_dir, database_url)
     filters = Filters.of(job=job, source=source, from_=from_t, to=to_t, flag="--")
     embedder, answerer, looker, prompts = build(settings)
     streamed: list[str] = []
@@ -93,8 +91,7 @@ def reindex(
     from worker.indexing import embedder_for
     from worker.indexing import reindex as run_reindex
 
-    settings = settings_from(config, data_dir, database_url)
-    store = _store(config, data_dir, database_url)
+    settings, store = _settings_and_store(config, data_dir, database_url)
     if job:
         store.get_job(job)
     embedder = embedder_for(settings)

@@ -16,7 +16,7 @@ from worker.cli import (
     SourceFilterOpt,
     ToOpt,
     WhereOpt,
-    _store,
+    _settings_and_store,
     app,
     out,
 )
@@ -58,13 +58,11 @@ def search(
 ) -> None:
     """Search segment descriptions and structured fields across all jobs, best matches first."""
     from worker.adapters.stores.vectors import Filters
-    from worker.cli import settings_from
     from worker.core.where import parse_where
     from worker.indexing import embedder_for
     from worker.retrieval import search as run_search
 
-    settings = settings_from(config, data_dir, database_url)
-    store = _store(config, data_dir, database_url)
+    settings, store = _settings_and_store(config, data_dir, database_url)
     chosen = "semantic" if semantic else mode
     embedder = embedder_for(settings) if chosen != "text" else None
     hits = run_search(

@@ -55,9 +55,11 @@ def test_search_and_ask_take_the_same_time_range(data: Path) -> None:
     for lo, hi in ((f"{start / 1000:g}", f"0:{end // 1000:02d}"), (f"0:00:{start // 1000:02d}", f"{end / 1000:g}")):
         ranged = cli("search", "", "--where", "people>=0", "--from", lo, "--to", hi, "--json", data=data)
         got = _json_lines(ranged.stdout)
+        assert ranged.stderr.count("framescribe: store:") == 1, ranged.stderr  # settings resolved once
         assert {r["index"] for r in got} == inside and len(inside) < len(every), (lo, hi, got)
-    asked = json.loads(cli("ask", "what happened?", "--from", f"{start / 1000:g}", "--to", f"{end / 1000:g}", "--json",
-                           data=data).stdout)  # fmt: skip
+    ask = cli("ask", "what happened?", "--from", f"{start / 1000:g}", "--to", f"{end / 1000:g}", "--json", data=data)
+    asked = json.loads(ask.stdout)
+    assert ask.stderr.count("framescribe: store:") == 1, ask.stderr
     assert {c["index"] for c in asked["citations"]} <= inside
     for command in (("search", "people"), ("ask", "who?")):
         bad = cli(*command, "--from", "-5", data=data)
