@@ -51,6 +51,7 @@ def search(
         str | None, typer.Option("--mode", help="text | semantic | hybrid (default: hybrid when vectors exist).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=10_000, help="Skip this many hits (the next page).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per hit.")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -73,6 +74,7 @@ def search(
         where=parse_where(where),
         embedder=embedder,
         limit=limit,
+        offset=offset,
     )
     if as_json:
         for hit in hits:

@@ -46,10 +46,11 @@ def test_search_modes_filters_and_negation(data: Path) -> None:
     assert again.returncode == 0 and "0 embedded" in again.stdout, "vectors were computed when segments were stored"
 
 
-def test_search_and_ask_take_the_same_time_range(data: Path) -> None:
-    """``--from``/``--to`` read seconds, MM:SS or HH:MM:SS in ``search`` as in ``ask``; a bad one is a usage error."""
+def test_search_and_ask_take_the_same_time_range_and_search_pages(data: Path) -> None:
+    """``--from``/``--to`` read seconds, MM:SS or HH:MM:SS in ``search`` as in ``ask`` (a bad one is a usage
+    error), and ``search --offset`` pages as the REST API's ``offset`` does."""
     every = _json_lines(cli("search", "", "--where", "people>=0", "--json", data=data).stdout)
-    assert len(every) >= 3, every
+    assert len(every) >= 4, every
     start, end = every[1]["start_ms"], every[1]["end_ms"]
     inside = {r["index"] for r in every if r["end_ms"] > start and r["start_ms"] < end}
     for lo, hi in ((f"{start / 1000:g}", f"0:{end // 1000:02d}"), (f"0:00:{start // 1000:02d}", f"{end / 1000:g}")):
@@ -57,6 +58,9 @@ def test_search_and_ask_take_the_same_time_range(data: Path) -> None:
         got = _json_lines(ranged.stdout)
         assert ranged.stderr.count("framescribe: store:") == 1, ranged.stderr  # settings resolved once
         assert {r["index"] for r in got} == inside and len(inside) < len(every), (lo, hi, got)
+    pages = [cli("search", "", "--where", "people>=0", "--limit", "2", "--offset", str(o), "--json", data=data)
+             for o in (0, 2)]  # fmt: skip
+    assert [r["index"] for p in pages for r in _json_lines(p.stdout)] == [r["index"] for r in every[:4]]
     ask = cli("ask", "what happened?", "--from", f"{start / 1000:g}", "--to", f"{end / 1000:g}", "--json", data=data)
     asked = json.loads(ask.stdout)
     assert ask.stderr.count("framescribe: store:") == 1, ask.stderr
