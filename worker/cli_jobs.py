@@ -18,6 +18,11 @@ JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled"
 @jobs_app.command("list")
 def jobs_list(
     state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only jobs whose source name contains this.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Only jobs this schedule started (its id).")] = None,
+    before: Annotated[
+        str | None, typer.Option(help="Only jobs older than this one: the next page after its last id.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     stuck: Annotated[
         bool, typer.Option("--stuck", help="Only live jobs with no progress for --older-than seconds.")
@@ -38,7 +43,9 @@ def jobs_list(
         print_stuck(out, open_store(settings, read_only=True), older_than or settings.worker.task_time_limit_s, limit)
         return
     store = _store(config, data_dir, database_url)
-    jobs = store.list_jobs(state=state, limit=limit)
+    if before:
+        store.get_job(before)  # a cursor that names no job is an error, not an empty page (as in the REST API)
+    jobs = store.list_jobs(state=state, source=source, schedule_id=schedule, before=before, limit=limit)
     out.print(rich_jobs_table(job_rows(jobs, {job.id: store.counts(job.id) for job in jobs})))
 
 

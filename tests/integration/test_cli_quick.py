@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,29 @@ def test_on_a_terminal_rich_draws_the_table(tmp_path: Path, env: dict[str, str])
         quick = on_terminal(args, e, full=False)
         shown = ids[0] if args[0] != "status" else ids[1]
         assert quick == on_terminal(args, e, full=True) and shown.encode() in quick, args
+
+
+def test_jobs_list_narrows_and_pages_as_the_rest_api_does(tmp_path: Path, env: dict[str, str]) -> None:
+    """``--source``, ``--schedule`` and ``--before`` (the next page) are the API's ``source``, ``schedule_id`` and
+    ``cursor``; they take the full path, and the quick path's output stays the same without them."""
+    data = tmp_path / "data"
+    ids = seed(data)  # created in this order: the newest (ids[-1]) is listed first
+    e = {**env, "FRAMESCRIBE_DATA_DIR": str(data)}
+
+    def listed(*args: str) -> list[str]:
+        out, err, code, _ = run(["jobs", "list", *args], e)
+        assert code == 0, err
+        return re.findall(r"\b[0-9a-f]{32}\b", out)
+
+    newest_first = ids[::-1]
+    assert listed() == newest_first
+    assert listed("--source", "mp4") == [ids[3], ids[1], ids[0]]  # c.mkv is not listed
+    first = listed("--limit", "2")
+    assert first == newest_first[:2] and listed("--limit", "2", "--before", first[-1]) == newest_first[2:]
+    store = SqlResultStore(f"sqlite:///{data / 'framescribe.db'}")
+    with store.session() as s, s.begin():
+        s.execute(update(JobRow).where(JobRow.id == ids[2]).values(schedule_id="5" * 32))
+    store.close()
+    assert listed("--schedule", "5" * 32) == [ids[2]]
+    out, err, code, _ = run(["jobs", "list", "--before", "0" * 32], e)
+    assert code != 0 and f"no job with id {'0' * 32}" in err and not out
